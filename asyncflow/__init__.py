@@ -1,0 +1,1 @@
+"""asyncflow: a durable asynchronous task scheduler served over gRPC."""

@@ -1,0 +1,24 @@
+"""Task <-> JSON for cache entries (no pickle: a cache must never execute data)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from asyncflow.core.model import RetryPolicy, RetryStrategy, Task, TaskStatus
+
+
+def encode(task: Task) -> str:
+    data = dataclasses.asdict(task)
+    data["status"] = int(task.status)
+    data["retry"] = [task.retry.strategy.value, task.retry.interval, task.retry.max_interval]
+    return json.dumps(data, separators=(",", ":"))
+
+
+def decode(text: str | bytes) -> Task:
+    data: dict[str, Any] = json.loads(text)
+    strategy, interval, max_interval = data["retry"]
+    data["retry"] = RetryPolicy(RetryStrategy(strategy), interval, max_interval)
+    data["status"] = TaskStatus(data["status"])
+    return Task(**data)

@@ -1,0 +1,61 @@
+"""Task type names, task ids and table names: the only identifiers that reach SQL.
+
+A task type is validated against TASK_TYPE_RE before it is used anywhere, and a
+table name is built only from a validated type and an integer position.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from asyncflow.errors import InvalidArgument
+
+# "t_" + type + "_task_" + pos must fit MySQL's 64-character identifier limit.
+TASK_TYPE_RE = re.compile(r"[a-z][a-z0-9_]{0,47}")
+IDEMPOTENCY_KEY_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
+MAX_POS = 99_999_999
+
+
+def check_task_type(task_type: str, field: str = "task_type") -> str:
+    if not TASK_TYPE_RE.fullmatch(task_type):
+        raise InvalidArgument(
+            f"{field} must match ^[a-z][a-z0-9_]{{0,47}}$, got {task_type!r:.80}", field=field
+        )
+    return task_type
+
+
+def check_idempotency_key(key: str) -> str:
+    if not IDEMPOTENCY_KEY_RE.fullmatch(key):
+        raise InvalidArgument(
+            f"idempotency_key must match ^[A-Za-z0-9-]{{1,64}}$, got {key!r:.80}",
+            field="idempotency_key",
+        )
+    return key
+
+
+def task_table(task_type: str, pos: int) -> str:
+    """The task table name; refuses anything but a valid type and a positive int."""
+    if not TASK_TYPE_RE.fullmatch(task_type) or type(pos) is not int or not 1 <= pos <= MAX_POS:
+        raise ValueError(f"refusing to build a table name from {task_type!r}, {pos!r}")
+    return f"t_{task_type}_task_{pos}"
+
+
+def new_task_id(task_type: str, pos: int, key: str | None = None) -> str:
+    """`<key>_<type with '_' as '-'>_<pos>`, the original's format; key defaults to a uuid4."""
+    return f"{key or uuid.uuid4()}_{task_type.replace('_', '-')}_{pos}"
+
+
+def parse_task_id(task_id: str, field: str = "task_id") -> tuple[str, int]:
+    """Return (task_type, pos) from a task id, or raise InvalidArgument naming `field`."""
+    parts = task_id.split("_")
+    if len(parts) != 3 or not IDEMPOTENCY_KEY_RE.fullmatch(parts[0]):
+        raise InvalidArgument(f"{field} is malformed: {task_id!r:.80}", field=field)
+    task_type = parts[1].replace("-", "_")
+    pos_text = parts[2]
+    if not TASK_TYPE_RE.fullmatch(task_type) or not pos_text.isascii() or not pos_text.isdigit():
+        raise InvalidArgument(f"{field} is malformed: {task_id!r:.80}", field=field)
+    pos = int(pos_text)
+    if not 1 <= pos <= MAX_POS or pos_text != str(pos):
+        raise InvalidArgument(f"{field} has an invalid table position: {task_id!r:.80}", field=field)
+    return task_type, pos

@@ -1,0 +1,177 @@
+"""Domain values: what the core reasons about and the store returns (never driver rows)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class TaskStatus(enum.IntEnum):
+    """Stored as-is; values are those of the original and are never renumbered."""
+
+    PENDING = 1
+    PROCESSING = 2
+    SUCCESS = 3
+    FAILED = 4
+
+    @property
+    def terminal(self) -> bool:
+        return self in (TaskStatus.SUCCESS, TaskStatus.FAILED)
+
+
+class RetryStrategy(enum.Enum):
+    PROGRESSIVE = "progressive"
+    """delay = min(retry_interval * 2**retries_so_far, max_retry_interval)"""
+    UNIFORM = "uniform"
+    """delay = retry_interval"""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    strategy: RetryStrategy
+    interval: int
+    """Base delay in seconds."""
+    max_interval: int
+    """Cap of the progressive delay in seconds."""
+
+
+@dataclass(frozen=True)
+class TaskTypeConfig:
+    """One row of t_schedule_cfg joined with its t_schedule_pos row."""
+
+    task_type: str
+    schedule_limit: int
+    schedule_interval: int
+    """Seconds between polls of a polling worker."""
+    max_processing_time: int
+    """Lease length in seconds."""
+    max_retry_num: int
+    retry: RetryPolicy
+    begin_pos: int = 1
+    end_pos: int = 1
+    create_time: int = 0
+    modify_time: int = 0
+
+
+@dataclass(frozen=True)
+class Task:
+    """One row of a task table."""
+
+    row_id: int
+    """Internal auto-increment id; used for paging, never exposed."""
+    task_id: str
+    task_type: str
+    pos: int
+    """Table position the row lives in (also embedded in task_id)."""
+    user_id: str
+    task_stage: str
+    status: TaskStatus
+    priority: int
+    crt_retry_num: int
+    max_retry_num: int
+    retry: RetryPolicy
+    context: str
+    schedule_log: str
+    order_time: int
+    lease_token: str
+    """Empty unless PROCESSING."""
+    hold_count: int
+    """Times held so far: the lease's attempt number."""
+    lease_deadline: int
+    version: int
+    """Bumped by every write; orders cache entries (see asyncflow.cache)."""
+    create_time: int
+    modify_time: int
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A task about to be inserted; the core has computed every column."""
+
+    task_id: str
+    task_type: str
+    pos: int
+    user_id: str
+    task_stage: str
+    priority: int
+    max_retry_num: int
+    retry: RetryPolicy
+    context: str
+    order_time: int
+    idempotency_key: str | None
+    """When set, the store refuses a second task with the same (type, key)."""
+
+
+@dataclass(frozen=True)
+class TaskChange:
+    """The new values of the columns a holder's report may change."""
+
+    status: TaskStatus
+    task_stage: str
+    context: str
+    crt_retry_num: int
+    order_time: int
+    schedule_log: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a hold writes on every task it leases."""
+
+    token: str
+    deadline: int
+    now: int
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    status: TaskStatus | None = None
+    task_stage: str | None = None
+    user_id: str | None = None
+
+
+@dataclass(frozen=True)
+class PageCursor:
+    """Position after the last task of a page: table pos and row id."""
+
+    pos: int
+    row_id: int
+
+
+@dataclass(frozen=True)
+class Success:
+    """Every stage is done."""
+
+
+@dataclass(frozen=True)
+class NextStage:
+    task_stage: str
+
+
+@dataclass(frozen=True)
+class Retry:
+    error: str
+    delay: int | None = None
+    """Seconds; None means the task's back-off policy decides."""
+
+
+@dataclass(frozen=True)
+class Fail:
+    error: str
+
+
+Outcome = Success | NextStage | Retry | Fail
+
+
+@dataclass(frozen=True)
+class TypeSettings:
+    """A RegisterTaskType request: None keeps the current (or default) value."""
+
+    task_type: str
+    schedule_limit: int | None = None
+    schedule_interval: int | None = None
+    max_processing_time: int | None = None
+    max_retry_num: int | None = None
+    retry_strategy: RetryStrategy | None = None
+    retry_interval: int | None = None
+    max_retry_interval: int | None = None

@@ -1,0 +1,103 @@
+"""The scheduling rules: order_time, retry back-off, and the outcome of a report.
+
+order_time folds FIFO, priority and back-off into one sortable integer
+(reference §4): a task is due once order_time <= now, oldest first.
+"""
+
+from __future__ import annotations
+
+import json
+
+from asyncflow.core.model import RetryPolicy, RetryStrategy, Task, TaskChange, TaskStatus
+
+MAX_PRIORITY = 3600 * 24 * 30 * 12
+"""Priority is seconds of advance, at most one (360-day) year, as in the original."""
+
+MAX_SHIFT = 30
+"""Progressive back-off stops doubling after this many retries (avoids overflow)."""
+
+LOG_HISTORY = 3
+MAX_ERROR_CHARS = 256
+
+
+def order_time_for_run(now: int, priority: int) -> int:
+    """A task (re)queued to run now: it keeps its priority advance."""
+    return now - priority
+
+
+def retry_delay(policy: RetryPolicy, retries_so_far: int) -> int:
+    if policy.strategy is RetryStrategy.UNIFORM:
+        return policy.interval
+    return min(policy.interval << min(retries_so_far, MAX_SHIFT), policy.max_interval)
+
+
+def _log(task: Task, now: int, outcome: str, error: str) -> str:
+    """Append this outcome to the task's schedule log, keeping the last few."""
+    try:
+        log = json.loads(task.schedule_log) if task.schedule_log else {}
+    except ValueError:
+        log = {}
+    history = log.get("history", []) if isinstance(log, dict) else []
+    if isinstance(log, dict) and "last" in log:
+        history = [*history, log["last"]][-LOG_HISTORY:]
+    last = {
+        "attempt": task.hold_count,
+        "stage": task.task_stage,
+        "outcome": outcome,
+        "error": error[:MAX_ERROR_CHARS],
+        "time": now,
+    }
+    return json.dumps({"last": last, "history": history}, separators=(",", ":"))
+
+
+def succeed(task: Task, now: int, context: str) -> TaskChange:
+    return TaskChange(
+        status=TaskStatus.SUCCESS,
+        task_stage=task.task_stage,
+        context=context,
+        crt_retry_num=task.crt_retry_num,
+        order_time=task.order_time,
+        schedule_log=_log(task, now, "success", ""),
+    )
+
+
+def next_stage(task: Task, now: int, stage: str, context: str) -> TaskChange:
+    """Stage done: back to the queue at the tail minus its advance, with fresh retries."""
+    return TaskChange(
+        status=TaskStatus.PENDING,
+        task_stage=stage,
+        context=context,
+        crt_retry_num=0,
+        order_time=order_time_for_run(now, task.priority),
+        schedule_log=_log(task, now, "next_stage", ""),
+    )
+
+
+def retry(task: Task, now: int, context: str, error: str, delay: int | None) -> TaskChange:
+    """Run the stage again after a back-off, or fail once max_retry_num retries are used.
+
+    The back-off deliberately ignores priority, so a failing high-priority task
+    cannot starve the others (reference §4.1).
+    """
+    if task.crt_retry_num >= task.max_retry_num:
+        return fail(task, now, context, error or "retries exhausted")
+    wait = retry_delay(task.retry, task.crt_retry_num) if delay is None else delay
+    return TaskChange(
+        status=TaskStatus.PENDING,
+        task_stage=task.task_stage,
+        context=context,
+        crt_retry_num=task.crt_retry_num + 1,
+        order_time=now + wait,
+        schedule_log=_log(task, now, "retry", error),
+    )
+
+
+def fail(task: Task, now: int, context: str, error: str) -> TaskChange:
+    return TaskChange(
+        status=TaskStatus.FAILED,
+        task_stage=task.task_stage,
+        context=context,
+        crt_retry_num=task.crt_retry_num,
+        order_time=task.order_time,
+        schedule_log=_log(task, now, "fail", error),
+    )

@@ -1,0 +1,311 @@
+"""The rules of asyncflow: what each operation does, independent of gRPC and SQL.
+
+The servicer decodes and validates requests and calls one method here; this
+module decides transitions (policy), talks to the store (the source of truth)
+and keeps the cache coherent by publishing every row it writes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import secrets
+import uuid
+from dataclasses import dataclass, replace
+
+from asyncflow.cache import TaskCache
+from asyncflow.clock import Clock
+from asyncflow.core import policy
+from asyncflow.core.ids import check_idempotency_key, check_task_type, new_task_id, parse_task_id
+from asyncflow.core.model import (
+    Claim,
+    Fail,
+    NewTask,
+    NextStage,
+    Outcome,
+    PageCursor,
+    Retry,
+    RetryPolicy,
+    RetryStrategy,
+    Success,
+    Task,
+    TaskChange,
+    TaskFilter,
+    TaskStatus,
+    TaskTypeConfig,
+    TypeSettings,
+)
+from asyncflow.core.validate import (
+    MAX_ERROR_CHARS,
+    MAX_STAGE_CHARS,
+    MAX_USER_ID_CHARS,
+    Limits,
+    check_context,
+    check_range,
+    check_text,
+)
+from asyncflow.errors import (
+    InvalidArgument,
+    LeaseLost,
+    TaskAlreadyExists,
+    TaskNotFound,
+    TaskNotProcessing,
+    TaskTypeNotFound,
+)
+from asyncflow.store.base import TaskStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TYPE = TaskTypeConfig(
+    task_type="",
+    schedule_limit=100,
+    schedule_interval=10,
+    max_processing_time=30,
+    max_retry_num=3,
+    retry=RetryPolicy(RetryStrategy.PROGRESSIVE, interval=5, max_interval=30),
+)
+"""Settings of a newly registered type, from the original's sample `lark` row."""
+
+DAY = 86_400
+LEASE_RACE_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class NewTaskRequest:
+    task_type: str
+    user_id: str = ""
+    task_stage: str = ""
+    context: str = ""
+    priority: int = 0
+    idempotency_key: str = ""
+
+
+class TaskCore:
+    def __init__(
+        self, store: TaskStore, cache: TaskCache, clock: Clock, limits: Limits | None = None
+    ) -> None:
+        self.store = store
+        self.cache = cache
+        self.clock = clock
+        self.limits = limits or Limits()
+
+    # -- task types -----------------------------------------------------------
+
+    async def register_type(self, settings: TypeSettings) -> TaskTypeConfig:
+        check_task_type(settings.task_type)
+        current = await self.store.type_get(settings.task_type) or replace(
+            DEFAULT_TYPE, task_type=settings.task_type
+        )
+        retry = current.retry
+        config = replace(
+            current,
+            schedule_limit=check_range(
+                _pick(settings.schedule_limit, current.schedule_limit),
+                "schedule_limit", 1, self.limits.max_hold_limit,
+            ),
+            schedule_interval=check_range(
+                _pick(settings.schedule_interval, current.schedule_interval),
+                "schedule_interval_seconds", 1, DAY,
+            ),
+            max_processing_time=check_range(
+                _pick(settings.max_processing_time, current.max_processing_time),
+                "max_processing_time_seconds", 1, 7 * DAY,
+            ),
+            max_retry_num=check_range(
+                _pick(settings.max_retry_num, current.max_retry_num), "max_retry_num", 0, 1000
+            ),
+            retry=RetryPolicy(
+                strategy=settings.retry_strategy or retry.strategy,
+                interval=check_range(
+                    _pick(settings.retry_interval, retry.interval),
+                    "retry_interval_seconds", 1, 30 * DAY,
+                ),
+                max_interval=check_range(
+                    _pick(settings.max_retry_interval, retry.max_interval),
+                    "max_retry_interval_seconds", 1, 30 * DAY,
+                ),
+            ),
+        )
+        stored = await self.store.type_upsert(config, self.clock.now())
+        log.info("registered task type %s", stored.task_type)
+        return stored
+
+    async def list_types(self) -> list[TaskTypeConfig]:
+        return await self.store.type_list()
+
+    async def _type(self, task_type: str) -> TaskTypeConfig:
+        check_task_type(task_type)
+        config = await self.store.type_get(task_type)
+        if config is None:
+            raise TaskTypeNotFound(f"task type {task_type!r} is not registered", field="task_type")
+        return config
+
+    # -- producers ------------------------------------------------------------
+
+    async def create_task(self, request: NewTaskRequest) -> tuple[Task, bool]:
+        """Insert a task; with an idempotency key already used, return that task instead."""
+        check_text(request.user_id, "user_id", MAX_USER_ID_CHARS)
+        check_text(request.task_stage, "task_stage", MAX_STAGE_CHARS)
+        check_context(request.context, self.limits)
+        check_range(request.priority, "priority", 0, policy.MAX_PRIORITY)
+        key = check_idempotency_key(request.idempotency_key) if request.idempotency_key else None
+        config = await self._type(request.task_type)
+        now = self.clock.now()
+        new = NewTask(
+            task_id=new_task_id(config.task_type, config.end_pos, key or str(uuid.uuid4())),
+            task_type=config.task_type,
+            pos=config.end_pos,
+            user_id=request.user_id,
+            task_stage=request.task_stage,
+            priority=request.priority,
+            max_retry_num=config.max_retry_num,
+            retry=config.retry,
+            context=request.context,
+            order_time=policy.order_time_for_run(now, request.priority),
+            idempotency_key=key,
+        )
+        try:
+            task = await self.store.task_insert(new, now)
+        except TaskAlreadyExists as exists:
+            return await self.get_task(exists.task_id), False
+        await self.cache.put([task])
+        return task, True
+
+    # -- readers --------------------------------------------------------------
+
+    async def get_task(self, task_id: str) -> Task:
+        task_type, pos = parse_task_id(task_id)
+        task = await self.cache.get(task_id)
+        if task is None:
+            task = await self.store.task_get(task_type, pos, task_id)
+            if task is None:
+                raise TaskNotFound(f"task {task_id!r} does not exist", field="task_id")
+            await self.cache.put([task])
+        return task
+
+    async def list_tasks(
+        self, task_type: str, where: TaskFilter, page_size: int, page_token: str
+    ) -> tuple[list[Task], str]:
+        config = await self._type(task_type)
+        if where.task_stage is not None:
+            check_text(where.task_stage, "task_stage", MAX_STAGE_CHARS)
+        if where.user_id is not None:
+            check_text(where.user_id, "user_id", MAX_USER_ID_CHARS)
+        limit = min(page_size or self.limits.default_page_size, self.limits.max_page_size)
+        after = _decode_page_token(page_token, task_type) if page_token else None
+        tasks = await self.store.task_list(config, where, after, limit)
+        next_token = ""
+        if len(tasks) == limit:
+            next_token = _encode_page_token(task_type, PageCursor(tasks[-1].pos, tasks[-1].row_id))
+        return tasks, next_token
+
+    async def count_tasks(self, task_type: str) -> dict[TaskStatus, int]:
+        return await self.store.task_count(await self._type(task_type))
+
+    # -- workers --------------------------------------------------------------
+
+    async def hold_tasks(self, task_type: str, limit: int) -> list[Task]:
+        """Lease up to `limit` due tasks (0: the type's schedule_limit) to one holder."""
+        config = await self._type(task_type)
+        limit = min(limit or config.schedule_limit, self.limits.max_hold_limit)
+        now = self.clock.now()
+        claim = Claim(
+            token=secrets.token_hex(16), deadline=now + config.max_processing_time, now=now
+        )
+        tasks = await self.store.task_claim_due(config, limit, claim)
+        await self.cache.put(tasks)
+        return tasks
+
+    async def set_task(
+        self, task_id: str, lease_token: str, outcome: Outcome, context: str | None = None
+    ) -> Task:
+        """Apply a holder's report, only while its lease is the task's current one."""
+        task_type, pos = parse_task_id(task_id)
+        if not lease_token:
+            raise InvalidArgument("lease_token is required", field="lease_token")
+        if context is not None:
+            check_context(context, self.limits)
+        _check_outcome(outcome)
+        for _ in range(LEASE_RACE_RETRIES):
+            task = await self.store.task_get(task_type, pos, task_id)
+            if task is None:
+                raise TaskNotFound(f"task {task_id!r} does not exist", field="task_id")
+            if task.status is not TaskStatus.PROCESSING:
+                raise TaskNotProcessing(
+                    f"task {task_id} is {task.status.name}, not PROCESSING: the report is refused",
+                    field="task_id",
+                )
+            if not secrets.compare_digest(task.lease_token, lease_token):
+                raise LeaseLost(
+                    f"lease_token is not the current lease of task {task_id}"
+                    f" (attempt {task.hold_count}): the report is refused",
+                    field="lease_token",
+                )
+            now = self.clock.now()
+            change = _apply(task, outcome, now, task.context if context is None else context)
+            updated = await self.store.task_update_leased(task, lease_token, change, now)
+            if updated is not None:
+                await self.cache.put([updated])
+                return updated
+            # The row moved between our read and our write (recovered, or its
+            # lease renewed): read it again and decide afresh.
+        raise LeaseLost(f"task {task_id} kept changing under the report", field="lease_token")
+
+    # -- governance -----------------------------------------------------------
+
+    async def recover_stuck(self, config: TaskTypeConfig, batch: int) -> list[Task]:
+        """Return the type's expired leases to the queue (or fail them); see the store."""
+        tasks = await self.store.task_recover_stuck(config, self.clock.now(), batch)
+        await self.cache.put(tasks)
+        return tasks
+
+
+def _pick(value: int | None, current: int) -> int:
+    return current if value is None else value
+
+
+def _check_outcome(outcome: Outcome) -> None:
+    match outcome:
+        case NextStage(task_stage=stage):
+            check_text(stage, "next_stage.task_stage", MAX_STAGE_CHARS)
+        case Retry(error=error, delay=delay):
+            check_text(error, "retry.error_message", MAX_ERROR_CHARS)
+            if delay is not None:
+                check_range(delay, "retry.delay_seconds", 0, policy.MAX_PRIORITY)
+        case Fail(error=error):
+            check_text(error, "fail.error_message", MAX_ERROR_CHARS)
+
+
+def _apply(task: Task, outcome: Outcome, now: int, context: str) -> TaskChange:
+    match outcome:
+        case Success():
+            return policy.succeed(task, now, context)
+        case NextStage(task_stage=stage):
+            return policy.next_stage(task, now, stage, context)
+        case Retry(error=error, delay=delay):
+            return policy.retry(task, now, context, error, delay)
+        case Fail(error=error):
+            return policy.fail(task, now, context, error)
+
+
+def _encode_page_token(task_type: str, cursor: PageCursor) -> str:
+    raw = json.dumps({"t": task_type, "p": cursor.pos, "i": cursor.row_id}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_page_token(token: str, task_type: str) -> PageCursor:
+    bad = InvalidArgument("page_token is not a token from this listing", field="page_token")
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (ValueError, binascii.Error):
+        raise bad from None
+    if (
+        not isinstance(data, dict)
+        or data.get("t") != task_type
+        or not all(type(data.get(k)) is int and data[k] >= 0 for k in ("p", "i"))
+        or data["p"] < 1
+    ):
+        raise bad
+    return PageCursor(pos=data["p"], row_id=data["i"])

@@ -1,0 +1,79 @@
+"""The storage interface: one method per operation, domain values in and out.
+
+Every method that depends on time takes `now` from the caller's clock; SQL never
+calls NOW(). Backends: asyncflow.store.mysql (production) and
+asyncflow.store.sqlite (embedded default). tests/store/ runs one contract suite
+against both.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from asyncflow.core.model import (
+    Claim,
+    NewTask,
+    PageCursor,
+    Task,
+    TaskChange,
+    TaskFilter,
+    TaskStatus,
+    TaskTypeConfig,
+)
+
+
+class TaskStore(Protocol):
+    async def migrate(self) -> list[str]:
+        """Apply pending numbered migrations; return the names applied."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def type_upsert(self, config: TaskTypeConfig, now: int) -> TaskTypeConfig:
+        """Create or update the config row; create the position row (1, 1) and
+        table 1 if missing (never moving existing positions). Idempotent."""
+        ...
+
+    async def type_get(self, task_type: str) -> TaskTypeConfig | None: ...
+
+    async def type_list(self) -> list[TaskTypeConfig]: ...
+
+    async def task_insert(self, task: NewTask, now: int) -> Task:
+        """Insert a pending task. Raises TaskAlreadyExists (carrying the existing
+        task id) when task.idempotency_key is already taken for the type."""
+        ...
+
+    async def task_get(self, task_type: str, pos: int, task_id: str) -> Task | None: ...
+
+    async def task_claim_due(
+        self, config: TaskTypeConfig, limit: int, claim: Claim
+    ) -> list[Task]:
+        """Atomically lease up to `limit` pending tasks with order_time <= now,
+        oldest first across tables begin_pos..end_pos. A task is never returned
+        to two concurrent callers."""
+        ...
+
+    async def task_update_leased(self, task: Task, lease_token: str, change: TaskChange,
+                                 now: int) -> Task | None:
+        """Apply `change` if the task is still PROCESSING under `lease_token` at
+        task.version; clears the lease. None when that no longer holds."""
+        ...
+
+    async def task_list(
+        self, config: TaskTypeConfig, where: TaskFilter, after: PageCursor | None, limit: int
+    ) -> list[Task]:
+        """Tasks in (pos, row_id) order, strictly after `after`."""
+        ...
+
+    async def task_count(self, config: TaskTypeConfig) -> dict[TaskStatus, int]:
+        """Tasks by status over every table of the type."""
+        ...
+
+    async def task_recover_stuck(
+        self, config: TaskTypeConfig, now: int, limit: int
+    ) -> list[Task]:
+        """Return PROCESSING tasks whose lease deadline has passed to PENDING with
+        one retry counted and order_time set by their back-off, or to FAILED when
+        their retries are exhausted. Bounded to `limit` tasks per table; returns
+        the recovered rows as they now are."""
+        ...

@@ -1,0 +1,210 @@
+"""What both backends share: column lists, row decoding, migrations on disk.
+
+Nothing here is dialect-specific; each backend keeps its own SQL text.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from importlib import resources
+from typing import Any
+
+from asyncflow.core.model import (
+    Claim,
+    NewTask,
+    RetryPolicy,
+    RetryStrategy,
+    Task,
+    TaskChange,
+    TaskStatus,
+    TaskTypeConfig,
+)
+
+TASK_COLUMNS = (
+    "id, task_id, task_type, user_id, task_stage, status, priority, crt_retry_num,"
+    " max_retry_num, retry_interval, max_retry_interval, task_context, schedule_log,"
+    " order_time, lease_token, hold_count, lease_deadline, version, create_time, modify_time"
+)
+
+CONFIG_COLUMNS = (
+    "c.task_type, c.schedule_limit, c.schedule_interval, c.max_processing_time,"
+    " c.max_retry_num, c.retry_interval, c.max_retry_interval,"
+    " p.schedule_begin_pos, p.schedule_end_pos, c.create_time, c.modify_time"
+)
+
+_MIGRATION_RE = re.compile(r"(?P<dialect>[a-z]+)_(?P<version>\d{4})_(?P<name>\w+)\.sql")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: list[str]
+
+
+def sql_text(name: str) -> str:
+    return resources.files("asyncflow.store").joinpath("sql", name).read_text("utf-8")
+
+
+def statements(text: str) -> list[str]:
+    """Split a .sql file on ';' at line ends, dropping comment-only pieces."""
+    pieces = re.split(r";\s*\n", text)
+    out = []
+    for piece in pieces:
+        body = "\n".join(
+            line for line in piece.splitlines() if not line.strip().startswith("--")
+        ).strip().rstrip(";")
+        if body:
+            out.append(body)
+    return out
+
+
+def migrations(dialect: str) -> list[Migration]:
+    """The numbered migrations of a dialect, in order."""
+    found = []
+    for entry in resources.files("asyncflow.store").joinpath("sql").iterdir():
+        match = _MIGRATION_RE.fullmatch(entry.name)
+        if match and match["dialect"] == dialect:
+            found.append(
+                Migration(int(match["version"]), match["name"], statements(entry.read_text("utf-8")))
+            )
+    return sorted(found, key=lambda m: m.version)
+
+
+def encode_retry(policy: RetryPolicy) -> tuple[int, int]:
+    """Stored as the original's columns: a negative retry_interval means uniform."""
+    sign = -1 if policy.strategy is RetryStrategy.UNIFORM else 1
+    return sign * policy.interval, policy.max_interval
+
+
+def decode_retry(retry_interval: int, max_retry_interval: int) -> RetryPolicy:
+    if retry_interval < 0:
+        return RetryPolicy(RetryStrategy.UNIFORM, -retry_interval, max_retry_interval)
+    return RetryPolicy(RetryStrategy.PROGRESSIVE, retry_interval, max_retry_interval)
+
+
+def row_to_task(row: Sequence[Any], pos: int) -> Task:
+    return Task(
+        row_id=int(row[0]),
+        task_id=row[1],
+        task_type=row[2],
+        pos=pos,
+        user_id=row[3],
+        task_stage=row[4],
+        status=TaskStatus(int(row[5])),
+        priority=int(row[6]),
+        crt_retry_num=int(row[7]),
+        max_retry_num=int(row[8]),
+        retry=decode_retry(int(row[9]), int(row[10])),
+        context=row[11],
+        schedule_log=row[12],
+        order_time=int(row[13]),
+        lease_token=row[14],
+        hold_count=int(row[15]),
+        lease_deadline=int(row[16]),
+        version=int(row[17]),
+        create_time=int(row[18]),
+        modify_time=int(row[19]),
+    )
+
+
+def row_to_config(row: Sequence[Any]) -> TaskTypeConfig:
+    return TaskTypeConfig(
+        task_type=row[0],
+        schedule_limit=int(row[1]),
+        schedule_interval=int(row[2]),
+        max_processing_time=int(row[3]),
+        max_retry_num=int(row[4]),
+        retry=decode_retry(int(row[5]), int(row[6])),
+        begin_pos=int(row[7]),
+        end_pos=int(row[8]),
+        create_time=int(row[9]),
+        modify_time=int(row[10]),
+    )
+
+
+def config_params(config: TaskTypeConfig, now: int) -> tuple[Any, ...]:
+    """Parameters of the config upsert, in CONFIG_UPSERT column order."""
+    retry_interval, max_retry_interval = encode_retry(config.retry)
+    return (
+        config.task_type,
+        config.schedule_limit,
+        config.schedule_interval,
+        config.max_processing_time,
+        config.max_retry_num,
+        retry_interval,
+        max_retry_interval,
+        now,
+        now,
+    )
+
+
+def oldest_first(candidates: Iterable[tuple[int, int, int]], limit: int) -> dict[int, list[int]]:
+    """Pick the `limit` oldest (order_time, pos, row_id) candidates, grouped by pos.
+
+    Holds collect due candidates from every live table and keep the globally
+    oldest, so an old table can never block newer ones (no head-of-line block).
+    """
+    chosen: dict[int, list[int]] = {}
+    for _, pos, row_id in heapq.nsmallest(limit, candidates):
+        chosen.setdefault(pos, []).append(row_id)
+    return chosen
+
+
+def claimed(task: Task, claim: Claim) -> Task:
+    """`task` as a claim leaves it (for backends without UPDATE ... RETURNING)."""
+    return replace(
+        task,
+        status=TaskStatus.PROCESSING,
+        lease_token=claim.token,
+        hold_count=task.hold_count + 1,
+        lease_deadline=claim.deadline,
+        version=task.version + 1,
+        modify_time=claim.now,
+    )
+
+
+def changed(task: Task, change: TaskChange, now: int) -> Task:
+    """`task` after a leased update applied `change` (see claimed)."""
+    return replace(
+        task,
+        status=change.status,
+        task_stage=change.task_stage,
+        context=change.context,
+        crt_retry_num=change.crt_retry_num,
+        order_time=change.order_time,
+        schedule_log=change.schedule_log,
+        lease_token="",
+        lease_deadline=0,
+        version=task.version + 1,
+        modify_time=now,
+    )
+
+
+def inserted(task: NewTask, row_id: int, now: int) -> Task:
+    """The row a task insert wrote (see claimed)."""
+    return Task(
+        row_id=row_id,
+        task_id=task.task_id,
+        task_type=task.task_type,
+        pos=task.pos,
+        user_id=task.user_id,
+        task_stage=task.task_stage,
+        status=TaskStatus.PENDING,
+        priority=task.priority,
+        crt_retry_num=0,
+        max_retry_num=task.max_retry_num,
+        retry=task.retry,
+        context=task.context,
+        schedule_log="",
+        order_time=task.order_time,
+        lease_token="",
+        hold_count=0,
+        lease_deadline=0,
+        version=1,
+        create_time=now,
+        modify_time=now,
+    )

@@ -1,0 +1,417 @@
+"""The production store: MySQL 8 / MariaDB 10.6+ through an aiomysql pool.
+
+Connections run in autocommit with READ COMMITTED, so a claim's locking read
+takes no gap locks that would stall concurrent inserts. Claims lock candidate
+rows with SELECT ... FOR UPDATE SKIP LOCKED and update them in the same
+transaction, so concurrent holders (on any number of replicas) skip each
+other's rows instead of waiting or double-claiming. DDL runs outside
+transactions because MySQL commits implicitly on it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiomysql
+import pymysql
+
+from asyncflow.core.ids import task_table
+from asyncflow.core.model import (
+    Claim,
+    NewTask,
+    PageCursor,
+    Task,
+    TaskChange,
+    TaskFilter,
+    TaskStatus,
+    TaskTypeConfig,
+)
+from asyncflow.errors import ConfigError, TaskAlreadyExists, Unavailable
+from asyncflow.store.common import (
+    CONFIG_COLUMNS,
+    TASK_COLUMNS,
+    changed,
+    claimed,
+    config_params,
+    encode_retry,
+    inserted,
+    migrations,
+    oldest_first,
+    row_to_config,
+    row_to_task,
+    sql_text,
+    statements,
+)
+
+ER_DUP_ENTRY = 1062
+ER_NO_SUCH_TABLE = 1146
+DATABASE_RE = re.compile(r"[A-Za-z0-9_]{1,64}")
+
+CONFIG_UPSERT = """
+INSERT INTO t_schedule_cfg (task_type, schedule_limit, schedule_interval, max_processing_time,
+    max_retry_num, retry_interval, max_retry_interval, create_time, modify_time)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON DUPLICATE KEY UPDATE
+    schedule_limit = VALUES(schedule_limit),
+    schedule_interval = VALUES(schedule_interval),
+    max_processing_time = VALUES(max_processing_time),
+    max_retry_num = VALUES(max_retry_num),
+    retry_interval = VALUES(retry_interval),
+    max_retry_interval = VALUES(max_retry_interval),
+    modify_time = VALUES(modify_time)
+"""
+POS_INSERT = """
+INSERT INTO t_schedule_pos (task_type, schedule_begin_pos, schedule_end_pos, create_time,
+    modify_time)
+VALUES (%s, 1, 1, %s, %s) ON DUPLICATE KEY UPDATE task_type = task_type
+"""
+END_POS_SELECT = "SELECT schedule_end_pos FROM t_schedule_pos WHERE task_type = %s"
+CONFIG_SELECT = f"""
+SELECT {CONFIG_COLUMNS} FROM t_schedule_cfg c JOIN t_schedule_pos p ON p.task_type = c.task_type
+"""
+KEY_INSERT = (
+    "INSERT INTO t_task_key (task_type, idempotency_key, task_id, create_time)"
+    " VALUES (%s, %s, %s, %s)"
+)
+KEY_SELECT = "SELECT task_id FROM t_task_key WHERE task_type = %s AND idempotency_key = %s"
+TASK_INSERT = """
+INSERT INTO {table} (task_id, task_type, user_id, task_stage, status, priority, crt_retry_num,
+    max_retry_num, retry_interval, max_retry_interval, schedule_log, task_context, order_time,
+    version, create_time, modify_time)
+VALUES (%s, %s, %s, %s, 1, %s, 0, %s, %s, %s, '', %s, %s, 1, %s, %s)
+"""
+TASK_BY_ID = "SELECT " + TASK_COLUMNS + " FROM {table} WHERE task_id = %s"
+DUE_LOCKED = (
+    "SELECT " + TASK_COLUMNS + " FROM {table} WHERE status = 1 AND order_time <= %s"
+    " ORDER BY order_time, id LIMIT %s FOR UPDATE SKIP LOCKED"
+)
+CLAIM = """
+UPDATE {table} SET status = 2, lease_token = %s, hold_count = hold_count + 1,
+    lease_deadline = %s, version = version + 1, modify_time = %s
+WHERE status = 1 AND id IN ({ids})
+"""
+UPDATE_LEASED = """
+UPDATE {table} SET status = %s, task_stage = %s, task_context = %s, crt_retry_num = %s,
+    order_time = %s, schedule_log = %s, lease_token = '', lease_deadline = 0,
+    version = version + 1, modify_time = %s
+WHERE id = %s AND status = 2 AND lease_token = %s AND version = %s
+"""
+STUCK_LOCKED = (
+    "SELECT id FROM {table} WHERE status = 2 AND lease_deadline < %s"
+    " ORDER BY lease_deadline LIMIT %s FOR UPDATE SKIP LOCKED"
+)
+# MySQL evaluates single-table SET assignments left to right, so crt_retry_num is
+# assigned last: the expressions before it still see the old count.
+RECOVER_STUCK = """
+UPDATE {table} SET
+    order_time = CASE
+        WHEN crt_retry_num >= max_retry_num THEN order_time
+        WHEN retry_interval < 0 THEN %s - retry_interval
+        ELSE %s + LEAST(retry_interval << LEAST(crt_retry_num, 30), max_retry_interval) END,
+    status = CASE WHEN crt_retry_num >= max_retry_num THEN 4 ELSE 1 END,
+    lease_token = '', lease_deadline = 0, version = version + 1, modify_time = %s,
+    crt_retry_num = CASE WHEN crt_retry_num >= max_retry_num THEN crt_retry_num
+        ELSE crt_retry_num + 1 END
+WHERE status = 2 AND id IN ({ids})
+"""
+TASKS_BY_ROW_ID = "SELECT " + TASK_COLUMNS + " FROM {table} WHERE id IN ({ids})"
+COUNT_BY_STATUS = "SELECT status, COUNT(*) FROM {table} GROUP BY status"
+LIST_PAGE = "SELECT " + TASK_COLUMNS + " FROM {table} WHERE id > %s{filters} ORDER BY id LIMIT %s"
+
+
+def _marks(values: list[int]) -> str:
+    return ", ".join(["%s"] * len(values))
+
+
+def _missing_table(exc: pymysql.err.ProgrammingError) -> bool:
+    return bool(exc.args) and exc.args[0] == ER_NO_SUCH_TABLE
+
+
+class MysqlStore:
+    """TaskStore over an aiomysql pool (see module docstring)."""
+
+    def __init__(self, pool: aiomysql.Pool) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def open(
+        cls,
+        *,
+        host: str,
+        port: int,
+        user: str,
+        password: str,
+        database: str,
+        pool_min: int = 1,
+        pool_max: int = 20,
+        create_database: bool = True,
+    ) -> MysqlStore:
+        if not DATABASE_RE.fullmatch(database):
+            raise ConfigError(f"store.mysql_database: invalid database name {database!r}")
+        common: dict[str, Any] = {
+            "host": host,
+            "port": port,
+            "user": user,
+            "password": password,
+            "charset": "utf8mb4",
+            "autocommit": True,
+        }
+        try:
+            if create_database:
+                conn = await aiomysql.connect(**common)
+                try:
+                    async with conn.cursor() as cur:
+                        await cur.execute(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+                finally:
+                    conn.close()
+            pool = await aiomysql.create_pool(
+                minsize=pool_min,
+                maxsize=pool_max,
+                db=database,
+                pool_recycle=3600,
+                init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+                **common,
+            )
+        except (pymysql.err.OperationalError, OSError) as exc:
+            raise Unavailable(f"cannot connect to MySQL at {host}:{port}: {exc}") from exc
+        return cls(pool)
+
+    async def close(self) -> None:
+        self._pool.close()
+        await self._pool.wait_closed()
+
+    @asynccontextmanager
+    async def _cursor(self) -> AsyncIterator[aiomysql.Cursor]:
+        """A cursor in autocommit; connection-level failures become Unavailable."""
+        try:
+            async with self._pool.acquire() as conn, conn.cursor() as cur:
+                yield cur
+        except (pymysql.err.OperationalError, pymysql.err.InterfaceError) as exc:
+            raise Unavailable(f"MySQL unavailable: {exc}") from exc
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[aiomysql.Cursor]:
+        """A cursor inside a transaction, committed on success, rolled back otherwise."""
+        async with self._cursor() as cur:
+            await cur.connection.begin()
+            try:
+                yield cur
+            except BaseException:
+                await cur.connection.rollback()
+                raise
+            await cur.connection.commit()
+
+    # -- schema ---------------------------------------------------------------
+
+    async def migrate(self) -> list[str]:
+        applied = []
+        async with self._cursor() as cur:
+            # Replicas starting together must not run the same migration twice.
+            await cur.execute("SELECT GET_LOCK('asyncflow_migrate', 60)")
+            try:
+                await cur.execute(
+                    "CREATE TABLE IF NOT EXISTS asyncflow_migrations ("
+                    " version INT NOT NULL PRIMARY KEY, name VARCHAR(128) NOT NULL)"
+                )
+                await cur.execute("SELECT version FROM asyncflow_migrations")
+                done = {row[0] for row in await cur.fetchall()}
+                for migration in migrations("mysql"):
+                    if migration.version in done:
+                        continue
+                    for statement in migration.statements:
+                        await cur.execute(statement)
+                    await cur.execute(
+                        "INSERT INTO asyncflow_migrations (version, name) VALUES (%s, %s)",
+                        (migration.version, migration.name),
+                    )
+                    applied.append(f"{migration.version:04d}_{migration.name}")
+            finally:
+                await cur.execute("SELECT RELEASE_LOCK('asyncflow_migrate')")
+        return applied
+
+    # -- task types -----------------------------------------------------------
+
+    async def type_upsert(self, config: TaskTypeConfig, now: int) -> TaskTypeConfig:
+        async with self._cursor() as cur:
+            await cur.execute(END_POS_SELECT, (config.task_type,))
+            row = await cur.fetchone()
+            # The table first: a crash after it leaves only an empty table behind.
+            ddl = statements(sql_text("mysql_task_table.sql"))[0]
+            await cur.execute(ddl.format(table=task_table(config.task_type, row[0] if row else 1)))
+        async with self._tx() as cur:
+            await cur.execute(CONFIG_UPSERT, config_params(config, now))
+            await cur.execute(POS_INSERT, (config.task_type, now, now))
+        stored = await self.type_get(config.task_type)
+        assert stored is not None
+        return stored
+
+    async def type_get(self, task_type: str) -> TaskTypeConfig | None:
+        async with self._cursor() as cur:
+            await cur.execute(CONFIG_SELECT + " WHERE c.task_type = %s", (task_type,))
+            row = await cur.fetchone()
+        return row_to_config(row) if row else None
+
+    async def type_list(self) -> list[TaskTypeConfig]:
+        async with self._cursor() as cur:
+            await cur.execute(CONFIG_SELECT + " ORDER BY c.task_type")
+            rows = await cur.fetchall()
+        return [row_to_config(row) for row in rows]
+
+    # -- tasks ----------------------------------------------------------------
+
+    async def task_insert(self, task: NewTask, now: int) -> Task:
+        retry_interval, max_retry_interval = encode_retry(task.retry)
+        params = (
+            task.task_id,
+            task.task_type,
+            task.user_id,
+            task.task_stage,
+            task.priority,
+            task.max_retry_num,
+            retry_interval,
+            max_retry_interval,
+            task.context,
+            task.order_time,
+            now,
+            now,
+        )
+        insert = TASK_INSERT.format(table=task_table(task.task_type, task.pos))
+        if task.idempotency_key is None:
+            async with self._cursor() as cur:
+                await cur.execute(insert, params)
+                return inserted(task, cur.lastrowid, now)
+        try:
+            async with self._tx() as cur:
+                await cur.execute(
+                    KEY_INSERT, (task.task_type, task.idempotency_key, task.task_id, now)
+                )
+                await cur.execute(insert, params)
+                return inserted(task, cur.lastrowid, now)
+        except pymysql.err.IntegrityError as exc:
+            if exc.args[0] != ER_DUP_ENTRY:
+                raise
+        async with self._cursor() as cur:
+            await cur.execute(KEY_SELECT, (task.task_type, task.idempotency_key))
+            row = await cur.fetchone()
+        raise TaskAlreadyExists(row[0])
+
+    async def task_get(self, task_type: str, pos: int, task_id: str) -> Task | None:
+        async with self._cursor() as cur:
+            try:
+                await cur.execute(TASK_BY_ID.format(table=task_table(task_type, pos)), (task_id,))
+            except pymysql.err.ProgrammingError as exc:
+                if _missing_table(exc):
+                    return None
+                raise
+            row = await cur.fetchone()
+        return row_to_task(row, pos) if row else None
+
+    async def task_claim_due(
+        self, config: TaskTypeConfig, limit: int, claim: Claim
+    ) -> list[Task]:
+        async with self._tx() as cur:
+            locked: dict[tuple[int, int], Task] = {}
+            for pos in range(config.begin_pos, config.end_pos + 1):
+                table = task_table(config.task_type, pos)
+                await cur.execute(DUE_LOCKED.format(table=table), (claim.now, limit))
+                for row in await cur.fetchall():
+                    task = row_to_task(row, pos)
+                    locked[(pos, task.row_id)] = task
+            chosen = oldest_first(((t.order_time, t.pos, t.row_id) for t in locked.values()), limit)
+            result = []
+            for pos, ids in chosen.items():
+                sql = CLAIM.format(table=task_table(config.task_type, pos), ids=_marks(ids))
+                updated = await cur.execute(sql, (claim.token, claim.deadline, claim.now, *ids))
+                if updated != len(ids):  # the rows are locked by us: cannot happen
+                    raise RuntimeError(f"claimed {updated} of {len(ids)} locked rows")
+                result.extend(claimed(locked[(pos, row_id)], claim) for row_id in ids)
+        result.sort(key=lambda t: (t.order_time, t.pos, t.row_id))
+        return result
+
+    async def task_update_leased(
+        self, task: Task, lease_token: str, change: TaskChange, now: int
+    ) -> Task | None:
+        async with self._cursor() as cur:
+            updated = await cur.execute(
+                UPDATE_LEASED.format(table=task_table(task.task_type, task.pos)),
+                (
+                    int(change.status),
+                    change.task_stage,
+                    change.context,
+                    change.crt_retry_num,
+                    change.order_time,
+                    change.schedule_log,
+                    now,
+                    task.row_id,
+                    lease_token,
+                    task.version,
+                ),
+            )
+        return changed(task, change, now) if updated == 1 else None
+
+    async def task_list(
+        self, config: TaskTypeConfig, where: TaskFilter, after: PageCursor | None, limit: int
+    ) -> list[Task]:
+        filters, params = "", []
+        if where.status is not None:
+            filters += " AND status = %s"
+            params.append(int(where.status))
+        if where.task_stage is not None:
+            filters += " AND task_stage = %s"
+            params.append(where.task_stage)
+        if where.user_id is not None:
+            filters += " AND user_id = %s"
+            params.append(where.user_id)
+        found: list[Task] = []
+        start = after.pos if after else 1
+        async with self._cursor() as cur:
+            for pos in range(start, config.end_pos + 1):
+                after_id = after.row_id if after and pos == after.pos else 0
+                sql = LIST_PAGE.format(table=task_table(config.task_type, pos), filters=filters)
+                try:
+                    await cur.execute(sql, (after_id, *params, limit - len(found)))
+                except pymysql.err.ProgrammingError as exc:
+                    if _missing_table(exc):
+                        continue
+                    raise
+                found.extend(row_to_task(row, pos) for row in await cur.fetchall())
+                if len(found) >= limit:
+                    break
+        return found
+
+    async def task_count(self, config: TaskTypeConfig) -> dict[TaskStatus, int]:
+        counts = dict.fromkeys(TaskStatus, 0)
+        async with self._cursor() as cur:
+            for pos in range(1, config.end_pos + 1):
+                try:
+                    await cur.execute(
+                        COUNT_BY_STATUS.format(table=task_table(config.task_type, pos))
+                    )
+                except pymysql.err.ProgrammingError as exc:
+                    if _missing_table(exc):
+                        continue
+                    raise
+                for status, count in await cur.fetchall():
+                    counts[TaskStatus(status)] += int(count)
+        return counts
+
+    async def task_recover_stuck(
+        self, config: TaskTypeConfig, now: int, limit: int
+    ) -> list[Task]:
+        recovered: list[Task] = []
+        async with self._tx() as cur:
+            for pos in range(config.begin_pos, config.end_pos + 1):
+                table = task_table(config.task_type, pos)
+                await cur.execute(STUCK_LOCKED.format(table=table), (now, limit))
+                ids = [row[0] for row in await cur.fetchall()]
+                if not ids:
+                    continue
+                await cur.execute(
+                    RECOVER_STUCK.format(table=table, ids=_marks(ids)), (now, now, now, *ids)
+                )
+                await cur.execute(TASKS_BY_ROW_ID.format(table=table, ids=_marks(ids)), ids)
+                recovered.extend(row_to_task(row, pos) for row in await cur.fetchall())
+        return recovered

@@ -1,0 +1,28 @@
+-- One task table t_<type>_task_<pos>; {table} is built by asyncflow.core.ids.task_table.
+CREATE TABLE IF NOT EXISTS {table} (
+    id                 BIGINT NOT NULL AUTO_INCREMENT,
+    user_id            VARCHAR(256) NOT NULL DEFAULT '',
+    task_id            VARCHAR(160) NOT NULL,
+    task_type          VARCHAR(64) NOT NULL,
+    task_stage         VARCHAR(128) NOT NULL DEFAULT '',
+    status             TINYINT UNSIGNED NOT NULL DEFAULT 1,
+    priority           INT NOT NULL DEFAULT 0,
+    crt_retry_num      INT NOT NULL DEFAULT 0,
+    max_retry_num      INT NOT NULL DEFAULT 0,
+    retry_interval     INT NOT NULL DEFAULT 0,
+    max_retry_interval INT NOT NULL DEFAULT 0,
+    schedule_log       TEXT NOT NULL,
+    task_context       MEDIUMTEXT NOT NULL,
+    order_time         BIGINT NOT NULL DEFAULT 0,
+    lease_token        VARCHAR(64) NOT NULL DEFAULT '',
+    hold_count         INT NOT NULL DEFAULT 0,
+    lease_deadline     BIGINT NOT NULL DEFAULT 0,
+    version            BIGINT NOT NULL DEFAULT 1,
+    create_time        BIGINT NOT NULL,
+    modify_time        BIGINT NOT NULL,
+    PRIMARY KEY (id),
+    UNIQUE KEY idx_task_id (task_id),
+    KEY idx_user_id (user_id),
+    KEY idx_status_order_time (status, order_time),
+    KEY idx_status_lease_deadline (status, lease_deadline)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin

@@ -1,0 +1,389 @@
+"""The embedded store: SQLite in one file, for `asyncflow serve` with no database server.
+
+One dedicated thread owns the connection and runs every operation as a whole
+(a transaction where it writes more than one statement), so operations are
+serialised: SQLite has one writer anyway, and the event loop never blocks on
+disk. Claims use BEGIN IMMEDIATE and UPDATE ... RETURNING.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from asyncflow.core.ids import task_table
+from asyncflow.core.model import (
+    Claim,
+    NewTask,
+    PageCursor,
+    Task,
+    TaskChange,
+    TaskFilter,
+    TaskStatus,
+    TaskTypeConfig,
+)
+from asyncflow.errors import TaskAlreadyExists
+from asyncflow.store.common import (
+    CONFIG_COLUMNS,
+    TASK_COLUMNS,
+    config_params,
+    encode_retry,
+    migrations,
+    oldest_first,
+    row_to_config,
+    row_to_task,
+    sql_text,
+    statements,
+)
+
+T = TypeVar("T")
+
+CONFIG_UPSERT = """
+INSERT INTO t_schedule_cfg (task_type, schedule_limit, schedule_interval, max_processing_time,
+    max_retry_num, retry_interval, max_retry_interval, create_time, modify_time)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (task_type) DO UPDATE SET
+    schedule_limit = excluded.schedule_limit,
+    schedule_interval = excluded.schedule_interval,
+    max_processing_time = excluded.max_processing_time,
+    max_retry_num = excluded.max_retry_num,
+    retry_interval = excluded.retry_interval,
+    max_retry_interval = excluded.max_retry_interval,
+    modify_time = excluded.modify_time
+"""
+POS_INSERT = """
+INSERT INTO t_schedule_pos (task_type, schedule_begin_pos, schedule_end_pos, create_time,
+    modify_time)
+VALUES (?, 1, 1, ?, ?) ON CONFLICT (task_type) DO NOTHING
+"""
+CONFIG_SELECT = f"""
+SELECT {CONFIG_COLUMNS} FROM t_schedule_cfg c JOIN t_schedule_pos p ON p.task_type = c.task_type
+"""
+KEY_INSERT = (
+    "INSERT INTO t_task_key (task_type, idempotency_key, task_id, create_time) VALUES (?, ?, ?, ?)"
+)
+KEY_SELECT = "SELECT task_id FROM t_task_key WHERE task_type = ? AND idempotency_key = ?"
+TASK_INSERT = """
+INSERT INTO {table} (task_id, task_type, user_id, task_stage, status, priority, crt_retry_num,
+    max_retry_num, retry_interval, max_retry_interval, schedule_log, task_context, order_time,
+    version, create_time, modify_time)
+VALUES (?, ?, ?, ?, 1, ?, 0, ?, ?, ?, '', ?, ?, 1, ?, ?)
+RETURNING """ + TASK_COLUMNS
+TASK_BY_ID = "SELECT " + TASK_COLUMNS + " FROM {table} WHERE task_id = ?"
+DUE_CANDIDATES = """
+SELECT order_time, id FROM {table} WHERE status = 1 AND order_time <= ?
+ORDER BY order_time, id LIMIT ?
+"""
+CLAIM = """
+UPDATE {table} SET status = 2, lease_token = ?, hold_count = hold_count + 1,
+    lease_deadline = ?, version = version + 1, modify_time = ?
+WHERE status = 1 AND id IN ({ids})
+RETURNING """ + TASK_COLUMNS
+UPDATE_LEASED = """
+UPDATE {table} SET status = ?, task_stage = ?, task_context = ?, crt_retry_num = ?,
+    order_time = ?, schedule_log = ?, lease_token = '', lease_deadline = 0,
+    version = version + 1, modify_time = ?
+WHERE id = ? AND status = 2 AND lease_token = ? AND version = ?
+RETURNING """ + TASK_COLUMNS
+# Right-hand sides see the row as it was, so crt_retry_num below is the old count.
+RECOVER_STUCK = """
+UPDATE {table} SET
+    order_time = CASE
+        WHEN crt_retry_num >= max_retry_num THEN order_time
+        WHEN retry_interval < 0 THEN ? - retry_interval
+        ELSE ? + MIN(retry_interval << MIN(crt_retry_num, 30), max_retry_interval) END,
+    status = CASE WHEN crt_retry_num >= max_retry_num THEN 4 ELSE 1 END,
+    crt_retry_num = CASE WHEN crt_retry_num >= max_retry_num THEN crt_retry_num
+        ELSE crt_retry_num + 1 END,
+    lease_token = '', lease_deadline = 0, version = version + 1, modify_time = ?
+WHERE id IN (SELECT id FROM {table} WHERE status = 2 AND lease_deadline < ?
+             ORDER BY lease_deadline LIMIT ?)
+RETURNING """ + TASK_COLUMNS
+COUNT_BY_STATUS = "SELECT status, COUNT(*) FROM {table} GROUP BY status"
+LIST_PAGE = "SELECT " + TASK_COLUMNS + " FROM {table} WHERE id > ?{filters} ORDER BY id LIMIT ?"
+
+
+def _missing_table(exc: sqlite3.OperationalError) -> bool:
+    return "no such table" in str(exc)
+
+
+class SqliteStore:
+    """TaskStore over one SQLite file (see module docstring)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asyncflow-sqlite")
+        self._conn: sqlite3.Connection | None = None
+
+    @classmethod
+    async def open(cls, path: str) -> SqliteStore:
+        store = cls(path)
+        await store._run(store._connect)
+        return store
+
+    def _connect(self) -> None:
+        if self._path != ":memory:":
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA busy_timeout = 5000")
+        self._conn = conn
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, partial(fn, *args)
+        )
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("SqliteStore is closed")
+        return self._conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = self._db
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._run(self._db.close)
+            self._conn = None
+        self._executor.shutdown(wait=True)
+
+    # -- schema ---------------------------------------------------------------
+
+    async def migrate(self) -> list[str]:
+        return await self._run(self._migrate)
+
+    def _migrate(self) -> list[str]:
+        applied = []
+        with self._tx() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS asyncflow_migrations ("
+                " version INTEGER PRIMARY KEY, name TEXT NOT NULL)"
+            )
+            done = {row[0] for row in db.execute("SELECT version FROM asyncflow_migrations")}
+            for migration in migrations("sqlite"):
+                if migration.version in done:
+                    continue
+                for statement in migration.statements:
+                    db.execute(statement)
+                db.execute(
+                    "INSERT INTO asyncflow_migrations (version, name) VALUES (?, ?)",
+                    (migration.version, migration.name),
+                )
+                applied.append(f"{migration.version:04d}_{migration.name}")
+        return applied
+
+    def _create_task_table(self, db: sqlite3.Connection, task_type: str, pos: int) -> None:
+        for statement in statements(sql_text("sqlite_task_table.sql")):
+            db.execute(statement.format(table=task_table(task_type, pos)))
+
+    # -- task types -----------------------------------------------------------
+
+    async def type_upsert(self, config: TaskTypeConfig, now: int) -> TaskTypeConfig:
+        return await self._run(self._type_upsert, config, now)
+
+    def _type_upsert(self, config: TaskTypeConfig, now: int) -> TaskTypeConfig:
+        with self._tx() as db:
+            db.execute(CONFIG_UPSERT, config_params(config, now))
+            db.execute(POS_INSERT, (config.task_type, now, now))
+            stored = self._type_get(config.task_type)
+            assert stored is not None
+            self._create_task_table(db, stored.task_type, stored.end_pos)
+        return stored
+
+    async def type_get(self, task_type: str) -> TaskTypeConfig | None:
+        return await self._run(self._type_get, task_type)
+
+    def _type_get(self, task_type: str) -> TaskTypeConfig | None:
+        row = self._db.execute(CONFIG_SELECT + " WHERE c.task_type = ?", (task_type,)).fetchone()
+        return row_to_config(row) if row else None
+
+    async def type_list(self) -> list[TaskTypeConfig]:
+        return await self._run(self._type_list)
+
+    def _type_list(self) -> list[TaskTypeConfig]:
+        rows = self._db.execute(CONFIG_SELECT + " ORDER BY c.task_type").fetchall()
+        return [row_to_config(row) for row in rows]
+
+    # -- tasks ----------------------------------------------------------------
+
+    async def task_insert(self, task: NewTask, now: int) -> Task:
+        return await self._run(self._task_insert, task, now)
+
+    def _task_insert(self, task: NewTask, now: int) -> Task:
+        retry_interval, max_retry_interval = encode_retry(task.retry)
+        with self._tx() as db:
+            if task.idempotency_key is not None:
+                try:
+                    db.execute(
+                        KEY_INSERT, (task.task_type, task.idempotency_key, task.task_id, now)
+                    )
+                except sqlite3.IntegrityError:
+                    existing = db.execute(
+                        KEY_SELECT, (task.task_type, task.idempotency_key)
+                    ).fetchone()
+                    raise TaskAlreadyExists(existing[0]) from None
+            row = db.execute(
+                TASK_INSERT.format(table=task_table(task.task_type, task.pos)),
+                (
+                    task.task_id,
+                    task.task_type,
+                    task.user_id,
+                    task.task_stage,
+                    task.priority,
+                    task.max_retry_num,
+                    retry_interval,
+                    max_retry_interval,
+                    task.context,
+                    task.order_time,
+                    now,
+                    now,
+                ),
+            ).fetchone()
+        return row_to_task(row, task.pos)
+
+    async def task_get(self, task_type: str, pos: int, task_id: str) -> Task | None:
+        return await self._run(self._task_get, task_type, pos, task_id)
+
+    def _task_get(self, task_type: str, pos: int, task_id: str) -> Task | None:
+        try:
+            row = self._db.execute(
+                TASK_BY_ID.format(table=task_table(task_type, pos)), (task_id,)
+            ).fetchone()
+        except sqlite3.OperationalError as exc:
+            if _missing_table(exc):
+                return None
+            raise
+        return row_to_task(row, pos) if row else None
+
+    async def task_claim_due(
+        self, config: TaskTypeConfig, limit: int, claim: Claim
+    ) -> list[Task]:
+        return await self._run(self._task_claim_due, config, limit, claim)
+
+    def _task_claim_due(self, config: TaskTypeConfig, limit: int, claim: Claim) -> list[Task]:
+        claimed: list[Task] = []
+        with self._tx() as db:
+            candidates = [
+                (order_time, pos, row_id)
+                for pos in range(config.begin_pos, config.end_pos + 1)
+                for order_time, row_id in db.execute(
+                    DUE_CANDIDATES.format(table=task_table(config.task_type, pos)),
+                    (claim.now, limit),
+                )
+            ]
+            for pos, ids in oldest_first(candidates, limit).items():
+                sql = CLAIM.format(
+                    table=task_table(config.task_type, pos), ids=", ".join("?" * len(ids))
+                )
+                rows = db.execute(sql, (claim.token, claim.deadline, claim.now, *ids))
+                claimed.extend(row_to_task(row, pos) for row in rows)
+        claimed.sort(key=lambda t: (t.order_time, t.pos, t.row_id))
+        return claimed
+
+    async def task_update_leased(
+        self, task: Task, lease_token: str, change: TaskChange, now: int
+    ) -> Task | None:
+        return await self._run(self._task_update_leased, task, lease_token, change, now)
+
+    def _task_update_leased(
+        self, task: Task, lease_token: str, change: TaskChange, now: int
+    ) -> Task | None:
+        row = self._db.execute(
+            UPDATE_LEASED.format(table=task_table(task.task_type, task.pos)),
+            (
+                int(change.status),
+                change.task_stage,
+                change.context,
+                change.crt_retry_num,
+                change.order_time,
+                change.schedule_log,
+                now,
+                task.row_id,
+                lease_token,
+                task.version,
+            ),
+        ).fetchone()
+        return row_to_task(row, task.pos) if row else None
+
+    async def task_list(
+        self, config: TaskTypeConfig, where: TaskFilter, after: PageCursor | None, limit: int
+    ) -> list[Task]:
+        return await self._run(self._task_list, config, where, after, limit)
+
+    def _task_list(
+        self, config: TaskTypeConfig, where: TaskFilter, after: PageCursor | None, limit: int
+    ) -> list[Task]:
+        filters, params = "", []
+        if where.status is not None:
+            filters += " AND status = ?"
+            params.append(int(where.status))
+        if where.task_stage is not None:
+            filters += " AND task_stage = ?"
+            params.append(where.task_stage)
+        if where.user_id is not None:
+            filters += " AND user_id = ?"
+            params.append(where.user_id)
+        found: list[Task] = []
+        start = after.pos if after else 1
+        for pos in range(start, config.end_pos + 1):
+            after_id = after.row_id if after and pos == after.pos else 0
+            sql = LIST_PAGE.format(table=task_table(config.task_type, pos), filters=filters)
+            try:
+                rows = self._db.execute(sql, (after_id, *params, limit - len(found)))
+            except sqlite3.OperationalError as exc:
+                if _missing_table(exc):
+                    continue
+                raise
+            found.extend(row_to_task(row, pos) for row in rows)
+            if len(found) >= limit:
+                break
+        return found
+
+    async def task_count(self, config: TaskTypeConfig) -> dict[TaskStatus, int]:
+        return await self._run(self._task_count, config)
+
+    def _task_count(self, config: TaskTypeConfig) -> dict[TaskStatus, int]:
+        counts = dict.fromkeys(TaskStatus, 0)
+        for pos in range(1, config.end_pos + 1):
+            try:
+                rows = self._db.execute(
+                    COUNT_BY_STATUS.format(table=task_table(config.task_type, pos))
+                )
+            except sqlite3.OperationalError as exc:
+                if _missing_table(exc):
+                    continue
+                raise
+            for status, count in rows:
+                counts[TaskStatus(status)] += count
+        return counts
+
+    async def task_recover_stuck(
+        self, config: TaskTypeConfig, now: int, limit: int
+    ) -> list[Task]:
+        return await self._run(self._task_recover_stuck, config, now, limit)
+
+    def _task_recover_stuck(self, config: TaskTypeConfig, now: int, limit: int) -> list[Task]:
+        recovered: list[Task] = []
+        with self._tx() as db:
+            for pos in range(config.begin_pos, config.end_pos + 1):
+                sql = RECOVER_STUCK.format(table=task_table(config.task_type, pos))
+                rows = db.execute(sql, (now, now, now, now, limit))
+                recovered.extend(row_to_task(row, pos) for row in rows)
+        return recovered
