@@ -64,6 +64,8 @@ class RedisTaskCache:
             return None
         if raw is None:
             return None
+        if isinstance(raw, str):
+            raw = raw.encode()
         _, _, payload = raw.partition(b":")
         return codec.decode(payload)
 

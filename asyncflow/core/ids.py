@@ -57,5 +57,7 @@ def parse_task_id(task_id: str, field: str = "task_id") -> tuple[str, int]:
         raise InvalidArgument(f"{field} is malformed: {task_id!r:.80}", field=field)
     pos = int(pos_text)
     if not 1 <= pos <= MAX_POS or pos_text != str(pos):
-        raise InvalidArgument(f"{field} has an invalid table position: {task_id!r:.80}", field=field)
+        raise InvalidArgument(
+            f"{field} has an invalid table position: {task_id!r:.80}", field=field
+        )
     return task_type, pos

@@ -103,15 +103,21 @@ class TaskCore:
             current,
             schedule_limit=check_range(
                 _pick(settings.schedule_limit, current.schedule_limit),
-                "schedule_limit", 1, self.limits.max_hold_limit,
+                "schedule_limit",
+                1,
+                self.limits.max_hold_limit,
             ),
             schedule_interval=check_range(
                 _pick(settings.schedule_interval, current.schedule_interval),
-                "schedule_interval_seconds", 1, DAY,
+                "schedule_interval_seconds",
+                1,
+                DAY,
             ),
             max_processing_time=check_range(
                 _pick(settings.max_processing_time, current.max_processing_time),
-                "max_processing_time_seconds", 1, 7 * DAY,
+                "max_processing_time_seconds",
+                1,
+                7 * DAY,
             ),
             max_retry_num=check_range(
                 _pick(settings.max_retry_num, current.max_retry_num), "max_retry_num", 0, 1000
@@ -120,11 +126,15 @@ class TaskCore:
                 strategy=settings.retry_strategy or retry.strategy,
                 interval=check_range(
                     _pick(settings.retry_interval, retry.interval),
-                    "retry_interval_seconds", 1, 30 * DAY,
+                    "retry_interval_seconds",
+                    1,
+                    30 * DAY,
                 ),
                 max_interval=check_range(
                     _pick(settings.max_retry_interval, retry.max_interval),
-                    "max_retry_interval_seconds", 1, 30 * DAY,
+                    "max_retry_interval_seconds",
+                    1,
+                    30 * DAY,
                 ),
             ),
         )

@@ -45,16 +45,15 @@ class TaskStore(Protocol):
 
     async def task_get(self, task_type: str, pos: int, task_id: str) -> Task | None: ...
 
-    async def task_claim_due(
-        self, config: TaskTypeConfig, limit: int, claim: Claim
-    ) -> list[Task]:
+    async def task_claim_due(self, config: TaskTypeConfig, limit: int, claim: Claim) -> list[Task]:
         """Atomically lease up to `limit` pending tasks with order_time <= now,
         oldest first across tables begin_pos..end_pos. A task is never returned
         to two concurrent callers."""
         ...
 
-    async def task_update_leased(self, task: Task, lease_token: str, change: TaskChange,
-                                 now: int) -> Task | None:
+    async def task_update_leased(
+        self, task: Task, lease_token: str, change: TaskChange, now: int
+    ) -> Task | None:
         """Apply `change` if the task is still PROCESSING under `lease_token` at
         task.version; clears the lease. None when that no longer holds."""
         ...
@@ -69,9 +68,7 @@ class TaskStore(Protocol):
         """Tasks by status over every table of the type."""
         ...
 
-    async def task_recover_stuck(
-        self, config: TaskTypeConfig, now: int, limit: int
-    ) -> list[Task]:
+    async def task_recover_stuck(self, config: TaskTypeConfig, now: int, limit: int) -> list[Task]:
         """Return PROCESSING tasks whose lease deadline has passed to PENDING with
         one retry counted and order_time set by their back-off, or to FAILED when
         their retries are exhausted. Bounded to `limit` tasks per table; returns

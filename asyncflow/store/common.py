@@ -19,6 +19,7 @@ from asyncflow.core.model import (
     RetryStrategy,
     Task,
     TaskChange,
+    TaskFilter,
     TaskStatus,
     TaskTypeConfig,
 )
@@ -54,9 +55,11 @@ def statements(text: str) -> list[str]:
     pieces = re.split(r";\s*\n", text)
     out = []
     for piece in pieces:
-        body = "\n".join(
-            line for line in piece.splitlines() if not line.strip().startswith("--")
-        ).strip().rstrip(";")
+        body = (
+            "\n".join(line for line in piece.splitlines() if not line.strip().startswith("--"))
+            .strip()
+            .rstrip(";")
+        )
         if body:
             out.append(body)
     return out
@@ -69,7 +72,9 @@ def migrations(dialect: str) -> list[Migration]:
         match = _MIGRATION_RE.fullmatch(entry.name)
         if match and match["dialect"] == dialect:
             found.append(
-                Migration(int(match["version"]), match["name"], statements(entry.read_text("utf-8")))
+                Migration(
+                    int(match["version"]), match["name"], statements(entry.read_text("utf-8"))
+                )
             )
     return sorted(found, key=lambda m: m.version)
 
@@ -140,6 +145,23 @@ def config_params(config: TaskTypeConfig, now: int) -> tuple[Any, ...]:
         now,
         now,
     )
+
+
+def filter_sql(where: TaskFilter, mark: str) -> tuple[str, list[Any]]:
+    """The AND-clauses of a task listing and their parameters, `mark` the placeholder.
+
+    Only fixed column names enter the SQL text; every value is bound.
+    """
+    clauses, params = [], []
+    for column, value in (
+        ("status", None if where.status is None else int(where.status)),
+        ("task_stage", where.task_stage),
+        ("user_id", where.user_id),
+    ):
+        if value is not None:
+            clauses.append(f" AND {column} = {mark}")
+            params.append(value)
+    return "".join(clauses), params
 
 
 def oldest_first(candidates: Iterable[tuple[int, int, int]], limit: int) -> dict[int, list[int]]:

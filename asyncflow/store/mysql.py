@@ -37,6 +37,7 @@ from asyncflow.store.common import (
     claimed,
     config_params,
     encode_retry,
+    filter_sql,
     inserted,
     migrations,
     oldest_first,
@@ -309,9 +310,7 @@ class MysqlStore:
             row = await cur.fetchone()
         return row_to_task(row, pos) if row else None
 
-    async def task_claim_due(
-        self, config: TaskTypeConfig, limit: int, claim: Claim
-    ) -> list[Task]:
+    async def task_claim_due(self, config: TaskTypeConfig, limit: int, claim: Claim) -> list[Task]:
         async with self._tx() as cur:
             locked: dict[tuple[int, int], Task] = {}
             for pos in range(config.begin_pos, config.end_pos + 1):
@@ -321,7 +320,7 @@ class MysqlStore:
                     task = row_to_task(row, pos)
                     locked[(pos, task.row_id)] = task
             chosen = oldest_first(((t.order_time, t.pos, t.row_id) for t in locked.values()), limit)
-            result = []
+            result: list[Task] = []
             for pos, ids in chosen.items():
                 sql = CLAIM.format(table=task_table(config.task_type, pos), ids=_marks(ids))
                 updated = await cur.execute(sql, (claim.token, claim.deadline, claim.now, *ids))
@@ -355,16 +354,7 @@ class MysqlStore:
     async def task_list(
         self, config: TaskTypeConfig, where: TaskFilter, after: PageCursor | None, limit: int
     ) -> list[Task]:
-        filters, params = "", []
-        if where.status is not None:
-            filters += " AND status = %s"
-            params.append(int(where.status))
-        if where.task_stage is not None:
-            filters += " AND task_stage = %s"
-            params.append(where.task_stage)
-        if where.user_id is not None:
-            filters += " AND user_id = %s"
-            params.append(where.user_id)
+        filters, params = filter_sql(where, "%s")
         found: list[Task] = []
         start = after.pos if after else 1
         async with self._cursor() as cur:
@@ -398,9 +388,7 @@ class MysqlStore:
                     counts[TaskStatus(status)] += int(count)
         return counts
 
-    async def task_recover_stuck(
-        self, config: TaskTypeConfig, now: int, limit: int
-    ) -> list[Task]:
+    async def task_recover_stuck(self, config: TaskTypeConfig, now: int, limit: int) -> list[Task]:
         recovered: list[Task] = []
         async with self._tx() as cur:
             for pos in range(config.begin_pos, config.end_pos + 1):

@@ -34,6 +34,7 @@ from asyncflow.store.common import (
     TASK_COLUMNS,
     config_params,
     encode_retry,
+    filter_sql,
     migrations,
     oldest_first,
     row_to_config,
@@ -69,30 +70,40 @@ KEY_INSERT = (
     "INSERT INTO t_task_key (task_type, idempotency_key, task_id, create_time) VALUES (?, ?, ?, ?)"
 )
 KEY_SELECT = "SELECT task_id FROM t_task_key WHERE task_type = ? AND idempotency_key = ?"
-TASK_INSERT = """
+TASK_INSERT = (
+    """
 INSERT INTO {table} (task_id, task_type, user_id, task_stage, status, priority, crt_retry_num,
     max_retry_num, retry_interval, max_retry_interval, schedule_log, task_context, order_time,
     version, create_time, modify_time)
 VALUES (?, ?, ?, ?, 1, ?, 0, ?, ?, ?, '', ?, ?, 1, ?, ?)
-RETURNING """ + TASK_COLUMNS
+RETURNING """
+    + TASK_COLUMNS
+)
 TASK_BY_ID = "SELECT " + TASK_COLUMNS + " FROM {table} WHERE task_id = ?"
 DUE_CANDIDATES = """
 SELECT order_time, id FROM {table} WHERE status = 1 AND order_time <= ?
 ORDER BY order_time, id LIMIT ?
 """
-CLAIM = """
+CLAIM = (
+    """
 UPDATE {table} SET status = 2, lease_token = ?, hold_count = hold_count + 1,
     lease_deadline = ?, version = version + 1, modify_time = ?
 WHERE status = 1 AND id IN ({ids})
-RETURNING """ + TASK_COLUMNS
-UPDATE_LEASED = """
+RETURNING """
+    + TASK_COLUMNS
+)
+UPDATE_LEASED = (
+    """
 UPDATE {table} SET status = ?, task_stage = ?, task_context = ?, crt_retry_num = ?,
     order_time = ?, schedule_log = ?, lease_token = '', lease_deadline = 0,
     version = version + 1, modify_time = ?
 WHERE id = ? AND status = 2 AND lease_token = ? AND version = ?
-RETURNING """ + TASK_COLUMNS
+RETURNING """
+    + TASK_COLUMNS
+)
 # Right-hand sides see the row as it was, so crt_retry_num below is the old count.
-RECOVER_STUCK = """
+RECOVER_STUCK = (
+    """
 UPDATE {table} SET
     order_time = CASE
         WHEN crt_retry_num >= max_retry_num THEN order_time
@@ -104,7 +115,9 @@ UPDATE {table} SET
     lease_token = '', lease_deadline = 0, version = version + 1, modify_time = ?
 WHERE id IN (SELECT id FROM {table} WHERE status = 2 AND lease_deadline < ?
              ORDER BY lease_deadline LIMIT ?)
-RETURNING """ + TASK_COLUMNS
+RETURNING """
+    + TASK_COLUMNS
+)
 COUNT_BY_STATUS = "SELECT status, COUNT(*) FROM {table} GROUP BY status"
 LIST_PAGE = "SELECT " + TASK_COLUMNS + " FROM {table} WHERE id > ?{filters} ORDER BY id LIMIT ?"
 
@@ -137,9 +150,7 @@ class SqliteStore:
         self._conn = conn
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor, partial(fn, *args)
-        )
+        return await asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args))
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -272,9 +283,7 @@ class SqliteStore:
             raise
         return row_to_task(row, pos) if row else None
 
-    async def task_claim_due(
-        self, config: TaskTypeConfig, limit: int, claim: Claim
-    ) -> list[Task]:
+    async def task_claim_due(self, config: TaskTypeConfig, limit: int, claim: Claim) -> list[Task]:
         return await self._run(self._task_claim_due, config, limit, claim)
 
     def _task_claim_due(self, config: TaskTypeConfig, limit: int, claim: Claim) -> list[Task]:
@@ -330,16 +339,7 @@ class SqliteStore:
     def _task_list(
         self, config: TaskTypeConfig, where: TaskFilter, after: PageCursor | None, limit: int
     ) -> list[Task]:
-        filters, params = "", []
-        if where.status is not None:
-            filters += " AND status = ?"
-            params.append(int(where.status))
-        if where.task_stage is not None:
-            filters += " AND task_stage = ?"
-            params.append(where.task_stage)
-        if where.user_id is not None:
-            filters += " AND user_id = ?"
-            params.append(where.user_id)
+        filters, params = filter_sql(where, "?")
         found: list[Task] = []
         start = after.pos if after else 1
         for pos in range(start, config.end_pos + 1):
@@ -374,9 +374,7 @@ class SqliteStore:
                 counts[TaskStatus(status)] += count
         return counts
 
-    async def task_recover_stuck(
-        self, config: TaskTypeConfig, now: int, limit: int
-    ) -> list[Task]:
+    async def task_recover_stuck(self, config: TaskTypeConfig, now: int, limit: int) -> list[Task]:
         return await self._run(self._task_recover_stuck, config, now, limit)
 
     def _task_recover_stuck(self, config: TaskTypeConfig, now: int, limit: int) -> list[Task]:

@@ -1,0 +1,171 @@
+"""Configuration: one TOML file, every key overridable by ASYNCFLOW_<SECTION>_<KEY>.
+
+Validated once at start; every error names the key (and the variable or file it
+came from). The shipped config.toml runs on SQLite with an in-process cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from asyncflow.core.validate import Limits
+from asyncflow.errors import ConfigError
+
+ENV_PREFIX = "ASYNCFLOW_"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    """Interface to listen on; 0.0.0.0 for every interface."""
+    port: int = 50051
+    """0 picks a free port (printed at start)."""
+    grace_seconds: float = 10.0
+    """On SIGTERM/SIGINT: how long in-flight calls may take to finish."""
+    max_message_bytes: int = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    backend: str = "sqlite"
+    """"sqlite" (embedded, one process) or "mysql" (MySQL 8 / MariaDB 10.6+)."""
+    sqlite_path: str = "data/asyncflow.db"
+    mysql_host: str = "127.0.0.1"
+    mysql_port: int = 3306
+    mysql_user: str = "root"
+    mysql_password: str = ""
+    mysql_database: str = "asyncflow"
+    """Created if missing."""
+    mysql_pool_min: int = 1
+    mysql_pool_max: int = 20
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    backend: str = "memory"
+    """"memory" (in-process), "redis" (shared by replicas) or "none"."""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "asyncflow:"
+    ttl_seconds: int = 3 * 86_400
+    memory_max_entries: int = 100_000
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "INFO"
+    format: str = "text"
+    """"text" for people, "json" for log collectors."""
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    limits: Limits = field(default_factory=Limits)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "store.backend": ("sqlite", "mysql"),
+    "cache.backend": ("memory", "redis", "none"),
+    "log.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
+    "log.format": ("text", "json"),
+}
+RANGES: dict[str, tuple[float, float]] = {
+    "server.port": (0, 65535),
+    "server.grace_seconds": (0, 3600),
+    "server.max_message_bytes": (1024, 1 << 30),
+    "store.mysql_port": (1, 65535),
+    "store.mysql_pool_min": (1, 1000),
+    "store.mysql_pool_max": (1, 1000),
+    "cache.ttl_seconds": (1, 365 * 86_400),
+    "cache.memory_max_entries": (1, 1 << 30),
+    "limits.max_hold_limit": (1, 100_000),
+    "limits.max_context_bytes": (1, 16 * 1024 * 1024),
+    "limits.max_page_size": (1, 100_000),
+    "limits.default_page_size": (1, 100_000),
+}
+
+
+def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
+    """Check `value` against the type of the default; env values arrive as text."""
+    kind = type(default)
+    if isinstance(value, str) and kind is not str:
+        try:
+            if kind is bool:
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1")
+            return kind(value)
+        except ValueError:
+            raise ConfigError(
+                f"{key} ({source}): expected {kind.__name__}, got {value!r}"
+            ) from None
+    if kind is float and type(value) is int:
+        return float(value)
+    if type(value) is not kind:
+        raise ConfigError(
+            f"{key} ({source}): expected {kind.__name__}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _check(key: str, value: Any) -> None:
+    if key in CHOICES and value not in CHOICES[key]:
+        raise ConfigError(f"{key}: must be one of {', '.join(CHOICES[key])}, got {value!r}")
+    if key in RANGES:
+        low, high = RANGES[key]
+        if not low <= value <= high:
+            raise ConfigError(f"{key}: must be in [{low:g}, {high:g}], got {value!r}")
+
+
+def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Defaults, then the TOML file (if any), then ASYNCFLOW_* variables."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            data = tomllib.loads(Path(path).read_text("utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    for name in data:
+        if name not in sections or not isinstance(data[name], dict):
+            raise ConfigError(f"{name}: unknown section in {source}")
+    built: dict[str, Any] = {}
+    defaults = Config()
+    for name in sections:
+        section_type = getattr(defaults, name)
+        given = data.get(name, {})
+        values: dict[str, Any] = {}
+        known = {f.name for f in dataclasses.fields(section_type)}
+        for key in given:
+            if key not in known:
+                raise ConfigError(f"{name}.{key}: unknown key in {source}")
+        for key in known:
+            full = f"{name}.{key}"
+            default = getattr(section_type, key)
+            value = default
+            if key in given:
+                value = _coerce(full, given[key], default, source)
+            env_name = f"{ENV_PREFIX}{name}_{key}".upper()
+            if env_name in environ:
+                value = _coerce(full, environ[env_name], default, env_name)
+            _check(full, value)
+            values[key] = value
+        built[name] = type(section_type)(**values)
+    config = Config(**built)
+    if config.store.mysql_pool_min > config.store.mysql_pool_max:
+        raise ConfigError("store.mysql_pool_min: must not exceed store.mysql_pool_max")
+    return config

@@ -1,0 +1,128 @@
+"""Protobuf messages <-> domain values. No rules here: only shape."""
+
+from __future__ import annotations
+
+from asyncflow.core.model import (
+    Fail,
+    NextStage,
+    Outcome,
+    Retry,
+    RetryStrategy,
+    Success,
+    Task,
+    TaskFilter,
+    TaskStatus,
+    TaskTypeConfig,
+    TypeSettings,
+)
+from asyncflow.errors import InvalidArgument
+from asyncflow.v1 import task_service_pb2 as pb
+
+STRATEGY_TO_PB = {
+    RetryStrategy.PROGRESSIVE: pb.RETRY_STRATEGY_PROGRESSIVE,
+    RetryStrategy.UNIFORM: pb.RETRY_STRATEGY_UNIFORM,
+}
+STRATEGY_FROM_PB = {v: k for k, v in STRATEGY_TO_PB.items()}
+
+
+def task_to_pb(task: Task, *, with_token: bool = False) -> pb.Task:
+    """The lease token is a capability: only the holder that got it sees it."""
+    message = pb.Task(
+        task_id=task.task_id,
+        task_type=task.task_type,
+        user_id=task.user_id,
+        task_stage=task.task_stage,
+        status=pb.TaskStatus.ValueType(int(task.status)),
+        priority=task.priority,
+        crt_retry_num=task.crt_retry_num,
+        max_retry_num=task.max_retry_num,
+        context=task.context,
+        schedule_log=task.schedule_log,
+        order_time=task.order_time,
+        create_time=task.create_time,
+        modify_time=task.modify_time,
+    )
+    if task.status is TaskStatus.PROCESSING:
+        message.lease.CopyFrom(
+            pb.Lease(
+                token=task.lease_token if with_token else "",
+                attempt=task.hold_count,
+                deadline=task.lease_deadline,
+            )
+        )
+    return message
+
+
+def config_to_pb(config: TaskTypeConfig) -> pb.TaskTypeConfig:
+    return pb.TaskTypeConfig(
+        task_type=config.task_type,
+        schedule_limit=config.schedule_limit,
+        schedule_interval_seconds=config.schedule_interval,
+        max_processing_time_seconds=config.max_processing_time,
+        max_retry_num=config.max_retry_num,
+        retry_strategy=STRATEGY_TO_PB[config.retry.strategy],
+        retry_interval_seconds=config.retry.interval,
+        max_retry_interval_seconds=config.retry.max_interval,
+        begin_pos=config.begin_pos,
+        end_pos=config.end_pos,
+        create_time=config.create_time,
+        modify_time=config.modify_time,
+    )
+
+
+def settings_from_pb(request: pb.RegisterTaskTypeRequest) -> TypeSettings:
+    def given(name: str) -> int | None:
+        return int(getattr(request, name)) if request.HasField(name) else None  # type: ignore[arg-type]
+
+    strategy = None
+    if request.retry_strategy != pb.RETRY_STRATEGY_UNSPECIFIED:
+        if request.retry_strategy not in STRATEGY_FROM_PB:
+            raise InvalidArgument(
+                f"retry_strategy {request.retry_strategy} is not a known strategy",
+                field="retry_strategy",
+            )
+        strategy = STRATEGY_FROM_PB[request.retry_strategy]
+    return TypeSettings(
+        task_type=request.task_type,
+        schedule_limit=given("schedule_limit"),
+        schedule_interval=given("schedule_interval_seconds"),
+        max_processing_time=given("max_processing_time_seconds"),
+        max_retry_num=given("max_retry_num"),
+        retry_strategy=strategy,
+        retry_interval=given("retry_interval_seconds"),
+        max_retry_interval=given("max_retry_interval_seconds"),
+    )
+
+
+def outcome_from_pb(request: pb.SetTaskRequest) -> Outcome:
+    which = request.WhichOneof("outcome")
+    if which == "success":
+        return Success()
+    if which == "next_stage":
+        return NextStage(request.next_stage.task_stage)
+    if which == "retry":
+        delay = request.retry.delay_seconds if request.retry.HasField("delay_seconds") else None
+        return Retry(request.retry.error_message, delay)
+    if which == "fail":
+        return Fail(request.fail.error_message)
+    raise InvalidArgument(
+        "outcome is required: one of success, next_stage, retry, fail", field="outcome"
+    )
+
+
+def status_from_pb(value: int, field: str = "status") -> TaskStatus | None:
+    """UNSPECIFIED (0) means no filter."""
+    if value == pb.TASK_STATUS_UNSPECIFIED:
+        return None
+    try:
+        return TaskStatus(value)
+    except ValueError:
+        raise InvalidArgument(f"{field} {value} is not a task status", field=field) from None
+
+
+def filter_from_pb(request: pb.ListTasksRequest) -> TaskFilter:
+    return TaskFilter(
+        status=status_from_pb(request.status),
+        task_stage=request.task_stage or None,
+        user_id=request.user_id or None,
+    )

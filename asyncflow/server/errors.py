@@ -1,0 +1,64 @@
+"""Domain errors to gRPC statuses, in one place for every RPC.
+
+Each status carries a google.rpc.ErrorInfo (domain "asyncflow", reason from the
+error class, metadata["field"] naming the request field) so that clients in any
+language can tell cases apart without parsing messages.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from asyncflow.errors import AsyncflowError
+
+log = logging.getLogger(__name__)
+
+ERROR_DOMAIN = "asyncflow"
+
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+Servicer = TypeVar("Servicer")
+Handler = Callable[[Servicer, Request, grpc.aio.ServicerContext[Any, Any]], Awaitable[Response]]
+
+
+def to_status(error: AsyncflowError) -> grpc.Status:
+    code: grpc.StatusCode = getattr(grpc.StatusCode, error.code)
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN)
+    if error.field:
+        info.metadata["field"] = error.field
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = status_pb2.Status(code=code.value[0], message=error.message, details=[detail])
+    result: grpc.Status = rpc_status.to_status(status)
+    return result
+
+
+def grpc_errors(
+    handler: Handler[Servicer, Request, Response],
+) -> Handler[Servicer, Request, Response]:
+    """Turn AsyncflowError into its status; anything unexpected into INTERNAL (logged)."""
+
+    @functools.wraps(handler)
+    async def wrapper(
+        self: Servicer, request: Request, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Response:
+        try:
+            return await handler(self, request, context)
+        except AsyncflowError as error:
+            if error.code in ("INTERNAL", "UNAVAILABLE"):
+                log.warning("%s failed: %s", handler.__name__, error)
+            await context.abort_with_status(to_status(error))
+        except Exception:
+            log.exception("%s failed unexpectedly", handler.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error (logged on the server)")
+        raise AssertionError("unreachable: abort raises")
+
+    return wrapper

@@ -1,0 +1,109 @@
+"""TaskService over gRPC: decode the request, call the core, encode the reply.
+
+Holds no data and no rules; errors are mapped by @grpc_errors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from asyncflow.core.model import TaskStatus
+from asyncflow.core.service import NewTaskRequest, TaskCore
+from asyncflow.server.convert import (
+    config_to_pb,
+    filter_from_pb,
+    outcome_from_pb,
+    settings_from_pb,
+    task_to_pb,
+)
+from asyncflow.server.errors import grpc_errors
+from asyncflow.v1 import task_service_pb2 as pb
+from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class TaskServicer(pb_grpc.TaskServiceServicer):
+    def __init__(self, core: TaskCore) -> None:
+        self._core = core
+
+    @grpc_errors
+    async def RegisterTaskType(
+        self, request: pb.RegisterTaskTypeRequest, context: Context
+    ) -> pb.RegisterTaskTypeResponse:
+        config = await self._core.register_type(settings_from_pb(request))
+        return pb.RegisterTaskTypeResponse(task_type=config_to_pb(config))
+
+    @grpc_errors
+    async def CreateTask(
+        self, request: pb.CreateTaskRequest, context: Context
+    ) -> pb.CreateTaskResponse:
+        task, created = await self._core.create_task(
+            NewTaskRequest(
+                task_type=request.task_type,
+                user_id=request.user_id,
+                task_stage=request.task_stage,
+                context=request.context,
+                priority=request.priority,
+                idempotency_key=request.idempotency_key,
+            )
+        )
+        return pb.CreateTaskResponse(task=task_to_pb(task), created=created)
+
+    @grpc_errors
+    async def HoldTasks(
+        self, request: pb.HoldTasksRequest, context: Context
+    ) -> pb.HoldTasksResponse:
+        tasks = await self._core.hold_tasks(request.task_type, request.limit)
+        return pb.HoldTasksResponse(tasks=[task_to_pb(t, with_token=True) for t in tasks])
+
+    @grpc_errors
+    async def SetTask(self, request: pb.SetTaskRequest, context: Context) -> pb.SetTaskResponse:
+        task = await self._core.set_task(
+            request.task_id,
+            request.lease_token,
+            outcome_from_pb(request),
+            request.context if request.HasField("context") else None,
+        )
+        return pb.SetTaskResponse(task=task_to_pb(task))
+
+    @grpc_errors
+    async def GetTask(self, request: pb.GetTaskRequest, context: Context) -> pb.GetTaskResponse:
+        return pb.GetTaskResponse(task=task_to_pb(await self._core.get_task(request.task_id)))
+
+    @grpc_errors
+    async def ListTasks(
+        self, request: pb.ListTasksRequest, context: Context
+    ) -> pb.ListTasksResponse:
+        tasks, next_token = await self._core.list_tasks(
+            request.task_type, filter_from_pb(request), request.page_size, request.page_token
+        )
+        return pb.ListTasksResponse(
+            tasks=[task_to_pb(t) for t in tasks], next_page_token=next_token
+        )
+
+    @grpc_errors
+    async def ListTaskTypes(
+        self, request: pb.ListTaskTypesRequest, context: Context
+    ) -> pb.ListTaskTypesResponse:
+        types = await self._core.list_types()
+        return pb.ListTaskTypesResponse(task_types=[config_to_pb(c) for c in types])
+
+    @grpc_errors
+    async def CountTasks(
+        self, request: pb.CountTasksRequest, context: Context
+    ) -> pb.CountTasksResponse:
+        counts = await self._core.count_tasks(request.task_type)
+        return pb.CountTasksResponse(
+            counts=[
+                pb.StatusCount(status=pb.TaskStatus.ValueType(int(s)), count=counts[s])
+                for s in TaskStatus
+            ],
+            total=sum(counts.values()),
+        )
+
+    @grpc_errors
+    async def Ping(self, request: pb.PingRequest, context: Context) -> pb.PingResponse:
+        return pb.PingResponse(message="pong", server_time=self._core.clock.now())
