@@ -64,6 +64,7 @@ class AsyncflowServer:
     health: health.aio.HealthServicer
     core: TaskCore
     port: int
+    stopped: bool = False
 
     @classmethod
     async def start(cls, config: Config, clock: Clock | None = None) -> AsyncflowServer:
@@ -112,7 +113,11 @@ class AsyncflowServer:
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful: health turns NOT_SERVING, new calls are refused, in-flight
-        calls get `grace` seconds to finish, then the store and cache close."""
+        calls get `grace` seconds to finish, then the store and cache close.
+        Idempotent."""
+        if self.stopped:
+            return
+        self.stopped = True
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         await self.core.cache.close()

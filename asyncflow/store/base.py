@@ -38,6 +38,11 @@ class TaskStore(Protocol):
 
     async def type_list(self) -> list[TaskTypeConfig]: ...
 
+    async def pos_split(self, config: TaskTypeConfig, now: int) -> bool:
+        """Create table end_pos + 1 and move end_pos onto it, if end_pos is still
+        config.end_pos (a conditional single-column update). False if it moved."""
+        ...
+
     async def task_insert(self, task: NewTask, now: int) -> Task:
         """Insert a pending task. Raises TaskAlreadyExists (carrying the existing
         task id) when task.idempotency_key is already taken for the type."""

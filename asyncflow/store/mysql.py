@@ -51,6 +51,9 @@ ER_DUP_ENTRY = 1062
 ER_NO_SUCH_TABLE = 1146
 DATABASE_RE = re.compile(r"[A-Za-z0-9_]{1,64}")
 
+# IF NOT EXISTS DDL raises a note when the object exists; aiomysql would turn each
+# note into a Python warning plus a SHOW WARNINGS round trip.
+QUIET_NOTES = "SET SESSION sql_notes = 0"
 CONFIG_UPSERT = """
 INSERT INTO t_schedule_cfg (task_type, schedule_limit, schedule_interval, max_processing_time,
     max_retry_num, retry_interval, max_retry_interval, create_time, modify_time)
@@ -72,6 +75,10 @@ VALUES (%s, 1, 1, %s, %s) ON DUPLICATE KEY UPDATE task_type = task_type
 END_POS_SELECT = "SELECT schedule_end_pos FROM t_schedule_pos WHERE task_type = %s"
 CONFIG_SELECT = f"""
 SELECT {CONFIG_COLUMNS} FROM t_schedule_cfg c JOIN t_schedule_pos p ON p.task_type = c.task_type
+"""
+END_POS_ADVANCE = """
+UPDATE t_schedule_pos SET schedule_end_pos = schedule_end_pos + 1, modify_time = %s
+WHERE task_type = %s AND schedule_end_pos = %s
 """
 KEY_INSERT = (
     "INSERT INTO t_task_key (task_type, idempotency_key, task_id, create_time)"
@@ -165,6 +172,7 @@ class MysqlStore:
                 conn = await aiomysql.connect(**common)
                 try:
                     async with conn.cursor() as cur:
+                        await cur.execute(QUIET_NOTES)
                         await cur.execute(f"CREATE DATABASE IF NOT EXISTS `{database}`")
                 finally:
                     conn.close()
@@ -211,6 +219,7 @@ class MysqlStore:
         applied = []
         async with self._cursor() as cur:
             # Replicas starting together must not run the same migration twice.
+            await cur.execute(QUIET_NOTES)
             await cur.execute("SELECT GET_LOCK('asyncflow_migrate', 60)")
             try:
                 await cur.execute(
@@ -233,6 +242,11 @@ class MysqlStore:
                 await cur.execute("SELECT RELEASE_LOCK('asyncflow_migrate')")
         return applied
 
+    async def _create_task_table(self, cur: aiomysql.Cursor, task_type: str, pos: int) -> None:
+        ddl = statements(sql_text("mysql_task_table.sql"))[0]
+        await cur.execute(QUIET_NOTES)
+        await cur.execute(ddl.format(table=task_table(task_type, pos)))
+
     # -- task types -----------------------------------------------------------
 
     async def type_upsert(self, config: TaskTypeConfig, now: int) -> TaskTypeConfig:
@@ -240,8 +254,7 @@ class MysqlStore:
             await cur.execute(END_POS_SELECT, (config.task_type,))
             row = await cur.fetchone()
             # The table first: a crash after it leaves only an empty table behind.
-            ddl = statements(sql_text("mysql_task_table.sql"))[0]
-            await cur.execute(ddl.format(table=task_table(config.task_type, row[0] if row else 1)))
+            await self._create_task_table(cur, config.task_type, row[0] if row else 1)
         async with self._tx() as cur:
             await cur.execute(CONFIG_UPSERT, config_params(config, now))
             await cur.execute(POS_INSERT, (config.task_type, now, now))
@@ -260,6 +273,14 @@ class MysqlStore:
             await cur.execute(CONFIG_SELECT + " ORDER BY c.task_type")
             rows = await cur.fetchall()
         return [row_to_config(row) for row in rows]
+
+    async def pos_split(self, config: TaskTypeConfig, now: int) -> bool:
+        async with self._cursor() as cur:
+            # Table first (DDL cannot join a transaction): readers only look at
+            # tables up to end_pos, so an extra empty table is harmless.
+            await self._create_task_table(cur, config.task_type, config.end_pos + 1)
+            moved = await cur.execute(END_POS_ADVANCE, (now, config.task_type, config.end_pos))
+        return bool(moved == 1)
 
     # -- tasks ----------------------------------------------------------------
 

@@ -66,6 +66,10 @@ VALUES (?, 1, 1, ?, ?) ON CONFLICT (task_type) DO NOTHING
 CONFIG_SELECT = f"""
 SELECT {CONFIG_COLUMNS} FROM t_schedule_cfg c JOIN t_schedule_pos p ON p.task_type = c.task_type
 """
+END_POS_ADVANCE = """
+UPDATE t_schedule_pos SET schedule_end_pos = schedule_end_pos + 1, modify_time = ?
+WHERE task_type = ? AND schedule_end_pos = ?
+"""
 KEY_INSERT = (
     "INSERT INTO t_task_key (task_type, idempotency_key, task_id, create_time) VALUES (?, ?, ?, ?)"
 )
@@ -231,6 +235,16 @@ class SqliteStore:
     def _type_list(self) -> list[TaskTypeConfig]:
         rows = self._db.execute(CONFIG_SELECT + " ORDER BY c.task_type").fetchall()
         return [row_to_config(row) for row in rows]
+
+    async def pos_split(self, config: TaskTypeConfig, now: int) -> bool:
+        return await self._run(self._pos_split, config, now)
+
+    def _pos_split(self, config: TaskTypeConfig, now: int) -> bool:
+        with self._tx() as db:
+            moved = db.execute(END_POS_ADVANCE, (now, config.task_type, config.end_pos)).rowcount
+            if moved:
+                self._create_task_table(db, config.task_type, config.end_pos + 1)
+        return moved == 1
 
     # -- tasks ----------------------------------------------------------------
 

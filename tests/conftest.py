@@ -1,0 +1,185 @@
+"""Shared fixtures: the real MariaDB, the real Redis, real gRPC servers on port 0.
+
+MariaDB: one fresh database per test session (dropped at the end), emptied
+before each test. Redis: one key prefix per test, deleted afterwards. The
+DSNs come from ASYNCFLOW_TEST_* variables with defaults for the local services.
+These tests fail (they are never skipped) when a service is unreachable.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pymysql
+import pytest
+import redis.asyncio as aioredis
+
+from asyncflow.clock import ManualClock
+from asyncflow.config import CacheConfig, Config, ServerConfig, StoreConfig
+from asyncflow.server.app import AsyncflowServer
+from asyncflow.store.base import TaskStore
+from asyncflow.store.mysql import MysqlStore
+from asyncflow.store.sqlite import SqliteStore
+from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
+
+MYSQL: dict[str, Any] = {
+    "host": os.environ.get("ASYNCFLOW_TEST_MYSQL_HOST", "127.0.0.1"),
+    "port": int(os.environ.get("ASYNCFLOW_TEST_MYSQL_PORT", "3306")),
+    "user": os.environ.get("ASYNCFLOW_TEST_MYSQL_USER", "root"),
+    "password": os.environ.get("ASYNCFLOW_TEST_MYSQL_PASSWORD", ""),
+}
+REDIS_URL = os.environ.get("ASYNCFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("mysql", id="mysql", marks=[pytest.mark.mysql, pytest.mark.redis]),
+]
+
+
+@pytest.fixture(scope="session")
+def mysql_database() -> Iterator[str]:
+    name = f"asyncflow_test_{uuid.uuid4().hex[:10]}"
+    yield name
+    conn = pymysql.connect(**MYSQL)
+    try:
+        conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
+    finally:
+        conn.close()
+
+
+def reset_mysql(database: str) -> None:
+    """Empty the test database between tests (schema migrations stay applied)."""
+    conn = pymysql.connect(**MYSQL, autocommit=True)
+    try:
+        cur = conn.cursor()
+        cur.execute(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+        cur.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+            (database,),
+        )
+        for (table,) in cur.fetchall():
+            if table.startswith("t_") and "_task_" in table and table != "t_task_key":
+                cur.execute(f"DROP TABLE `{database}`.`{table}`")
+            elif table in ("t_schedule_cfg", "t_schedule_pos", "t_task_key"):
+                cur.execute(f"DELETE FROM `{database}`.`{table}`")
+    finally:
+        conn.close()
+
+
+async def open_store(backend: str, tmp_path: Path, database: str) -> TaskStore:
+    if backend == "sqlite":
+        return await SqliteStore.open(str(tmp_path / "asyncflow.db"))
+    reset_mysql(database)
+    return await MysqlStore.open(**MYSQL, database=database, pool_max=40)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def store(backend: str, tmp_path: Path, mysql_database: str) -> AsyncIterator[TaskStore]:
+    opened = await open_store(backend, tmp_path, mysql_database)
+    await opened.migrate()
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def redis_prefix() -> AsyncIterator[str]:
+    """A key prefix owned by one test; its keys are deleted afterwards."""
+    prefix = f"asyncflow-test:{uuid.uuid4().hex[:10]}:"
+    yield prefix
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        keys = [key async for key in client.scan_iter(match=prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """Starts at the real time; tests move it instead of sleeping."""
+    return ManualClock(start=int(time.time()))
+
+
+@pytest.fixture
+def config(backend: str, tmp_path: Path, mysql_database: str, redis_prefix: str) -> Config:
+    """Server config for the backend: MariaDB goes with Redis, SQLite with memory."""
+    if backend == "sqlite":
+        return Config(
+            server=ServerConfig(port=0),
+            store=StoreConfig(backend="sqlite", sqlite_path=str(tmp_path / "asyncflow.db")),
+            cache=CacheConfig(backend="memory"),
+        )
+    reset_mysql(mysql_database)
+    return Config(
+        server=ServerConfig(port=0),
+        store=StoreConfig(
+            backend="mysql",
+            mysql_host=MYSQL["host"],
+            mysql_port=MYSQL["port"],
+            mysql_user=MYSQL["user"],
+            mysql_password=MYSQL["password"],
+            mysql_database=mysql_database,
+            mysql_pool_max=40,
+        ),
+        cache=CacheConfig(backend="redis", redis_url=REDIS_URL, key_prefix=redis_prefix),
+    )
+
+
+@dataclass
+class Running:
+    """A server started by a test, with a channel and stub connected to it."""
+
+    server: AsyncflowServer
+    channel: grpc.aio.Channel
+    stub: pb_grpc.TaskServiceStub
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+
+StartServer = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture
+async def start_server(clock: ManualClock) -> AsyncIterator[StartServer]:
+    """Start servers on port 0 (the test's clock by default); all stopped at the end."""
+    running: list[Running] = []
+
+    async def start(config: Config, **overrides: Any) -> Running:
+        server = await AsyncflowServer.start(
+            replace(config, **overrides) if overrides else config,
+            clock=clock,
+        )
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+        started = Running(server, channel, pb_grpc.TaskServiceStub(channel))
+        running.append(started)
+        return started
+
+    yield start
+    for started in running:
+        await started.channel.close()
+        await started.server.stop(None)
+
+
+@pytest.fixture
+async def server(start_server: StartServer, config: Config) -> Running:
+    return await start_server(config)
+
+
+@pytest.fixture
+def stub(server: Running) -> pb_grpc.TaskServiceStub:
+    return server.stub
