@@ -1,0 +1,288 @@
+"""The store contract: every TaskStore backend must pass this suite (SQLite and MariaDB)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import replace
+
+import pytest
+
+from asyncflow.core.ids import new_task_id
+from asyncflow.core.model import (
+    Claim,
+    NewTask,
+    PageCursor,
+    RetryPolicy,
+    RetryStrategy,
+    Task,
+    TaskChange,
+    TaskFilter,
+    TaskStatus,
+    TaskTypeConfig,
+)
+from asyncflow.core.service import DEFAULT_TYPE
+from asyncflow.errors import TaskAlreadyExists
+from asyncflow.store.base import TaskStore
+
+NOW = 1_800_000_000
+
+
+def lark(**changes: object) -> TaskTypeConfig:
+    return replace(DEFAULT_TYPE, task_type="lark", **changes)  # type: ignore[arg-type]
+
+
+async def registered(store: TaskStore, **changes: object) -> TaskTypeConfig:
+    return await store.type_upsert(lark(**changes), NOW)
+
+
+def new_task(
+    config: TaskTypeConfig, *, order_time: int = NOW, key: str | None = None, **changes: object
+) -> NewTask:
+    task = NewTask(
+        task_id=new_task_id(config.task_type, config.end_pos, key or str(uuid.uuid4())),
+        task_type=config.task_type,
+        pos=config.end_pos,
+        user_id="u1",
+        task_stage="first",
+        priority=0,
+        max_retry_num=config.max_retry_num,
+        retry=config.retry,
+        context="ctx",
+        order_time=order_time,
+        idempotency_key=key,
+    )
+    return replace(task, **changes)  # type: ignore[arg-type]
+
+
+def claim(token: str = "tok", now: int = NOW, deadline: int = NOW + 30) -> Claim:
+    return Claim(token=token, deadline=deadline, now=now)
+
+
+async def test_migrate_is_idempotent(store: TaskStore) -> None:
+    assert await store.migrate() == []
+
+
+async def test_type_upsert_creates_then_updates_without_moving_positions(
+    store: TaskStore,
+) -> None:
+    config = await registered(store)
+    assert (config.begin_pos, config.end_pos) == (1, 1)
+    assert config.create_time == NOW
+    assert await store.pos_split(config, NOW)
+    updated = await store.type_upsert(lark(schedule_limit=7), NOW + 5)
+    assert updated.schedule_limit == 7
+    assert (updated.begin_pos, updated.end_pos) == (1, 2)
+    assert (updated.create_time, updated.modify_time) == (NOW, NOW + 5)
+    assert await store.type_get("lark") == updated
+    assert await store.type_get("nope") is None
+
+
+async def test_type_list_is_sorted(store: TaskStore) -> None:
+    for name in ("zeta", "alpha", "mid"):
+        await store.type_upsert(replace(DEFAULT_TYPE, task_type=name), NOW)
+    assert [c.task_type for c in await store.type_list()] == ["alpha", "mid", "zeta"]
+
+
+async def test_uniform_retry_policy_round_trips(store: TaskStore) -> None:
+    policy = RetryPolicy(RetryStrategy.UNIFORM, interval=9, max_interval=50)
+    config = await registered(store, retry=policy)
+    assert config.retry == policy
+    task = await store.task_insert(new_task(config), NOW)
+    assert task.retry == policy
+
+
+async def test_insert_then_get(store: TaskStore) -> None:
+    config = await registered(store)
+    inserted = await store.task_insert(new_task(config, priority=5, order_time=NOW - 5), NOW)
+    assert inserted.status is TaskStatus.PENDING
+    assert (inserted.version, inserted.hold_count, inserted.crt_retry_num) == (1, 0, 0)
+    assert await store.task_get("lark", 1, inserted.task_id) == inserted
+
+
+async def test_get_missing_task_or_table_is_none(store: TaskStore) -> None:
+    await registered(store)
+    assert await store.task_get("lark", 1, "x_lark_1") is None
+    assert await store.task_get("lark", 42, "x_lark_42") is None
+    assert await store.task_get("ghost", 1, "x_ghost_1") is None
+
+
+async def test_idempotency_key_refuses_second_task(store: TaskStore) -> None:
+    config = await registered(store)
+    first = await store.task_insert(new_task(config, key="order-1"), NOW)
+    await store.pos_split(config, NOW)
+    moved = await store.type_get("lark")
+    assert moved is not None
+    with pytest.raises(TaskAlreadyExists) as caught:
+        await store.task_insert(new_task(moved, key="order-1"), NOW)
+    assert caught.value.task_id == first.task_id
+    counts = await store.task_count(moved)
+    assert sum(counts.values()) == 1
+
+
+async def test_claim_takes_due_tasks_oldest_first(store: TaskStore) -> None:
+    config = await registered(store)
+    late = await store.task_insert(new_task(config, order_time=NOW + 10), NOW)
+    second = await store.task_insert(new_task(config, order_time=NOW - 1), NOW)
+    first = await store.task_insert(new_task(config, order_time=NOW - 100), NOW)
+    held = await store.task_claim_due(config, 10, claim())
+    assert [t.task_id for t in held] == [first.task_id, second.task_id]
+    for task in held:
+        assert task.status is TaskStatus.PROCESSING
+        assert (task.lease_token, task.lease_deadline, task.hold_count) == ("tok", NOW + 30, 1)
+        assert task.version == 2
+        assert await store.task_get("lark", 1, task.task_id) == task
+    assert await store.task_claim_due(config, 10, claim("other")) == []
+    later = await store.task_claim_due(config, 10, claim("later", now=NOW + 10))
+    assert [t.task_id for t in later] == [late.task_id]
+
+
+async def test_claim_respects_limit(store: TaskStore) -> None:
+    config = await registered(store)
+    for _ in range(5):
+        await store.task_insert(new_task(config), NOW)
+    assert len(await store.task_claim_due(config, 3, claim())) == 3
+    assert len(await store.task_claim_due(config, 3, claim("b"))) == 2
+
+
+async def test_claim_orders_across_tables_without_head_of_line_block(store: TaskStore) -> None:
+    """A not-yet-due task in the old table must not hide due tasks in newer ones."""
+    config = await registered(store)
+    blocked = await store.task_insert(new_task(config, order_time=NOW + 3600), NOW)
+    assert await store.pos_split(config, NOW)
+    config = await store.type_get("lark")
+    assert config is not None
+    newer = await store.task_insert(new_task(config, order_time=NOW - 5), NOW)
+    assert await store.pos_split(config, NOW)
+    config = await store.type_get("lark")
+    assert config is not None
+    assert config.end_pos == 3
+    newest = await store.task_insert(new_task(config, order_time=NOW - 50), NOW)
+    held = await store.task_claim_due(config, 10, claim())
+    assert [(t.task_id, t.pos) for t in held] == [(newest.task_id, 3), (newer.task_id, 2)]
+    assert blocked.pos == 1
+
+
+async def test_concurrent_claims_are_disjoint(store: TaskStore) -> None:
+    config = await registered(store)
+    for _ in range(60):
+        await store.task_insert(new_task(config), NOW)
+    batches = await asyncio.gather(
+        *(store.task_claim_due(config, 7, claim(f"t{i}")) for i in range(12))
+    )
+    ids = [t.task_id for batch in batches for t in batch]
+    assert len(ids) == len(set(ids)) == 60
+
+
+async def test_update_leased_needs_token_version_and_processing(store: TaskStore) -> None:
+    config = await registered(store)
+    await store.task_insert(new_task(config), NOW)
+    (held,) = await store.task_claim_due(config, 1, claim())
+    change = TaskChange(TaskStatus.PENDING, "second", "new-ctx", 0, NOW + 1, '{"x":1}')
+    assert await store.task_update_leased(held, "wrong", change, NOW + 1) is None
+    assert await store.task_update_leased(replace(held, version=1), "tok", change, NOW) is None
+    updated = await store.task_update_leased(held, "tok", change, NOW + 1)
+    assert updated is not None
+    assert updated == await store.task_get("lark", 1, held.task_id)
+    assert (updated.status, updated.task_stage, updated.context) == (
+        TaskStatus.PENDING,
+        "second",
+        "new-ctx",
+    )
+    assert (updated.lease_token, updated.lease_deadline, updated.version) == ("", 0, 3)
+    assert updated.schedule_log == '{"x":1}'
+    # Not processing any more: the same lease cannot write again.
+    assert await store.task_update_leased(updated, "tok", change, NOW + 2) is None
+
+
+async def test_recover_stuck_counts_a_retry_and_backs_off(store: TaskStore) -> None:
+    config = await registered(store, max_retry_num=2)
+    task = await store.task_insert(new_task(config), NOW)
+    await store.task_claim_due(config, 1, claim(deadline=NOW + 30))
+    assert await store.task_recover_stuck(config, NOW + 30, 100) == []  # not yet past
+    (recovered,) = await store.task_recover_stuck(config, NOW + 31, 100)
+    assert recovered.task_id == task.task_id
+    assert (recovered.status, recovered.crt_retry_num) == (TaskStatus.PENDING, 1)
+    assert recovered.order_time == NOW + 31 + 5  # progressive: 5 * 2**0
+    assert (recovered.lease_token, recovered.lease_deadline) == ("", 0)
+    assert recovered == await store.task_get("lark", 1, task.task_id)
+    # Second stuck run: delay doubles; third exhausts max_retry_num = 2.
+    await store.task_claim_due(config, 1, claim("b", now=NOW + 36, deadline=NOW + 40))
+    (again,) = await store.task_recover_stuck(config, NOW + 41, 100)
+    assert (again.crt_retry_num, again.order_time) == (2, NOW + 41 + 10)
+    await store.task_claim_due(config, 1, claim("c", now=NOW + 51, deadline=NOW + 60))
+    (failed,) = await store.task_recover_stuck(config, NOW + 61, 100)
+    assert (failed.status, failed.crt_retry_num) == (TaskStatus.FAILED, 2)
+
+
+async def test_recover_stuck_uniform_and_bounded(store: TaskStore) -> None:
+    policy = RetryPolicy(RetryStrategy.UNIFORM, interval=7, max_interval=100)
+    config = await registered(store, retry=policy)
+    for _ in range(5):
+        await store.task_insert(new_task(config), NOW)
+    await store.task_claim_due(config, 5, claim())
+    first = await store.task_recover_stuck(config, NOW + 31, 3)
+    assert len(first) == 3
+    assert {t.order_time for t in first} == {NOW + 31 + 7}
+    assert len(await store.task_recover_stuck(config, NOW + 31, 3)) == 2
+
+
+async def test_list_filters_and_pages_across_tables(store: TaskStore) -> None:
+    config = await registered(store)
+    made: list[Task] = []
+    for i in range(5):
+        made.append(await store.task_insert(new_task(config, user_id=f"u{i % 2}"), NOW))
+    assert await store.pos_split(config, NOW)
+    config = await store.type_get("lark")
+    assert config is not None
+    for i in range(5):
+        made.append(await store.task_insert(new_task(config, user_id=f"u{i % 2}"), NOW))
+    pages: list[list[Task]] = []
+    after: PageCursor | None = None
+    while True:
+        page = await store.task_list(config, TaskFilter(), after, 4)
+        if not page:
+            break
+        pages.append(page)
+        after = PageCursor(page[-1].pos, page[-1].row_id)
+    assert [len(p) for p in pages] == [4, 4, 2]
+    assert [t.task_id for p in pages for t in p] == [t.task_id for t in made]
+    only_u1 = await store.task_list(config, TaskFilter(user_id="u1"), None, 100)
+    assert [t.task_id for t in only_u1] == [t.task_id for t in made if t.user_id == "u1"]
+    await store.task_claim_due(config, 3, claim())
+    processing = await store.task_list(
+        config, TaskFilter(status=TaskStatus.PROCESSING, task_stage="first"), None, 100
+    )
+    assert len(processing) == 3
+    assert await store.task_list(config, TaskFilter(task_stage="other"), None, 100) == []
+
+
+async def test_count_by_status_over_all_tables(store: TaskStore) -> None:
+    config = await registered(store)
+    for _ in range(3):
+        await store.task_insert(new_task(config), NOW)
+    assert await store.pos_split(config, NOW)
+    config = await store.type_get("lark")
+    assert config is not None
+    for _ in range(2):
+        await store.task_insert(new_task(config), NOW)
+    await store.task_claim_due(config, 1, claim())
+    counts = await store.task_count(config)
+    assert counts == {
+        TaskStatus.PENDING: 4,
+        TaskStatus.PROCESSING: 1,
+        TaskStatus.SUCCESS: 0,
+        TaskStatus.FAILED: 0,
+    }
+
+
+async def test_pos_split_is_conditional(store: TaskStore) -> None:
+    config = await registered(store)
+    results = await asyncio.gather(*(store.pos_split(config, NOW) for _ in range(5)))
+    assert sorted(results) == [False, False, False, False, True]
+    moved = await store.type_get("lark")
+    assert moved is not None
+    assert (moved.begin_pos, moved.end_pos) == (1, 2)
+    # The new table is usable right away.
+    task = await store.task_insert(new_task(moved), NOW)
+    assert task.pos == 2
