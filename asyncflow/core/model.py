@@ -48,7 +48,11 @@ class TaskTypeConfig:
     max_retry_num: int
     retry: RetryPolicy
     begin_pos: int = 1
+    """Oldest table holds and recovery scan."""
     end_pos: int = 1
+    """Table new tasks go to."""
+    data_begin_pos: int = 1
+    """Oldest table not dropped by retention (listing and counting start here)."""
     create_time: int = 0
     modify_time: int = 0
 
@@ -86,16 +90,18 @@ class Task:
 
 @dataclass(frozen=True)
 class NewTask:
-    """A task about to be inserted; the core has computed every column."""
+    """A task to insert.
 
-    task_id: str
+    The store places it in the type's end table, read under a lock that keeps
+    that table live until the insert commits (so begin_pos can never move past
+    a table a create is writing to), builds its id from the key and the table
+    position, and copies max_retry_num and the retry policy from the type.
+    """
+
     task_type: str
-    pos: int
     user_id: str
     task_stage: str
     priority: int
-    max_retry_num: int
-    retry: RetryPolicy
     context: str
     order_time: int
     idempotency_key: str | None

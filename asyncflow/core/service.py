@@ -12,13 +12,12 @@ import binascii
 import json
 import logging
 import secrets
-import uuid
 from dataclasses import dataclass, replace
 
 from asyncflow.cache import TaskCache
 from asyncflow.clock import Clock
 from asyncflow.core import policy
-from asyncflow.core.ids import check_idempotency_key, check_task_type, new_task_id, parse_task_id
+from asyncflow.core.ids import check_idempotency_key, check_task_type, parse_task_id
 from asyncflow.core.model import (
     Claim,
     Fail,
@@ -161,17 +160,12 @@ class TaskCore:
         check_context(request.context, self.limits)
         check_range(request.priority, "priority", 0, policy.MAX_PRIORITY)
         key = check_idempotency_key(request.idempotency_key) if request.idempotency_key else None
-        config = await self._type(request.task_type)
         now = self.clock.now()
         new = NewTask(
-            task_id=new_task_id(config.task_type, config.end_pos, key or str(uuid.uuid4())),
-            task_type=config.task_type,
-            pos=config.end_pos,
+            task_type=check_task_type(request.task_type),
             user_id=request.user_id,
             task_stage=request.task_stage,
             priority=request.priority,
-            max_retry_num=config.max_retry_num,
-            retry=config.retry,
             context=request.context,
             order_time=policy.order_time_for_run(now, request.priority),
             idempotency_key=key,

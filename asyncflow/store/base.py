@@ -44,8 +44,10 @@ class TaskStore(Protocol):
         ...
 
     async def task_insert(self, task: NewTask, now: int) -> Task:
-        """Insert a pending task. Raises TaskAlreadyExists (carrying the existing
-        task id) when task.idempotency_key is already taken for the type."""
+        """Insert a pending task into the type's end table (see NewTask).
+
+        Raises TaskTypeNotFound for an unregistered type, and TaskAlreadyExists
+        (carrying the existing task id) when the idempotency key is taken."""
         ...
 
     async def task_get(self, task_type: str, pos: int, task_id: str) -> Task | None: ...

@@ -33,7 +33,8 @@ TASK_COLUMNS = (
 CONFIG_COLUMNS = (
     "c.task_type, c.schedule_limit, c.schedule_interval, c.max_processing_time,"
     " c.max_retry_num, c.retry_interval, c.max_retry_interval,"
-    " p.schedule_begin_pos, p.schedule_end_pos, c.create_time, c.modify_time"
+    " p.schedule_begin_pos, p.schedule_end_pos, p.data_begin_pos, c.create_time,"
+    " c.modify_time"
 )
 
 _MIGRATION_RE = re.compile(r"(?P<dialect>[a-z]+)_(?P<version>\d{4})_(?P<name>\w+)\.sql")
@@ -126,8 +127,9 @@ def row_to_config(row: Sequence[Any]) -> TaskTypeConfig:
         retry=decode_retry(int(row[5]), int(row[6])),
         begin_pos=int(row[7]),
         end_pos=int(row[8]),
-        create_time=int(row[9]),
-        modify_time=int(row[10]),
+        data_begin_pos=int(row[9]),
+        create_time=int(row[10]),
+        modify_time=int(row[11]),
     )
 
 
@@ -206,20 +208,47 @@ def changed(task: Task, change: TaskChange, now: int) -> Task:
     )
 
 
-def inserted(task: NewTask, row_id: int, now: int) -> Task:
+@dataclass(frozen=True)
+class InsertTarget:
+    """Where and with which retry settings a new task is inserted (read from its type)."""
+
+    pos: int
+    max_retry_num: int
+    retry_interval: int
+    max_retry_interval: int
+
+    def params(self, task: NewTask, task_id: str, now: int) -> tuple[Any, ...]:
+        """Parameters of a backend's TASK_INSERT, in its column order."""
+        return (
+            task_id,
+            task.task_type,
+            task.user_id,
+            task.task_stage,
+            task.priority,
+            self.max_retry_num,
+            self.retry_interval,
+            self.max_retry_interval,
+            task.context,
+            task.order_time,
+            now,
+            now,
+        )
+
+
+def inserted(task: NewTask, task_id: str, target: InsertTarget, row_id: int, now: int) -> Task:
     """The row a task insert wrote (see claimed)."""
     return Task(
         row_id=row_id,
-        task_id=task.task_id,
+        task_id=task_id,
         task_type=task.task_type,
-        pos=task.pos,
+        pos=target.pos,
         user_id=task.user_id,
         task_stage=task.task_stage,
         status=TaskStatus.PENDING,
         priority=task.priority,
         crt_retry_num=0,
-        max_retry_num=task.max_retry_num,
-        retry=task.retry,
+        max_retry_num=target.max_retry_num,
+        retry=decode_retry(target.retry_interval, target.max_retry_interval),
         context=task.context,
         schedule_log="",
         order_time=task.order_time,

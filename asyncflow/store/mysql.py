@@ -18,7 +18,7 @@ from typing import Any
 import aiomysql
 import pymysql
 
-from asyncflow.core.ids import task_table
+from asyncflow.core.ids import new_task_id, task_table
 from asyncflow.core.model import (
     Claim,
     NewTask,
@@ -29,14 +29,14 @@ from asyncflow.core.model import (
     TaskStatus,
     TaskTypeConfig,
 )
-from asyncflow.errors import ConfigError, TaskAlreadyExists, Unavailable
+from asyncflow.errors import ConfigError, TaskAlreadyExists, TaskTypeNotFound, Unavailable
 from asyncflow.store.common import (
     CONFIG_COLUMNS,
     TASK_COLUMNS,
+    InsertTarget,
     changed,
     claimed,
     config_params,
-    encode_retry,
     filter_sql,
     inserted,
     migrations,
@@ -79,6 +79,13 @@ SELECT {CONFIG_COLUMNS} FROM t_schedule_cfg c JOIN t_schedule_pos p ON p.task_ty
 END_POS_ADVANCE = """
 UPDATE t_schedule_pos SET schedule_end_pos = schedule_end_pos + 1, modify_time = %s
 WHERE task_type = %s AND schedule_end_pos = %s
+"""
+# The shared lock on the position row lasts until the insert commits; begin-advance
+# takes it exclusively, so it can never retire the table a create is writing to.
+INSERT_TARGET_LOCKED = """
+SELECT p.schedule_end_pos, c.max_retry_num, c.retry_interval, c.max_retry_interval
+FROM t_schedule_pos p JOIN t_schedule_cfg c ON c.task_type = p.task_type
+WHERE p.task_type = %s LOCK IN SHARE MODE
 """
 KEY_INSERT = (
     "INSERT INTO t_task_key (task_type, idempotency_key, task_id, create_time)"
@@ -285,33 +292,25 @@ class MysqlStore:
     # -- tasks ----------------------------------------------------------------
 
     async def task_insert(self, task: NewTask, now: int) -> Task:
-        retry_interval, max_retry_interval = encode_retry(task.retry)
-        params = (
-            task.task_id,
-            task.task_type,
-            task.user_id,
-            task.task_stage,
-            task.priority,
-            task.max_retry_num,
-            retry_interval,
-            max_retry_interval,
-            task.context,
-            task.order_time,
-            now,
-            now,
-        )
-        insert = TASK_INSERT.format(table=task_table(task.task_type, task.pos))
-        if task.idempotency_key is None:
-            async with self._cursor() as cur:
-                await cur.execute(insert, params)
-                return inserted(task, cur.lastrowid, now)
         try:
             async with self._tx() as cur:
+                await cur.execute(INSERT_TARGET_LOCKED, (task.task_type,))
+                row = await cur.fetchone()
+                if row is None:
+                    raise TaskTypeNotFound(
+                        f"task type {task.task_type!r} is not registered", field="task_type"
+                    )
+                target = InsertTarget(*row)
+                task_id = new_task_id(task.task_type, target.pos, task.idempotency_key)
+                if task.idempotency_key is not None:
+                    await cur.execute(
+                        KEY_INSERT, (task.task_type, task.idempotency_key, task_id, now)
+                    )
                 await cur.execute(
-                    KEY_INSERT, (task.task_type, task.idempotency_key, task.task_id, now)
+                    TASK_INSERT.format(table=task_table(task.task_type, target.pos)),
+                    target.params(task, task_id, now),
                 )
-                await cur.execute(insert, params)
-                return inserted(task, cur.lastrowid, now)
+                return inserted(task, task_id, target, cur.lastrowid, now)
         except pymysql.err.IntegrityError as exc:
             if exc.args[0] != ER_DUP_ENTRY:
                 raise
@@ -377,7 +376,7 @@ class MysqlStore:
     ) -> list[Task]:
         filters, params = filter_sql(where, "%s")
         found: list[Task] = []
-        start = after.pos if after else 1
+        start = max(after.pos, config.data_begin_pos) if after else config.data_begin_pos
         async with self._cursor() as cur:
             for pos in range(start, config.end_pos + 1):
                 after_id = after.row_id if after and pos == after.pos else 0
@@ -396,7 +395,7 @@ class MysqlStore:
     async def task_count(self, config: TaskTypeConfig) -> dict[TaskStatus, int]:
         counts = dict.fromkeys(TaskStatus, 0)
         async with self._cursor() as cur:
-            for pos in range(1, config.end_pos + 1):
+            for pos in range(config.data_begin_pos, config.end_pos + 1):
                 try:
                     await cur.execute(
                         COUNT_BY_STATUS.format(table=task_table(config.task_type, pos))

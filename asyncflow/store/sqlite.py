@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from asyncflow.core.ids import task_table
+from asyncflow.core.ids import new_task_id, task_table
 from asyncflow.core.model import (
     Claim,
     NewTask,
@@ -28,13 +28,14 @@ from asyncflow.core.model import (
     TaskStatus,
     TaskTypeConfig,
 )
-from asyncflow.errors import TaskAlreadyExists
+from asyncflow.errors import TaskAlreadyExists, TaskTypeNotFound
 from asyncflow.store.common import (
     CONFIG_COLUMNS,
     TASK_COLUMNS,
+    InsertTarget,
     config_params,
-    encode_retry,
     filter_sql,
+    inserted,
     migrations,
     oldest_first,
     row_to_config,
@@ -70,19 +71,22 @@ END_POS_ADVANCE = """
 UPDATE t_schedule_pos SET schedule_end_pos = schedule_end_pos + 1, modify_time = ?
 WHERE task_type = ? AND schedule_end_pos = ?
 """
+# One connection, one writer: the read and the insert that follows are atomic.
+INSERT_TARGET = """
+SELECT p.schedule_end_pos, c.max_retry_num, c.retry_interval, c.max_retry_interval
+FROM t_schedule_pos p JOIN t_schedule_cfg c ON c.task_type = p.task_type
+WHERE p.task_type = ?
+"""
 KEY_INSERT = (
     "INSERT INTO t_task_key (task_type, idempotency_key, task_id, create_time) VALUES (?, ?, ?, ?)"
 )
 KEY_SELECT = "SELECT task_id FROM t_task_key WHERE task_type = ? AND idempotency_key = ?"
-TASK_INSERT = (
-    """
+TASK_INSERT = """
 INSERT INTO {table} (task_id, task_type, user_id, task_stage, status, priority, crt_retry_num,
     max_retry_num, retry_interval, max_retry_interval, schedule_log, task_context, order_time,
     version, create_time, modify_time)
 VALUES (?, ?, ?, ?, 1, ?, 0, ?, ?, ?, '', ?, ?, 1, ?, ?)
-RETURNING """
-    + TASK_COLUMNS
-)
+"""
 TASK_BY_ID = "SELECT " + TASK_COLUMNS + " FROM {table} WHERE task_id = ?"
 DUE_CANDIDATES = """
 SELECT order_time, id FROM {table} WHERE status = 1 AND order_time <= ?
@@ -124,6 +128,13 @@ RETURNING """
 )
 COUNT_BY_STATUS = "SELECT status, COUNT(*) FROM {table} GROUP BY status"
 LIST_PAGE = "SELECT " + TASK_COLUMNS + " FROM {table} WHERE id > ?{filters} ORDER BY id LIMIT ?"
+
+
+def _first(cursor: sqlite3.Cursor) -> Any:
+    """The first row or None, with the statement run to completion (an unfinished
+    statement would keep COMMIT from succeeding)."""
+    rows = cursor.fetchall()
+    return rows[0] if rows else None
 
 
 def _missing_table(exc: sqlite3.OperationalError) -> bool:
@@ -226,7 +237,7 @@ class SqliteStore:
         return await self._run(self._type_get, task_type)
 
     def _type_get(self, task_type: str) -> TaskTypeConfig | None:
-        row = self._db.execute(CONFIG_SELECT + " WHERE c.task_type = ?", (task_type,)).fetchone()
+        row = _first(self._db.execute(CONFIG_SELECT + " WHERE c.task_type = ?", (task_type,)))
         return row_to_config(row) if row else None
 
     async def type_list(self) -> list[TaskTypeConfig]:
@@ -252,45 +263,38 @@ class SqliteStore:
         return await self._run(self._task_insert, task, now)
 
     def _task_insert(self, task: NewTask, now: int) -> Task:
-        retry_interval, max_retry_interval = encode_retry(task.retry)
         with self._tx() as db:
+            row = _first(db.execute(INSERT_TARGET, (task.task_type,)))
+            if row is None:
+                raise TaskTypeNotFound(
+                    f"task type {task.task_type!r} is not registered", field="task_type"
+                )
+            target = InsertTarget(*row)
+            task_id = new_task_id(task.task_type, target.pos, task.idempotency_key)
             if task.idempotency_key is not None:
                 try:
-                    db.execute(
-                        KEY_INSERT, (task.task_type, task.idempotency_key, task.task_id, now)
-                    )
+                    db.execute(KEY_INSERT, (task.task_type, task.idempotency_key, task_id, now))
                 except sqlite3.IntegrityError:
-                    existing = db.execute(
-                        KEY_SELECT, (task.task_type, task.idempotency_key)
-                    ).fetchone()
+                    existing = _first(
+                        db.execute(KEY_SELECT, (task.task_type, task.idempotency_key))
+                    )
+                    assert existing is not None
                     raise TaskAlreadyExists(existing[0]) from None
-            row = db.execute(
-                TASK_INSERT.format(table=task_table(task.task_type, task.pos)),
-                (
-                    task.task_id,
-                    task.task_type,
-                    task.user_id,
-                    task.task_stage,
-                    task.priority,
-                    task.max_retry_num,
-                    retry_interval,
-                    max_retry_interval,
-                    task.context,
-                    task.order_time,
-                    now,
-                    now,
-                ),
-            ).fetchone()
-        return row_to_task(row, task.pos)
+            cursor = db.execute(
+                TASK_INSERT.format(table=task_table(task.task_type, target.pos)),
+                target.params(task, task_id, now),
+            )
+        assert cursor.lastrowid is not None
+        return inserted(task, task_id, target, cursor.lastrowid, now)
 
     async def task_get(self, task_type: str, pos: int, task_id: str) -> Task | None:
         return await self._run(self._task_get, task_type, pos, task_id)
 
     def _task_get(self, task_type: str, pos: int, task_id: str) -> Task | None:
         try:
-            row = self._db.execute(
-                TASK_BY_ID.format(table=task_table(task_type, pos)), (task_id,)
-            ).fetchone()
+            row = _first(
+                self._db.execute(TASK_BY_ID.format(table=task_table(task_type, pos)), (task_id,))
+            )
         except sqlite3.OperationalError as exc:
             if _missing_table(exc):
                 return None
@@ -328,21 +332,23 @@ class SqliteStore:
     def _task_update_leased(
         self, task: Task, lease_token: str, change: TaskChange, now: int
     ) -> Task | None:
-        row = self._db.execute(
-            UPDATE_LEASED.format(table=task_table(task.task_type, task.pos)),
-            (
-                int(change.status),
-                change.task_stage,
-                change.context,
-                change.crt_retry_num,
-                change.order_time,
-                change.schedule_log,
-                now,
-                task.row_id,
-                lease_token,
-                task.version,
-            ),
-        ).fetchone()
+        row = _first(
+            self._db.execute(
+                UPDATE_LEASED.format(table=task_table(task.task_type, task.pos)),
+                (
+                    int(change.status),
+                    change.task_stage,
+                    change.context,
+                    change.crt_retry_num,
+                    change.order_time,
+                    change.schedule_log,
+                    now,
+                    task.row_id,
+                    lease_token,
+                    task.version,
+                ),
+            )
+        )
         return row_to_task(row, task.pos) if row else None
 
     async def task_list(
@@ -355,7 +361,7 @@ class SqliteStore:
     ) -> list[Task]:
         filters, params = filter_sql(where, "?")
         found: list[Task] = []
-        start = after.pos if after else 1
+        start = max(after.pos, config.data_begin_pos) if after else config.data_begin_pos
         for pos in range(start, config.end_pos + 1):
             after_id = after.row_id if after and pos == after.pos else 0
             sql = LIST_PAGE.format(table=task_table(config.task_type, pos), filters=filters)
@@ -375,7 +381,7 @@ class SqliteStore:
 
     def _task_count(self, config: TaskTypeConfig) -> dict[TaskStatus, int]:
         counts = dict.fromkeys(TaskStatus, 0)
-        for pos in range(1, config.end_pos + 1):
+        for pos in range(config.data_begin_pos, config.end_pos + 1):
             try:
                 rows = self._db.execute(
                     COUNT_BY_STATUS.format(table=task_table(config.task_type, pos))

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from dataclasses import replace
 
 import pytest
 
-from asyncflow.core.ids import new_task_id
 from asyncflow.core.model import (
     Claim,
     NewTask,
@@ -22,7 +20,7 @@ from asyncflow.core.model import (
     TaskTypeConfig,
 )
 from asyncflow.core.service import DEFAULT_TYPE
-from asyncflow.errors import TaskAlreadyExists
+from asyncflow.errors import TaskAlreadyExists, TaskTypeNotFound
 from asyncflow.store.base import TaskStore
 
 NOW = 1_800_000_000
@@ -40,14 +38,10 @@ def new_task(
     config: TaskTypeConfig, *, order_time: int = NOW, key: str | None = None, **changes: object
 ) -> NewTask:
     task = NewTask(
-        task_id=new_task_id(config.task_type, config.end_pos, key or str(uuid.uuid4())),
         task_type=config.task_type,
-        pos=config.end_pos,
         user_id="u1",
         task_stage="first",
         priority=0,
-        max_retry_num=config.max_retry_num,
-        retry=config.retry,
         context="ctx",
         order_time=order_time,
         idempotency_key=key,
@@ -105,6 +99,21 @@ async def test_get_missing_task_or_table_is_none(store: TaskStore) -> None:
     assert await store.task_get("lark", 1, "x_lark_1") is None
     assert await store.task_get("lark", 42, "x_lark_42") is None
     assert await store.task_get("ghost", 1, "x_ghost_1") is None
+
+
+async def test_insert_places_tasks_in_the_end_table_with_the_type_settings(
+    store: TaskStore,
+) -> None:
+    config = await registered(store, max_retry_num=9)
+    first = await store.task_insert(new_task(config, key="k1"), NOW)
+    assert (first.task_id, first.pos, first.max_retry_num) == ("k1_lark_1", 1, 9)
+    assert first.retry == config.retry
+    assert await store.pos_split(config, NOW)
+    second = await store.task_insert(new_task(config), NOW)
+    assert second.pos == 2
+    assert second.task_id.endswith("_lark_2")
+    with pytest.raises(TaskTypeNotFound):
+        await store.task_insert(replace(new_task(config), task_type="ghost"), NOW)
 
 
 async def test_idempotency_key_refuses_second_task(store: TaskStore) -> None:
