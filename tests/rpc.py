@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import grpc
-from asyncflow.v1 import task_service_pb2 as pb
-from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+
+from asyncflow.v1 import task_service_pb2 as pb
+from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
 
 Outcome = (
     pb.SetTaskRequest.Success

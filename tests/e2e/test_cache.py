@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from asyncflow.v1 import task_service_pb2 as pb
 from conftest import REDIS_URL, Running, StartServer
 from rpc import SUCCESS, create, get, hold, next_stage, register, report
 
@@ -24,6 +23,7 @@ from asyncflow.config import CacheConfig, Config
 from asyncflow.core.model import Task, TaskStatus
 from asyncflow.core.service import DEFAULT_TYPE
 from asyncflow.store.base import TaskStore
+from asyncflow.v1 import task_service_pb2 as pb
 
 
 class PausingReads:

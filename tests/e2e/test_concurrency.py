@@ -12,12 +12,12 @@ import random
 from collections import Counter
 
 import pytest
-from asyncflow.v1 import task_service_pb2 as pb
-from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
 from conftest import Running, StartServer
 from rpc import SUCCESS, counts, create, hold, register, report
 
 from asyncflow.config import Config
+from asyncflow.v1 import task_service_pb2 as pb
+from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
 
 TASKS = 5_000
 HOLDERS = 16

@@ -6,11 +6,11 @@ import asyncio
 
 import grpc
 import pytest
-from asyncflow.v1 import task_service_pb2 as pb
 from conftest import Running
 from rpc import SUCCESS, create, error_reason, fail, get, hold, next_stage, register, report
 
 from asyncflow.clock import ManualClock
+from asyncflow.v1 import task_service_pb2 as pb
 
 
 async def recover(server: Running) -> list[str]:

@@ -6,11 +6,11 @@ had no effect (reference §12.3), and holds read only the begin table (§12.5).
 
 from __future__ import annotations
 
-from asyncflow.v1 import task_service_pb2 as pb
 from conftest import Running
 from rpc import SUCCESS, create, get, hold, next_stage, register, report, retry
 
 from asyncflow.clock import ManualClock
+from asyncflow.v1 import task_service_pb2 as pb
 
 
 async def run_until_failed(server: Running, clock: ManualClock, task_id: str) -> list[int]:
