@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from asyncflow.core.governance import GovernanceSettings
 from asyncflow.core.validate import Limits
 from asyncflow.errors import ConfigError
 
@@ -69,6 +70,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     limits: Limits = field(default_factory=Limits)
+    governance: GovernanceSettings = field(default_factory=GovernanceSettings)
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -77,6 +79,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "cache.backend": ("memory", "redis", "none"),
     "log.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
     "log.format": ("text", "json"),
+    "governance.lock_backend": ("auto", "redis", "local"),
 }
 RANGES: dict[str, tuple[float, float]] = {
     "server.port": (0, 65535),
@@ -91,6 +94,14 @@ RANGES: dict[str, tuple[float, float]] = {
     "limits.max_context_bytes": (1, 16 * 1024 * 1024),
     "limits.max_page_size": (1, 100_000),
     "limits.default_page_size": (1, 100_000),
+    "governance.long_process_interval": (0.001, 86_400),
+    "governance.split_interval": (0.001, 86_400),
+    "governance.move_interval": (0.001, 86_400),
+    "governance.retention_interval": (0.001, 86_400),
+    "governance.table_max_rows": (1, 1_000_000_000),
+    "governance.recover_batch": (1, 100_000),
+    "governance.retention_days": (0, 36_500),
+    "governance.lock_ttl_seconds": (0.1, 3600),
 }
 
 
@@ -166,6 +177,8 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
             values[key] = value
         built[name] = type(section_type)(**values)
     config = Config(**built)
+    if config.governance.lock_backend == "redis" and config.cache.backend != "redis":
+        raise ConfigError("governance.lock_backend: redis locks need cache.backend = redis")
     if config.store.mysql_pool_min > config.store.mysql_pool_max:
         raise ConfigError("store.mysql_pool_min: must not exceed store.mysql_pool_max")
     return config

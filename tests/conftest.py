@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 
 from asyncflow.clock import ManualClock
 from asyncflow.config import CacheConfig, Config, ServerConfig, StoreConfig
+from asyncflow.core.governance import GovernanceSettings
 from asyncflow.server.app import AsyncflowServer
 from asyncflow.store.base import TaskStore
 from asyncflow.store.mysql import MysqlStore
@@ -36,6 +37,9 @@ MYSQL: dict[str, Any] = {
     "password": os.environ.get("ASYNCFLOW_TEST_MYSQL_PASSWORD", ""),
 }
 REDIS_URL = os.environ.get("ASYNCFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+# Test servers run no governance loops unless a test turns them on.
+NO_GOVERNANCE = GovernanceSettings(enabled=False)
 
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
@@ -121,6 +125,7 @@ def config(backend: str, tmp_path: Path, mysql_database: str, redis_prefix: str)
             server=ServerConfig(port=0),
             store=StoreConfig(backend="sqlite", sqlite_path=str(tmp_path / "asyncflow.db")),
             cache=CacheConfig(backend="memory"),
+            governance=NO_GOVERNANCE,
         )
     reset_mysql(mysql_database)
     return Config(
@@ -135,6 +140,7 @@ def config(backend: str, tmp_path: Path, mysql_database: str, redis_prefix: str)
             mysql_pool_max=40,
         ),
         cache=CacheConfig(backend="redis", redis_url=REDIS_URL, key_prefix=redis_prefix),
+        governance=NO_GOVERNANCE,
     )
 
 

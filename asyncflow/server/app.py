@@ -18,8 +18,11 @@ from asyncflow.cache.memory import MemoryTaskCache, NoTaskCache
 from asyncflow.cache.redis import RedisTaskCache
 from asyncflow.clock import Clock, SystemClock
 from asyncflow.config import CacheConfig, Config, StoreConfig
+from asyncflow.core.governance import Governance
 from asyncflow.core.service import TaskCore
 from asyncflow.errors import ConfigError
+from asyncflow.lock import LocalLock, LockBackend, RedisLock
+from asyncflow.server.governor import Governor
 from asyncflow.server.servicer import TaskServicer
 from asyncflow.store.base import TaskStore
 from asyncflow.store.mysql import MysqlStore
@@ -56,6 +59,13 @@ def open_cache(config: CacheConfig) -> TaskCache:
     return NoTaskCache()
 
 
+def open_locks(config: Config) -> LockBackend:
+    backend = config.governance.lock_backend
+    if backend == "redis" or (backend == "auto" and config.cache.backend == "redis"):
+        return RedisLock.from_url(config.cache.redis_url)
+    return LocalLock()
+
+
 @dataclass
 class AsyncflowServer:
     """A running server and everything it owns; stop() releases it all."""
@@ -64,6 +74,7 @@ class AsyncflowServer:
     health: health.aio.HealthServicer
     core: TaskCore
     port: int
+    governor: Governor | None = None
     stopped: bool = False
 
     @classmethod
@@ -102,6 +113,12 @@ class AsyncflowServer:
         await server.start()
         for service in ("", SERVICE_NAME):
             await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+        governor = None
+        if config.governance.enabled:
+            governor = Governor(
+                Governance(core, config.governance), open_locks(config), config.cache.key_prefix
+            )
+            governor.start()
         log.info(
             "asyncflow serving on %s:%d (store=%s, cache=%s)",
             config.server.host,
@@ -109,7 +126,7 @@ class AsyncflowServer:
             config.store.backend,
             config.cache.backend,
         )
-        return cls(server=server, health=health_servicer, core=core, port=port)
+        return cls(server=server, health=health_servicer, core=core, port=port, governor=governor)
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful: health turns NOT_SERVING, new calls are refused, in-flight
@@ -119,6 +136,8 @@ class AsyncflowServer:
             return
         self.stopped = True
         await self.health.enter_graceful_shutdown()
+        if self.governor is not None:
+            await self.governor.stop()
         await self.server.stop(grace)
         await self.core.cache.close()
         await self.core.store.close()

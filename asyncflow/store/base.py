@@ -43,6 +43,27 @@ class TaskStore(Protocol):
         config.end_pos (a conditional single-column update). False if it moved."""
         ...
 
+    async def pos_advance_begin(self, config: TaskTypeConfig, now: int) -> bool:
+        """Move begin_pos one table on if begin_pos < end_pos and every task of
+        the begin table is terminal; checked and moved under an exclusive lock
+        on the position row (creates hold it shared). False if nothing moved."""
+        ...
+
+    async def task_table_rows(self, task_type: str, pos: int) -> int:
+        """Rows ever inserted into a task table (its highest id): a primary-key
+        lookup, never a scan. 0 for a missing table."""
+        ...
+
+    async def tables_drop_retired(self, config: TaskTypeConfig, created_before: int) -> list[int]:
+        """Drop tables below begin_pos whose newest task was created before
+        `created_before`, oldest first, raising data_begin_pos past each.
+        Returns the dropped positions."""
+        ...
+
+    async def keys_prune(self, task_type: str, created_before: int, limit: int) -> int:
+        """Forget idempotency keys older than `created_before` (at most `limit`)."""
+        ...
+
     async def task_insert(self, task: NewTask, now: int) -> Task:
         """Insert a pending task into the type's end table (see NewTask).
 

@@ -87,6 +87,23 @@ SELECT p.schedule_end_pos, c.max_retry_num, c.retry_interval, c.max_retry_interv
 FROM t_schedule_pos p JOIN t_schedule_cfg c ON c.task_type = p.task_type
 WHERE p.task_type = %s LOCK IN SHARE MODE
 """
+POS_LOCKED = (
+    "SELECT schedule_begin_pos, schedule_end_pos, data_begin_pos FROM t_schedule_pos"
+    " WHERE task_type = %s FOR UPDATE"
+)
+BEGIN_POS_ADVANCE = """
+UPDATE t_schedule_pos SET schedule_begin_pos = schedule_begin_pos + 1, modify_time = %s
+WHERE task_type = %s AND schedule_begin_pos = %s AND schedule_begin_pos < schedule_end_pos
+"""
+DATA_BEGIN_ADVANCE = """
+UPDATE t_schedule_pos SET data_begin_pos = data_begin_pos + 1
+WHERE task_type = %s AND data_begin_pos = %s
+"""
+# Uses idx_status_order_time: stops at the first live task instead of counting.
+LIVE_TASK = "SELECT 1 FROM {table} WHERE status IN (1, 2) LIMIT 1"
+TABLE_ROWS = "SELECT MAX(id) FROM {table}"
+NEWEST_CREATE = "SELECT create_time FROM {table} ORDER BY id DESC LIMIT 1"
+KEYS_PRUNE = "DELETE FROM t_task_key WHERE task_type = %s AND create_time < %s LIMIT %s"
 KEY_INSERT = (
     "INSERT INTO t_task_key (task_type, idempotency_key, task_id, create_time)"
     " VALUES (%s, %s, %s, %s)"
@@ -288,6 +305,61 @@ class MysqlStore:
             await self._create_task_table(cur, config.task_type, config.end_pos + 1)
             moved = await cur.execute(END_POS_ADVANCE, (now, config.task_type, config.end_pos))
         return bool(moved == 1)
+
+    async def pos_advance_begin(self, config: TaskTypeConfig, now: int) -> bool:
+        async with self._tx() as cur:
+            await cur.execute(POS_LOCKED, (config.task_type,))
+            pos = await cur.fetchone()
+            if pos is None or pos[0] >= pos[1]:
+                return False
+            begin = pos[0]
+            await cur.execute(LIVE_TASK.format(table=task_table(config.task_type, begin)))
+            if await cur.fetchone():
+                return False
+            moved = await cur.execute(BEGIN_POS_ADVANCE, (now, config.task_type, begin))
+        return bool(moved == 1)
+
+    async def task_table_rows(self, task_type: str, pos: int) -> int:
+        async with self._cursor() as cur:
+            try:
+                await cur.execute(TABLE_ROWS.format(table=task_table(task_type, pos)))
+            except pymysql.err.ProgrammingError as exc:
+                if _missing_table(exc):
+                    return 0
+                raise
+            row = await cur.fetchone()
+        return int(row[0] or 0)
+
+    async def tables_drop_retired(self, config: TaskTypeConfig, created_before: int) -> list[int]:
+        dropped: list[int] = []
+        async with self._cursor() as cur:
+            await cur.execute(POS_LOCKED.removesuffix(" FOR UPDATE"), (config.task_type,))
+            pos = await cur.fetchone()
+            if pos is None:
+                return dropped
+            begin, _, data_begin = pos
+            await cur.execute(QUIET_NOTES)
+            for retired in range(data_begin, begin):
+                table = task_table(config.task_type, retired)
+                try:
+                    await cur.execute(NEWEST_CREATE.format(table=table))
+                    newest = await cur.fetchone()
+                except pymysql.err.ProgrammingError as exc:
+                    if not _missing_table(exc):
+                        raise
+                    newest = None
+                if newest is not None and newest[0] >= created_before:
+                    break
+                # DDL commits on its own; the conditional update makes a rerun
+                # after a crash between the two statements harmless.
+                await cur.execute(f"DROP TABLE IF EXISTS {table}")
+                await cur.execute(DATA_BEGIN_ADVANCE, (config.task_type, retired))
+                dropped.append(retired)
+        return dropped
+
+    async def keys_prune(self, task_type: str, created_before: int, limit: int) -> int:
+        async with self._cursor() as cur:
+            return int(await cur.execute(KEYS_PRUNE, (task_type, created_before, limit)))
 
     # -- tasks ----------------------------------------------------------------
 

@@ -77,6 +77,25 @@ SELECT p.schedule_end_pos, c.max_retry_num, c.retry_interval, c.max_retry_interv
 FROM t_schedule_pos p JOIN t_schedule_cfg c ON c.task_type = p.task_type
 WHERE p.task_type = ?
 """
+BEGIN_POS_ADVANCE = """
+UPDATE t_schedule_pos SET schedule_begin_pos = schedule_begin_pos + 1, modify_time = ?
+WHERE task_type = ? AND schedule_begin_pos = ? AND schedule_begin_pos < schedule_end_pos
+"""
+POS_SELECT = (
+    "SELECT schedule_begin_pos, schedule_end_pos, data_begin_pos FROM t_schedule_pos"
+    " WHERE task_type = ?"
+)
+DATA_BEGIN_ADVANCE = """
+UPDATE t_schedule_pos SET data_begin_pos = data_begin_pos + 1
+WHERE task_type = ? AND data_begin_pos = ?
+"""
+LIVE_TASK = "SELECT 1 FROM {table} WHERE status IN (1, 2) LIMIT 1"
+TABLE_ROWS = "SELECT MAX(id) FROM {table}"
+NEWEST_CREATE = "SELECT create_time FROM {table} ORDER BY id DESC LIMIT 1"
+KEYS_PRUNE = """
+DELETE FROM t_task_key WHERE rowid IN (
+    SELECT rowid FROM t_task_key WHERE task_type = ? AND create_time < ? LIMIT ?)
+"""
 KEY_INSERT = (
     "INSERT INTO t_task_key (task_type, idempotency_key, task_id, create_time) VALUES (?, ?, ?, ?)"
 )
@@ -256,6 +275,63 @@ class SqliteStore:
             if moved:
                 self._create_task_table(db, config.task_type, config.end_pos + 1)
         return moved == 1
+
+    async def pos_advance_begin(self, config: TaskTypeConfig, now: int) -> bool:
+        return await self._run(self._pos_advance_begin, config, now)
+
+    def _pos_advance_begin(self, config: TaskTypeConfig, now: int) -> bool:
+        with self._tx() as db:
+            pos = _first(db.execute(POS_SELECT, (config.task_type,)))
+            if pos is None or pos[0] >= pos[1]:
+                return False
+            begin = pos[0]
+            if _first(db.execute(LIVE_TASK.format(table=task_table(config.task_type, begin)))):
+                return False
+            moved = db.execute(BEGIN_POS_ADVANCE, (now, config.task_type, begin)).rowcount
+        return bool(moved == 1)
+
+    async def task_table_rows(self, task_type: str, pos: int) -> int:
+        return await self._run(self._task_table_rows, task_type, pos)
+
+    def _task_table_rows(self, task_type: str, pos: int) -> int:
+        try:
+            row = _first(self._db.execute(TABLE_ROWS.format(table=task_table(task_type, pos))))
+        except sqlite3.OperationalError as exc:
+            if _missing_table(exc):
+                return 0
+            raise
+        return int(row[0] or 0)
+
+    async def tables_drop_retired(self, config: TaskTypeConfig, created_before: int) -> list[int]:
+        return await self._run(self._tables_drop_retired, config, created_before)
+
+    def _tables_drop_retired(self, config: TaskTypeConfig, created_before: int) -> list[int]:
+        dropped: list[int] = []
+        with self._tx() as db:
+            pos = _first(db.execute(POS_SELECT, (config.task_type,)))
+            if pos is None:
+                return dropped
+            begin, _, data_begin = pos
+            for retired in range(data_begin, begin):
+                table = task_table(config.task_type, retired)
+                try:
+                    newest = _first(db.execute(NEWEST_CREATE.format(table=table)))
+                except sqlite3.OperationalError as exc:
+                    if not _missing_table(exc):
+                        raise
+                    newest = None
+                if newest is not None and newest[0] >= created_before:
+                    break
+                db.execute(f"DROP TABLE IF EXISTS {table}")
+                db.execute(DATA_BEGIN_ADVANCE, (config.task_type, retired))
+                dropped.append(retired)
+        return dropped
+
+    async def keys_prune(self, task_type: str, created_before: int, limit: int) -> int:
+        return await self._run(self._keys_prune, task_type, created_before, limit)
+
+    def _keys_prune(self, task_type: str, created_before: int, limit: int) -> int:
+        return int(self._db.execute(KEYS_PRUNE, (task_type, created_before, limit)).rowcount)
 
     # -- tasks ----------------------------------------------------------------
 
