@@ -166,7 +166,12 @@ class Fail:
     error: str
 
 
-Outcome = Success | NextStage | Retry | Fail
+@dataclass(frozen=True)
+class Release:
+    """Give the task back un-run: PENDING at its place, no retry counted."""
+
+
+Outcome = Success | NextStage | Retry | Fail | Release
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ MAX_SHIFT = 30
 """Progressive back-off stops doubling after this many retries (avoids overflow)."""
 
 LOG_HISTORY = 3
-MAX_ERROR_CHARS = 256
+LOG_ERROR_CHARS = 256
+"""Error text kept per entry of the schedule log."""
 
 
 def order_time_for_run(now: int, priority: int) -> int:
@@ -44,7 +45,7 @@ def _log(task: Task, now: int, outcome: str, error: str) -> str:
         "attempt": task.hold_count,
         "stage": task.task_stage,
         "outcome": outcome,
-        "error": error[:MAX_ERROR_CHARS],
+        "error": error[:LOG_ERROR_CHARS],
         "time": now,
     }
     return json.dumps({"last": last, "history": history}, separators=(",", ":"))
@@ -100,4 +101,16 @@ def fail(task: Task, now: int, context: str, error: str) -> TaskChange:
         crt_retry_num=task.crt_retry_num,
         order_time=task.order_time,
         schedule_log=_log(task, now, "fail", error),
+    )
+
+
+def release(task: Task, now: int, context: str) -> TaskChange:
+    """Back to the queue where it was, as if never held (a worker shutting down)."""
+    return TaskChange(
+        status=TaskStatus.PENDING,
+        task_stage=task.task_stage,
+        context=context,
+        crt_retry_num=task.crt_retry_num,
+        order_time=task.order_time,
+        schedule_log=_log(task, now, "release", ""),
     )

@@ -7,12 +7,14 @@ and keeps the cache coherent by publishing every row it writes.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import logging
 import secrets
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from asyncflow.cache import TaskCache
 from asyncflow.clock import Clock
@@ -25,6 +27,7 @@ from asyncflow.core.model import (
     NextStage,
     Outcome,
     PageCursor,
+    Release,
     Retry,
     RetryPolicy,
     RetryStrategy,
@@ -71,6 +74,18 @@ DAY = 86_400
 LEASE_RACE_RETRIES = 3
 
 
+class DueListener(Protocol):
+    """Told when tasks of a type become due (now or at `when`), so that
+    streaming dispatch can push them at once instead of waiting for a poll."""
+
+    def tasks_due(self, task_type: str, when: int, count: int) -> None: ...
+
+
+class NoListener:
+    def tasks_due(self, task_type: str, when: int, count: int) -> None:
+        return None
+
+
 @dataclass(frozen=True)
 class NewTaskRequest:
     task_type: str
@@ -89,6 +104,7 @@ class TaskCore:
         self.cache = cache
         self.clock = clock
         self.limits = limits or Limits()
+        self.on_due: DueListener = NoListener()
 
     # -- task types -----------------------------------------------------------
 
@@ -144,37 +160,62 @@ class TaskCore:
     async def list_types(self) -> list[TaskTypeConfig]:
         return await self.store.type_list()
 
-    async def _type(self, task_type: str) -> TaskTypeConfig:
-        check_task_type(task_type)
+    async def task_type(self, task_type: str, field: str = "task_type") -> TaskTypeConfig:
+        check_task_type(task_type, field)
         config = await self.store.type_get(task_type)
         if config is None:
-            raise TaskTypeNotFound(f"task type {task_type!r} is not registered", field="task_type")
+            raise TaskTypeNotFound(f"task type {task_type!r} is not registered", field=field)
         return config
 
     # -- producers ------------------------------------------------------------
 
     async def create_task(self, request: NewTaskRequest) -> tuple[Task, bool]:
         """Insert a task; with an idempotency key already used, return that task instead."""
+        return await self._insert(self._new_task(request))
+
+    async def create_tasks(self, requests: list[NewTaskRequest]) -> list[tuple[Task, bool]]:
+        """Validate every request first (nothing is created if one is bad), then insert."""
+        if len(requests) > self.limits.max_hold_limit:
+            raise InvalidArgument(
+                f"tasks has {len(requests)} items, over the limit of {self.limits.max_hold_limit}",
+                field="tasks",
+            )
+        news = []
+        known: set[str] = set()
+        for index, request in enumerate(requests):
+            field = f"tasks[{index}]"
+            try:
+                news.append(self._new_task(request))
+                if request.task_type not in known:
+                    await self.task_type(request.task_type)
+                    known.add(request.task_type)
+            except (InvalidArgument, TaskTypeNotFound) as bad:
+                raise type(bad)(f"{field}: {bad.message}", field=f"{field}.{bad.field}") from None
+        return list(await asyncio.gather(*(self._insert(new) for new in news)))
+
+    def _new_task(self, request: NewTaskRequest) -> NewTask:
         check_text(request.user_id, "user_id", MAX_USER_ID_CHARS)
         check_text(request.task_stage, "task_stage", MAX_STAGE_CHARS)
         check_context(request.context, self.limits)
         check_range(request.priority, "priority", 0, policy.MAX_PRIORITY)
         key = check_idempotency_key(request.idempotency_key) if request.idempotency_key else None
-        now = self.clock.now()
-        new = NewTask(
+        return NewTask(
             task_type=check_task_type(request.task_type),
             user_id=request.user_id,
             task_stage=request.task_stage,
             priority=request.priority,
             context=request.context,
-            order_time=policy.order_time_for_run(now, request.priority),
+            order_time=policy.order_time_for_run(self.clock.now(), request.priority),
             idempotency_key=key,
         )
+
+    async def _insert(self, new: NewTask) -> tuple[Task, bool]:
         try:
-            task = await self.store.task_insert(new, now)
+            task = await self.store.task_insert(new, self.clock.now())
         except TaskAlreadyExists as exists:
             return await self.get_task(exists.task_id), False
         await self.cache.put([task])
+        self.on_due.tasks_due(task.task_type, task.order_time, 1)
         return task, True
 
     # -- readers --------------------------------------------------------------
@@ -192,7 +233,7 @@ class TaskCore:
     async def list_tasks(
         self, task_type: str, where: TaskFilter, page_size: int, page_token: str
     ) -> tuple[list[Task], str]:
-        config = await self._type(task_type)
+        config = await self.task_type(task_type)
         if where.task_stage is not None:
             check_text(where.task_stage, "task_stage", MAX_STAGE_CHARS)
         if where.user_id is not None:
@@ -206,13 +247,13 @@ class TaskCore:
         return tasks, next_token
 
     async def count_tasks(self, task_type: str) -> dict[TaskStatus, int]:
-        return await self.store.task_count(await self._type(task_type))
+        return await self.store.task_count(await self.task_type(task_type))
 
     # -- workers --------------------------------------------------------------
 
     async def hold_tasks(self, task_type: str, limit: int) -> list[Task]:
         """Lease up to `limit` due tasks (0: the type's schedule_limit) to one holder."""
-        config = await self._type(task_type)
+        config = await self.task_type(task_type)
         limit = min(limit or config.schedule_limit, self.limits.max_hold_limit)
         now = self.clock.now()
         claim = Claim(
@@ -233,29 +274,53 @@ class TaskCore:
             check_context(context, self.limits)
         _check_outcome(outcome)
         for _ in range(LEASE_RACE_RETRIES):
-            task = await self.store.task_get(task_type, pos, task_id)
-            if task is None:
-                raise TaskNotFound(f"task {task_id!r} does not exist", field="task_id")
-            if task.status is not TaskStatus.PROCESSING:
-                raise TaskNotProcessing(
-                    f"task {task_id} is {task.status.name}, not PROCESSING: the report is refused",
-                    field="task_id",
-                )
-            if not secrets.compare_digest(task.lease_token, lease_token):
-                raise LeaseLost(
-                    f"lease_token is not the current lease of task {task_id}"
-                    f" (attempt {task.hold_count}): the report is refused",
-                    field="lease_token",
-                )
+            task = await self._leased(task_type, pos, task_id, lease_token)
             now = self.clock.now()
             change = _apply(task, outcome, now, task.context if context is None else context)
             updated = await self.store.task_update_leased(task, lease_token, change, now)
             if updated is not None:
                 await self.cache.put([updated])
+                if updated.status is TaskStatus.PENDING:
+                    self.on_due.tasks_due(updated.task_type, updated.order_time, 1)
                 return updated
             # The row moved between our read and our write (recovered, or its
             # lease renewed): read it again and decide afresh.
         raise LeaseLost(f"task {task_id} kept changing under the report", field="lease_token")
+
+    async def extend_lease(self, task_id: str, lease_token: str) -> Task:
+        """Renew a held task's lease: deadline = now + the type's max_processing_time."""
+        task_type, pos = parse_task_id(task_id)
+        if not lease_token:
+            raise InvalidArgument("lease_token is required", field="lease_token")
+        config: TaskTypeConfig | None = None
+        for _ in range(LEASE_RACE_RETRIES):
+            task = await self._leased(task_type, pos, task_id, lease_token)
+            config = config or await self.task_type(task_type)
+            now = self.clock.now()
+            deadline = now + config.max_processing_time
+            updated = await self.store.task_extend_lease(task, lease_token, deadline, now)
+            if updated is not None:
+                await self.cache.put([updated])
+                return updated
+        raise LeaseLost(f"task {task_id} kept changing under the renewal", field="lease_token")
+
+    async def _leased(self, task_type: str, pos: int, task_id: str, lease_token: str) -> Task:
+        """The task from the store, if `lease_token` is its current lease."""
+        task = await self.store.task_get(task_type, pos, task_id)
+        if task is None:
+            raise TaskNotFound(f"task {task_id!r} does not exist", field="task_id")
+        if task.status is not TaskStatus.PROCESSING:
+            raise TaskNotProcessing(
+                f"task {task_id} is {task.status.name}, not PROCESSING: the call is refused",
+                field="task_id",
+            )
+        if not secrets.compare_digest(task.lease_token, lease_token):
+            raise LeaseLost(
+                f"lease_token is not the current lease of task {task_id}"
+                f" (attempt {task.hold_count}): the call is refused",
+                field="lease_token",
+            )
+        return task
 
     # -- governance -----------------------------------------------------------
 
@@ -263,6 +328,9 @@ class TaskCore:
         """Return the type's expired leases to the queue (or fail them); see the store."""
         tasks = await self.store.task_recover_stuck(config, self.clock.now(), batch)
         await self.cache.put(tasks)
+        pending = [t.order_time for t in tasks if t.status is TaskStatus.PENDING]
+        if pending:
+            self.on_due.tasks_due(config.task_type, min(pending), len(pending))
         return tasks
 
 
@@ -292,6 +360,8 @@ def _apply(task: Task, outcome: Outcome, now: int, context: str) -> TaskChange:
             return policy.retry(task, now, context, error, delay)
         case Fail(error=error):
             return policy.fail(task, now, context, error)
+        case Release():
+            return policy.release(task, now, context)
 
 
 def _encode_page_token(task_type: str, cursor: PageCursor) -> str:

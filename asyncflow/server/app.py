@@ -24,6 +24,8 @@ from asyncflow.errors import ConfigError
 from asyncflow.lock import LocalLock, LockBackend, RedisLock
 from asyncflow.server.governor import Governor
 from asyncflow.server.servicer import TaskServicer
+from asyncflow.server.session import Dispatcher
+from asyncflow.server.wakeup import RedisWakeRelay, WakeHub
 from asyncflow.store.base import TaskStore
 from asyncflow.store.mysql import MysqlStore
 from asyncflow.store.sqlite import SqliteStore
@@ -74,6 +76,7 @@ class AsyncflowServer:
     health: health.aio.HealthServicer
     core: TaskCore
     port: int
+    dispatcher: Dispatcher
     governor: Governor | None = None
     stopped: bool = False
 
@@ -93,7 +96,14 @@ class AsyncflowServer:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        pb_grpc.add_TaskServiceServicer_to_server(TaskServicer(core), server)
+        hub = WakeHub(core.clock)
+        core.on_due = hub
+        if config.cache.backend == "redis":
+            relay = RedisWakeRelay(config.cache.redis_url, config.cache.key_prefix + "wake", hub)
+            relay.start()
+            hub.relay = relay
+        dispatcher = Dispatcher(core, hub)
+        pb_grpc.add_TaskServiceServicer_to_server(TaskServicer(core, dispatcher), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -126,7 +136,14 @@ class AsyncflowServer:
             config.store.backend,
             config.cache.backend,
         )
-        return cls(server=server, health=health_servicer, core=core, port=port, governor=governor)
+        return cls(
+            server=server,
+            health=health_servicer,
+            core=core,
+            port=port,
+            dispatcher=dispatcher,
+            governor=governor,
+        )
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful: health turns NOT_SERVING, new calls are refused, in-flight
@@ -138,7 +155,11 @@ class AsyncflowServer:
         await self.health.enter_graceful_shutdown()
         if self.governor is not None:
             await self.governor.stop()
+        # Streams end first (their un-started tasks released) so that workers
+        # reconnect elsewhere; unary calls in flight get the grace period.
+        await self.dispatcher.shutdown(grace=grace or 5.0)
         await self.server.stop(grace)
+        await self.dispatcher.hub.close()
         await self.core.cache.close()
         await self.core.store.close()
         log.info("asyncflow stopped")

@@ -6,6 +6,7 @@ from asyncflow.core.model import (
     Fail,
     NextStage,
     Outcome,
+    Release,
     Retry,
     RetryStrategy,
     Success,
@@ -15,7 +16,8 @@ from asyncflow.core.model import (
     TaskTypeConfig,
     TypeSettings,
 )
-from asyncflow.errors import InvalidArgument
+from asyncflow.core.service import NewTaskRequest
+from asyncflow.errors import AsyncflowError, InvalidArgument
 from asyncflow.v1 import task_service_pb2 as pb
 
 STRATEGY_TO_PB = {
@@ -105,8 +107,10 @@ def outcome_from_pb(request: pb.SetTaskRequest) -> Outcome:
         return Retry(request.retry.error_message, delay)
     if which == "fail":
         return Fail(request.fail.error_message)
+    if which == "release":
+        return Release()
     raise InvalidArgument(
-        "outcome is required: one of success, next_stage, retry, fail", field="outcome"
+        "outcome is required: one of success, next_stage, retry, fail, release", field="outcome"
     )
 
 
@@ -125,4 +129,20 @@ def filter_from_pb(request: pb.ListTasksRequest) -> TaskFilter:
         status=status_from_pb(request.status),
         task_stage=request.task_stage or None,
         user_id=request.user_id or None,
+    )
+
+
+def error_to_pb(error: AsyncflowError) -> pb.Error:
+    """A refused item of a stream batch, as the unary call's status would say it."""
+    return pb.Error(code=error.code, reason=error.reason, field=error.field, message=error.message)
+
+
+def new_task_request(request: pb.CreateTaskRequest) -> NewTaskRequest:
+    return NewTaskRequest(
+        task_type=request.task_type,
+        user_id=request.user_id,
+        task_stage=request.task_stage,
+        context=request.context,
+        priority=request.priority,
+        idempotency_key=request.idempotency_key,
     )

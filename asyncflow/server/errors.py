@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -60,5 +60,31 @@ def grpc_errors(
             log.exception("%s failed unexpectedly", handler.__name__)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error (logged on the server)")
         raise AssertionError("unreachable: abort raises")
+
+    return wrapper
+
+
+StreamHandler = Callable[
+    [Servicer, Request, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Response]
+]
+
+
+def grpc_stream_errors(
+    handler: StreamHandler[Servicer, Request, Response],
+) -> StreamHandler[Servicer, Request, Response]:
+    """grpc_errors for response-streaming handlers."""
+
+    @functools.wraps(handler)
+    async def wrapper(
+        self: Servicer, request: Request, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Response]:
+        try:
+            async for response in handler(self, request, context):
+                yield response
+        except AsyncflowError as error:
+            await context.abort_with_status(to_status(error))
+        except Exception:
+            log.exception("%s failed unexpectedly", handler.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error (logged on the server)")
 
     return wrapper

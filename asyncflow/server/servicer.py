@@ -5,20 +5,23 @@ Holds no data and no rules; errors are mapped by @grpc_errors.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
 from asyncflow.core.model import TaskStatus
-from asyncflow.core.service import NewTaskRequest, TaskCore
+from asyncflow.core.service import TaskCore
 from asyncflow.server.convert import (
     config_to_pb,
     filter_from_pb,
+    new_task_request,
     outcome_from_pb,
     settings_from_pb,
     task_to_pb,
 )
-from asyncflow.server.errors import grpc_errors
+from asyncflow.server.errors import grpc_errors, grpc_stream_errors
+from asyncflow.server.session import Dispatcher
 from asyncflow.v1 import task_service_pb2 as pb
 from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
 
@@ -26,8 +29,9 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class TaskServicer(pb_grpc.TaskServiceServicer):
-    def __init__(self, core: TaskCore) -> None:
+    def __init__(self, core: TaskCore, dispatcher: Dispatcher) -> None:
         self._core = core
+        self._dispatcher = dispatcher
 
     @grpc_errors
     async def RegisterTaskType(
@@ -40,17 +44,20 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     async def CreateTask(
         self, request: pb.CreateTaskRequest, context: Context
     ) -> pb.CreateTaskResponse:
-        task, created = await self._core.create_task(
-            NewTaskRequest(
-                task_type=request.task_type,
-                user_id=request.user_id,
-                task_stage=request.task_stage,
-                context=request.context,
-                priority=request.priority,
-                idempotency_key=request.idempotency_key,
-            )
-        )
+        task, created = await self._core.create_task(new_task_request(request))
         return pb.CreateTaskResponse(task=task_to_pb(task), created=created)
+
+    @grpc_errors
+    async def CreateTasks(
+        self, request: pb.CreateTasksRequest, context: Context
+    ) -> pb.CreateTasksResponse:
+        results = await self._core.create_tasks([new_task_request(r) for r in request.tasks])
+        return pb.CreateTasksResponse(
+            results=[
+                pb.CreateTaskResponse(task=task_to_pb(task), created=created)
+                for task, created in results
+            ]
+        )
 
     @grpc_errors
     async def HoldTasks(
@@ -68,6 +75,20 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             request.context if request.HasField("context") else None,
         )
         return pb.SetTaskResponse(task=task_to_pb(task))
+
+    @grpc_errors
+    async def ExtendLease(
+        self, request: pb.ExtendLeaseRequest, context: Context
+    ) -> pb.ExtendLeaseResponse:
+        task = await self._core.extend_lease(request.task_id, request.lease_token)
+        return pb.ExtendLeaseResponse(lease=task_to_pb(task, with_token=True).lease)
+
+    @grpc_stream_errors
+    async def WorkTasks(
+        self, request_iterator: AsyncIterator[pb.WorkTasksRequest], context: Context
+    ) -> AsyncIterator[pb.WorkTasksResponse]:
+        async for response in self._dispatcher.serve(request_iterator):
+            yield response
 
     @grpc_errors
     async def GetTask(self, request: pb.GetTaskRequest, context: Context) -> pb.GetTaskResponse:

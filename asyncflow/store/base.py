@@ -86,6 +86,13 @@ class TaskStore(Protocol):
         task.version; clears the lease. None when that no longer holds."""
         ...
 
+    async def task_extend_lease(
+        self, task: Task, lease_token: str, deadline: int, now: int
+    ) -> Task | None:
+        """Move the lease deadline if the task is still PROCESSING under
+        `lease_token` at task.version. None when that no longer holds."""
+        ...
+
     async def task_list(
         self, config: TaskTypeConfig, where: TaskFilter, after: PageCursor | None, limit: int
     ) -> list[Task]:

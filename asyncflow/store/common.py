@@ -152,17 +152,19 @@ def config_params(config: TaskTypeConfig, now: int) -> tuple[Any, ...]:
 def filter_sql(where: TaskFilter, mark: str) -> tuple[str, list[Any]]:
     """The AND-clauses of a task listing and their parameters, `mark` the placeholder.
 
-    Only fixed column names enter the SQL text; every value is bound.
+    Only fixed column names enter the SQL text; every value is bound. Text is
+    also compared by length: MariaDB's PAD SPACE collations would otherwise
+    match "bob" for "bob ".
     """
-    clauses, params = [], []
-    for column, value in (
-        ("status", None if where.status is None else int(where.status)),
-        ("task_stage", where.task_stage),
-        ("user_id", where.user_id),
-    ):
-        if value is not None:
-            clauses.append(f" AND {column} = {mark}")
-            params.append(value)
+    clauses: list[str] = []
+    params: list[Any] = []
+    if where.status is not None:
+        clauses.append(f" AND status = {mark}")
+        params.append(int(where.status))
+    for column, text in (("task_stage", where.task_stage), ("user_id", where.user_id)):
+        if text is not None:
+            clauses.append(f" AND {column} = {mark} AND LENGTH({column}) = LENGTH({mark})")
+            params += [text, text]
     return "".join(clauses), params
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import aiomysql
@@ -129,6 +130,10 @@ UPDATE_LEASED = """
 UPDATE {table} SET status = %s, task_stage = %s, task_context = %s, crt_retry_num = %s,
     order_time = %s, schedule_log = %s, lease_token = '', lease_deadline = 0,
     version = version + 1, modify_time = %s
+WHERE id = %s AND status = 2 AND lease_token = %s AND version = %s
+"""
+EXTEND_LEASE = """
+UPDATE {table} SET lease_deadline = %s, version = version + 1, modify_time = %s
 WHERE id = %s AND status = 2 AND lease_token = %s AND version = %s
 """
 STUCK_LOCKED = (
@@ -364,6 +369,7 @@ class MysqlStore:
     # -- tasks ----------------------------------------------------------------
 
     async def task_insert(self, task: NewTask, now: int) -> Task:
+        task_id = ""
         try:
             async with self._tx() as cur:
                 await cur.execute(INSERT_TARGET_LOCKED, (task.task_type,))
@@ -389,7 +395,8 @@ class MysqlStore:
         async with self._cursor() as cur:
             await cur.execute(KEY_SELECT, (task.task_type, task.idempotency_key))
             row = await cur.fetchone()
-        raise TaskAlreadyExists(row[0])
+        # No key row: the key names a task created without one (its id's first part).
+        raise TaskAlreadyExists(row[0] if row else task_id)
 
     async def task_get(self, task_type: str, pos: int, task_id: str) -> Task | None:
         async with self._cursor() as cur:
@@ -442,6 +449,18 @@ class MysqlStore:
                 ),
             )
         return changed(task, change, now) if updated == 1 else None
+
+    async def task_extend_lease(
+        self, task: Task, lease_token: str, deadline: int, now: int
+    ) -> Task | None:
+        async with self._cursor() as cur:
+            updated = await cur.execute(
+                EXTEND_LEASE.format(table=task_table(task.task_type, task.pos)),
+                (deadline, now, task.row_id, lease_token, task.version),
+            )
+        if updated != 1:
+            return None
+        return replace(task, lease_deadline=deadline, version=task.version + 1, modify_time=now)
 
     async def task_list(
         self, config: TaskTypeConfig, where: TaskFilter, after: PageCursor | None, limit: int

@@ -128,6 +128,13 @@ WHERE id = ? AND status = 2 AND lease_token = ? AND version = ?
 RETURNING """
     + TASK_COLUMNS
 )
+EXTEND_LEASE = (
+    """
+UPDATE {table} SET lease_deadline = ?, version = version + 1, modify_time = ?
+WHERE id = ? AND status = 2 AND lease_token = ? AND version = ?
+RETURNING """
+    + TASK_COLUMNS
+)
 # Right-hand sides see the row as it was, so crt_retry_num below is the old count.
 RECOVER_STUCK = (
     """
@@ -356,10 +363,14 @@ class SqliteStore:
                     )
                     assert existing is not None
                     raise TaskAlreadyExists(existing[0]) from None
-            cursor = db.execute(
-                TASK_INSERT.format(table=task_table(task.task_type, target.pos)),
-                target.params(task, task_id, now),
-            )
+            try:
+                cursor = db.execute(
+                    TASK_INSERT.format(table=task_table(task.task_type, target.pos)),
+                    target.params(task, task_id, now),
+                )
+            except sqlite3.IntegrityError:
+                # The key names a task created without one (its id's first part).
+                raise TaskAlreadyExists(task_id) from None
         assert cursor.lastrowid is not None
         return inserted(task, task_id, target, cursor.lastrowid, now)
 
@@ -425,6 +436,18 @@ class SqliteStore:
                 ),
             )
         )
+        return row_to_task(row, task.pos) if row else None
+
+    async def task_extend_lease(
+        self, task: Task, lease_token: str, deadline: int, now: int
+    ) -> Task | None:
+        return await self._run(self._task_extend_lease, task, lease_token, deadline, now)
+
+    def _task_extend_lease(
+        self, task: Task, lease_token: str, deadline: int, now: int
+    ) -> Task | None:
+        sql = EXTEND_LEASE.format(table=task_table(task.task_type, task.pos))
+        row = _first(self._db.execute(sql, (deadline, now, task.row_id, lease_token, task.version)))
         return row_to_task(row, task.pos) if row else None
 
     async def task_list(

@@ -100,7 +100,7 @@ class TaskTypeConfig(_message.Message):
     task_type: _builtins.str
     """Lowercase identifier: ^[a-z][a-z0-9_]{0,47}$."""
     schedule_limit: _builtins.int
-    """Default and maximum batch size a worker holds at once."""
+    """Batch size of a HoldTasks that asks for limit 0 (1..limits.max_hold_limit)."""
     schedule_interval_seconds: _builtins.int
     """Seconds between polls of a polling worker (a hint for workers)."""
     max_processing_time_seconds: _builtins.int
@@ -158,7 +158,9 @@ class Lease(_message.Message):
     attempt: _builtins.int
     """How many times this task has been held (1 for the first hold)."""
     deadline: _builtins.int
-    """Unix seconds after which the lease is void and the task is recovered."""
+    """Unix seconds after which stuck recovery may take the task back; a report
+    that arrives before that happens is still accepted.
+    """
     def __init__(
         self,
         *,
@@ -401,7 +403,9 @@ class HoldTasksRequest(_message.Message):
     LIMIT_FIELD_NUMBER: _builtins.int
     task_type: _builtins.str
     limit: _builtins.int
-    """0 means the type's schedule_limit; larger values are clamped to it."""
+    """0 means the type's schedule_limit; values above the server's
+    limits.max_hold_limit (2000 by default) are clamped to it.
+    """
     def __init__(
         self,
         *,
@@ -514,12 +518,26 @@ class SetTaskRequest(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class Release(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        def __init__(
+            self,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     TASK_ID_FIELD_NUMBER: _builtins.int
     LEASE_TOKEN_FIELD_NUMBER: _builtins.int
     SUCCESS_FIELD_NUMBER: _builtins.int
     NEXT_STAGE_FIELD_NUMBER: _builtins.int
     RETRY_FIELD_NUMBER: _builtins.int
     FAIL_FIELD_NUMBER: _builtins.int
+    RELEASE_FIELD_NUMBER: _builtins.int
     CONTEXT_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     lease_token: _builtins.str
@@ -544,6 +562,12 @@ class SetTaskRequest(_message.Message):
     def fail(self) -> Global___SetTaskRequest.Fail:
         """The task cannot succeed: it becomes FAILED."""
 
+    @_builtins.property
+    def release(self) -> Global___SetTaskRequest.Release:
+        """The holder gives the task back without running it: PENDING again at its
+        place in the queue, no retry counted (e.g. a worker shutting down).
+        """
+
     def __init__(
         self,
         *,
@@ -553,15 +577,16 @@ class SetTaskRequest(_message.Message):
         next_stage: Global___SetTaskRequest.NextStage | None = ...,
         retry: Global___SetTaskRequest.Retry | None = ...,
         fail: Global___SetTaskRequest.Fail | None = ...,
+        release: Global___SetTaskRequest.Release | None = ...,
         context: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_context", b"_context", "context", b"context", "fail", b"fail", "next_stage", b"next_stage", "outcome", b"outcome", "retry", b"retry", "success", b"success"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_context", b"_context", "context", b"context", "fail", b"fail", "next_stage", b"next_stage", "outcome", b"outcome", "release", b"release", "retry", b"retry", "success", b"success"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_context", b"_context", "context", b"context", "fail", b"fail", "lease_token", b"lease_token", "next_stage", b"next_stage", "outcome", b"outcome", "retry", b"retry", "success", b"success", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_context", b"_context", "context", b"context", "fail", b"fail", "lease_token", b"lease_token", "next_stage", b"next_stage", "outcome", b"outcome", "release", b"release", "retry", b"retry", "success", b"success", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__context: _TypeAlias = _typing.Literal["context"]  # noqa: Y015
     _WhichOneofArgType__context: _TypeAlias = _typing.Literal["_context", b"_context"]  # noqa: Y015
-    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["success", "next_stage", "retry", "fail"]  # noqa: Y015
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["success", "next_stage", "retry", "fail", "release"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__context) -> _WhichOneofReturnType__context | None: ...
@@ -830,3 +855,459 @@ class PingResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PingResponse: _TypeAlias = PingResponse  # noqa: Y015
+
+@_typing.final
+class CreateTasksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreateTaskRequest]:
+        """At most limits.max_hold_limit items."""
+
+    def __init__(
+        self,
+        *,
+        tasks: _abc.Iterable[Global___CreateTaskRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tasks", b"tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateTasksRequest: _TypeAlias = CreateTasksRequest  # noqa: Y015
+
+@_typing.final
+class CreateTasksResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreateTaskResponse]:
+        """One per request item, in order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___CreateTaskResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateTasksResponse: _TypeAlias = CreateTasksResponse  # noqa: Y015
+
+@_typing.final
+class ExtendLeaseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    LEASE_TOKEN_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    lease_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        lease_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_token", b"lease_token", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExtendLeaseRequest: _TypeAlias = ExtendLeaseRequest  # noqa: Y015
+
+@_typing.final
+class ExtendLeaseResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEASE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def lease(self) -> Global___Lease:
+        """The renewed lease (same token, later deadline)."""
+
+    def __init__(
+        self,
+        *,
+        lease: Global___Lease | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExtendLeaseResponse: _TypeAlias = ExtendLeaseResponse  # noqa: Y015
+
+@_typing.final
+class Error(_message.Message):
+    """Error is a failed item inside a stream batch (the gRPC status of the
+    equivalent unary call, flattened).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """gRPC status code name, e.g. "FAILED_PRECONDITION"."""
+    reason: _builtins.str
+    """google.rpc.ErrorInfo reason, e.g. "LEASE_LOST"."""
+    field: _builtins.str
+    """The request field at fault, when there is one."""
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        field: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "field", b"field", "message", b"message", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Error: _TypeAlias = Error  # noqa: Y015
+
+@_typing.final
+class WorkTasksRequest(_message.Message):
+    """WorkTasksRequest is one message from a worker on the WorkTasks stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class Subscribe(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        TASK_TYPES_FIELD_NUMBER: _builtins.int
+        WINDOW_FIELD_NUMBER: _builtins.int
+        WORKER_ID_FIELD_NUMBER: _builtins.int
+        window: _builtins.int
+        """Most un-reported tasks the worker wants at once (1..max_hold_limit)."""
+        worker_id: _builtins.str
+        """Free text naming the worker in server logs."""
+        @_builtins.property
+        def task_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+            """Registered task types to receive, at least one."""
+
+        def __init__(
+            self,
+            *,
+            task_types: _abc.Iterable[_builtins.str] | None = ...,
+            window: _builtins.int = ...,
+            worker_id: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["task_types", b"task_types", "window", b"window", "worker_id", b"worker_id"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class SetWindow(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        WINDOW_FIELD_NUMBER: _builtins.int
+        window: _builtins.int
+        def __init__(
+            self,
+            *,
+            window: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["window", b"window"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class Started(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        TASK_IDS_FIELD_NUMBER: _builtins.int
+        @_builtins.property
+        def task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+        def __init__(
+            self,
+            *,
+            task_ids: _abc.Iterable[_builtins.str] | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["task_ids", b"task_ids"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class Reports(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        REPORTS_FIELD_NUMBER: _builtins.int
+        @_builtins.property
+        def reports(self) -> _containers.RepeatedCompositeFieldContainer[Global___SetTaskRequest]: ...
+        def __init__(
+            self,
+            *,
+            reports: _abc.Iterable[Global___SetTaskRequest] | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["reports", b"reports"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class Extend(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        LEASES_FIELD_NUMBER: _builtins.int
+        @_builtins.property
+        def leases(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExtendLeaseRequest]: ...
+        def __init__(
+            self,
+            *,
+            leases: _abc.Iterable[Global___ExtendLeaseRequest] | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["leases", b"leases"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SUBSCRIBE_FIELD_NUMBER: _builtins.int
+    SET_WINDOW_FIELD_NUMBER: _builtins.int
+    STARTED_FIELD_NUMBER: _builtins.int
+    REPORTS_FIELD_NUMBER: _builtins.int
+    EXTEND_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def subscribe(self) -> Global___WorkTasksRequest.Subscribe:
+        """Must be the first message, and only the first."""
+
+    @_builtins.property
+    def set_window(self) -> Global___WorkTasksRequest.SetWindow:
+        """Changes the window at any time (0 pauses pushes)."""
+
+    @_builtins.property
+    def started(self) -> Global___WorkTasksRequest.Started:
+        """The worker began running these pushed tasks. Pushed tasks not yet
+        started when the stream breaks go back to PENDING at once; started
+        ones stay leased until their deadline (or their report).
+        """
+
+    @_builtins.property
+    def reports(self) -> Global___WorkTasksRequest.Reports:
+        """Outcomes, each handled exactly as a SetTask call."""
+
+    @_builtins.property
+    def extend(self) -> Global___WorkTasksRequest.Extend:
+        """Heartbeats, each handled exactly as an ExtendLease call."""
+
+    def __init__(
+        self,
+        *,
+        subscribe: Global___WorkTasksRequest.Subscribe | None = ...,
+        set_window: Global___WorkTasksRequest.SetWindow | None = ...,
+        started: Global___WorkTasksRequest.Started | None = ...,
+        reports: Global___WorkTasksRequest.Reports | None = ...,
+        extend: Global___WorkTasksRequest.Extend | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extend", b"extend", "reports", b"reports", "request", b"request", "set_window", b"set_window", "started", b"started", "subscribe", b"subscribe"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extend", b"extend", "reports", b"reports", "request", b"request", "set_window", b"set_window", "started", b"started", "subscribe", b"subscribe"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["subscribe", "set_window", "started", "reports", "extend"]  # noqa: Y015
+    _WhichOneofArgType_request: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_request) -> _WhichOneofReturnType_request | None: ...
+
+Global___WorkTasksRequest: _TypeAlias = WorkTasksRequest  # noqa: Y015
+
+@_typing.final
+class WorkTasksResponse(_message.Message):
+    """WorkTasksResponse is one message from the server on the WorkTasks stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class Subscribed(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        STREAM_ID_FIELD_NUMBER: _builtins.int
+        WINDOW_FIELD_NUMBER: _builtins.int
+        stream_id: _builtins.str
+        """Identifies the stream in server logs."""
+        window: _builtins.int
+        def __init__(
+            self,
+            *,
+            stream_id: _builtins.str = ...,
+            window: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["stream_id", b"stream_id", "window", b"window"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class Tasks(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        TASKS_FIELD_NUMBER: _builtins.int
+        @_builtins.property
+        def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Task]: ...
+        def __init__(
+            self,
+            *,
+            tasks: _abc.Iterable[Global___Task] | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["tasks", b"tasks"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class ReportResults(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        RESULTS_FIELD_NUMBER: _builtins.int
+        @_builtins.property
+        def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReportResult]: ...
+        def __init__(
+            self,
+            *,
+            results: _abc.Iterable[Global___ReportResult] | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class ExtendResults(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        RESULTS_FIELD_NUMBER: _builtins.int
+        @_builtins.property
+        def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExtendResult]: ...
+        def __init__(
+            self,
+            *,
+            results: _abc.Iterable[Global___ExtendResult] | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SUBSCRIBED_FIELD_NUMBER: _builtins.int
+    TASKS_FIELD_NUMBER: _builtins.int
+    REPORT_RESULTS_FIELD_NUMBER: _builtins.int
+    EXTEND_RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def subscribed(self) -> Global___WorkTasksResponse.Subscribed:
+        """Answers Subscribe."""
+
+    @_builtins.property
+    def tasks(self) -> Global___WorkTasksResponse.Tasks:
+        """Newly leased tasks (status PROCESSING, each with its Lease)."""
+
+    @_builtins.property
+    def report_results(self) -> Global___WorkTasksResponse.ReportResults:
+        """Answers one Reports message, item by item."""
+
+    @_builtins.property
+    def extend_results(self) -> Global___WorkTasksResponse.ExtendResults:
+        """Answers one Extend message, item by item."""
+
+    def __init__(
+        self,
+        *,
+        subscribed: Global___WorkTasksResponse.Subscribed | None = ...,
+        tasks: Global___WorkTasksResponse.Tasks | None = ...,
+        report_results: Global___WorkTasksResponse.ReportResults | None = ...,
+        extend_results: Global___WorkTasksResponse.ExtendResults | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extend_results", b"extend_results", "report_results", b"report_results", "response", b"response", "subscribed", b"subscribed", "tasks", b"tasks"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extend_results", b"extend_results", "report_results", b"report_results", "response", b"response", "subscribed", b"subscribed", "tasks", b"tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_response: _TypeAlias = _typing.Literal["subscribed", "tasks", "report_results", "extend_results"]  # noqa: Y015
+    _WhichOneofArgType_response: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_response) -> _WhichOneofReturnType_response | None: ...
+
+Global___WorkTasksResponse: _TypeAlias = WorkTasksResponse  # noqa: Y015
+
+@_typing.final
+class ReportResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    TASK_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    @_builtins.property
+    def task(self) -> Global___Task:
+        """The task after the report, when it was accepted."""
+
+    @_builtins.property
+    def error(self) -> Global___Error:
+        """Why the report was refused (nothing changed), when it was."""
+
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        task: Global___Task | None = ...,
+        error: Global___Error | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "task", b"task"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "task", b"task", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportResult: _TypeAlias = ReportResult  # noqa: Y015
+
+@_typing.final
+class ExtendResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    LEASE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    @_builtins.property
+    def lease(self) -> Global___Lease:
+        """The renewed lease, when accepted."""
+
+    @_builtins.property
+    def error(self) -> Global___Error:
+        """Why it was refused, when it was."""
+
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        lease: Global___Lease | None = ...,
+        error: Global___Error | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "lease", b"lease"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "lease", b"lease", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExtendResult: _TypeAlias = ExtendResult  # noqa: Y015

@@ -80,6 +80,21 @@ class TaskServiceStub:
                 request_serializer=asyncflow_dot_v1_dot_task__service__pb2.PingRequest.SerializeToString,
                 response_deserializer=asyncflow_dot_v1_dot_task__service__pb2.PingResponse.FromString,
                 _registered_method=True)
+        self.CreateTasks = channel.unary_unary(
+                '/asyncflow.v1.TaskService/CreateTasks',
+                request_serializer=asyncflow_dot_v1_dot_task__service__pb2.CreateTasksRequest.SerializeToString,
+                response_deserializer=asyncflow_dot_v1_dot_task__service__pb2.CreateTasksResponse.FromString,
+                _registered_method=True)
+        self.ExtendLease = channel.unary_unary(
+                '/asyncflow.v1.TaskService/ExtendLease',
+                request_serializer=asyncflow_dot_v1_dot_task__service__pb2.ExtendLeaseRequest.SerializeToString,
+                response_deserializer=asyncflow_dot_v1_dot_task__service__pb2.ExtendLeaseResponse.FromString,
+                _registered_method=True)
+        self.WorkTasks = channel.stream_stream(
+                '/asyncflow.v1.TaskService/WorkTasks',
+                request_serializer=asyncflow_dot_v1_dot_task__service__pb2.WorkTasksRequest.SerializeToString,
+                response_deserializer=asyncflow_dot_v1_dot_task__service__pb2.WorkTasksResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -152,9 +167,34 @@ class TaskServiceServicer:
 
     def Ping(self, request, context):
         """Ping answers "pong" with the server's clock.
-        Reserved for the next version of the contract: a bidirectional stream on
-        which the server pushes batches of due tasks to subscribed workers, within
-        a flow-control window, and receives their reports (same Lease rules).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateTasks(self, request, context):
+        """CreateTasks creates several tasks in one call. The whole request is
+        validated first (a bad item fails the call and creates nothing); results
+        come back in request order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExtendLease(self, request, context):
+        """ExtendLease renews a held task's lease (a heartbeat for long stages): the
+        deadline becomes now + the type's max_processing_time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WorkTasks(self, request_iterator, context):
+        """WorkTasks is the streaming dispatch for workers (docs/stream-protocol.md):
+        the worker subscribes to task types with a window; the server pushes due
+        tasks as soon as they are due, never more than `window` un-reported ones;
+        the worker acknowledges starts, reports outcomes and extends leases on the
+        same stream. Leases follow the same rules as HoldTasks/SetTask.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -207,6 +247,21 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.Ping,
                     request_deserializer=asyncflow_dot_v1_dot_task__service__pb2.PingRequest.FromString,
                     response_serializer=asyncflow_dot_v1_dot_task__service__pb2.PingResponse.SerializeToString,
+            ),
+            'CreateTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTasks,
+                    request_deserializer=asyncflow_dot_v1_dot_task__service__pb2.CreateTasksRequest.FromString,
+                    response_serializer=asyncflow_dot_v1_dot_task__service__pb2.CreateTasksResponse.SerializeToString,
+            ),
+            'ExtendLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExtendLease,
+                    request_deserializer=asyncflow_dot_v1_dot_task__service__pb2.ExtendLeaseRequest.FromString,
+                    response_serializer=asyncflow_dot_v1_dot_task__service__pb2.ExtendLeaseResponse.SerializeToString,
+            ),
+            'WorkTasks': grpc.stream_stream_rpc_method_handler(
+                    servicer.WorkTasks,
+                    request_deserializer=asyncflow_dot_v1_dot_task__service__pb2.WorkTasksRequest.FromString,
+                    response_serializer=asyncflow_dot_v1_dot_task__service__pb2.WorkTasksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -453,6 +508,87 @@ class TaskService:
             '/asyncflow.v1.TaskService/Ping',
             asyncflow_dot_v1_dot_task__service__pb2.PingRequest.SerializeToString,
             asyncflow_dot_v1_dot_task__service__pb2.PingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asyncflow.v1.TaskService/CreateTasks',
+            asyncflow_dot_v1_dot_task__service__pb2.CreateTasksRequest.SerializeToString,
+            asyncflow_dot_v1_dot_task__service__pb2.CreateTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExtendLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asyncflow.v1.TaskService/ExtendLease',
+            asyncflow_dot_v1_dot_task__service__pb2.ExtendLeaseRequest.SerializeToString,
+            asyncflow_dot_v1_dot_task__service__pb2.ExtendLeaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WorkTasks(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/asyncflow.v1.TaskService/WorkTasks',
+            asyncflow_dot_v1_dot_task__service__pb2.WorkTasksRequest.SerializeToString,
+            asyncflow_dot_v1_dot_task__service__pb2.WorkTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -69,10 +69,22 @@ class TaskServiceStub:
     CountTasks: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.CountTasksRequest, _task_service_pb2.CountTasksResponse]
     """CountTasks counts the tasks of one type by status, over all its tables."""
     Ping: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.PingRequest, _task_service_pb2.PingResponse]
-    """Ping answers "pong" with the server's clock.
-    Reserved for the next version of the contract: a bidirectional stream on
-    which the server pushes batches of due tasks to subscribed workers, within
-    a flow-control window, and receives their reports (same Lease rules).
+    """Ping answers "pong" with the server's clock."""
+    CreateTasks: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.CreateTasksRequest, _task_service_pb2.CreateTasksResponse]
+    """CreateTasks creates several tasks in one call. The whole request is
+    validated first (a bad item fails the call and creates nothing); results
+    come back in request order.
+    """
+    ExtendLease: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ExtendLeaseRequest, _task_service_pb2.ExtendLeaseResponse]
+    """ExtendLease renews a held task's lease (a heartbeat for long stages): the
+    deadline becomes now + the type's max_processing_time.
+    """
+    WorkTasks: _grpc.StreamStreamMultiCallable[_task_service_pb2.WorkTasksRequest, _task_service_pb2.WorkTasksResponse]
+    """WorkTasks is the streaming dispatch for workers (docs/stream-protocol.md):
+    the worker subscribes to task types with a window; the server pushes due
+    tasks as soon as they are due, never more than `window` un-reported ones;
+    the worker acknowledges starts, reports outcomes and extends leases on the
+    same stream. Leases follow the same rules as HoldTasks/SetTask.
     """
 
 @_typing.type_check_only
@@ -110,10 +122,22 @@ class TaskServiceAsyncStub(TaskServiceStub):
     CountTasks: _aio.UnaryUnaryMultiCallable[_task_service_pb2.CountTasksRequest, _task_service_pb2.CountTasksResponse]  # type: ignore[assignment]
     """CountTasks counts the tasks of one type by status, over all its tables."""
     Ping: _aio.UnaryUnaryMultiCallable[_task_service_pb2.PingRequest, _task_service_pb2.PingResponse]  # type: ignore[assignment]
-    """Ping answers "pong" with the server's clock.
-    Reserved for the next version of the contract: a bidirectional stream on
-    which the server pushes batches of due tasks to subscribed workers, within
-    a flow-control window, and receives their reports (same Lease rules).
+    """Ping answers "pong" with the server's clock."""
+    CreateTasks: _aio.UnaryUnaryMultiCallable[_task_service_pb2.CreateTasksRequest, _task_service_pb2.CreateTasksResponse]  # type: ignore[assignment]
+    """CreateTasks creates several tasks in one call. The whole request is
+    validated first (a bad item fails the call and creates nothing); results
+    come back in request order.
+    """
+    ExtendLease: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ExtendLeaseRequest, _task_service_pb2.ExtendLeaseResponse]  # type: ignore[assignment]
+    """ExtendLease renews a held task's lease (a heartbeat for long stages): the
+    deadline becomes now + the type's max_processing_time.
+    """
+    WorkTasks: _aio.StreamStreamMultiCallable[_task_service_pb2.WorkTasksRequest, _task_service_pb2.WorkTasksResponse]  # type: ignore[assignment]
+    """WorkTasks is the streaming dispatch for workers (docs/stream-protocol.md):
+    the worker subscribes to task types with a window; the server pushes due
+    tasks as soon as they are due, never more than `window` un-reported ones;
+    the worker acknowledges starts, reports outcomes and extends leases on the
+    same stream. Leases follow the same rules as HoldTasks/SetTask.
     """
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -202,10 +226,40 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _task_service_pb2.PingRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.PingResponse, _abc.Awaitable[_task_service_pb2.PingResponse]]:
-        """Ping answers "pong" with the server's clock.
-        Reserved for the next version of the contract: a bidirectional stream on
-        which the server pushes batches of due tasks to subscribed workers, within
-        a flow-control window, and receives their reports (same Lease rules).
+        """Ping answers "pong" with the server's clock."""
+
+    @_abc_1.abstractmethod
+    def CreateTasks(
+        self,
+        request: _task_service_pb2.CreateTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.CreateTasksResponse, _abc.Awaitable[_task_service_pb2.CreateTasksResponse]]:
+        """CreateTasks creates several tasks in one call. The whole request is
+        validated first (a bad item fails the call and creates nothing); results
+        come back in request order.
+        """
+
+    @_abc_1.abstractmethod
+    def ExtendLease(
+        self,
+        request: _task_service_pb2.ExtendLeaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.ExtendLeaseResponse, _abc.Awaitable[_task_service_pb2.ExtendLeaseResponse]]:
+        """ExtendLease renews a held task's lease (a heartbeat for long stages): the
+        deadline becomes now + the type's max_processing_time.
+        """
+
+    @_abc_1.abstractmethod
+    def WorkTasks(
+        self,
+        request_iterator: _MaybeAsyncIterator[_task_service_pb2.WorkTasksRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_task_service_pb2.WorkTasksResponse], _abc.AsyncIterator[_task_service_pb2.WorkTasksResponse]]:
+        """WorkTasks is the streaming dispatch for workers (docs/stream-protocol.md):
+        the worker subscribes to task types with a window; the server pushes due
+        tasks as soon as they are due, never more than `window` un-reported ones;
+        the worker acknowledges starts, reports outcomes and extends leases on the
+        same stream. Leases follow the same rules as HoldTasks/SetTask.
         """
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,284 @@
+"""One WorkTasks stream: push due tasks within the worker's window, take its reports.
+
+The window is enforced here, on the server: a stream never has more than
+`window` pushed tasks that are neither reported nor released. When the stream
+ends, pushed tasks the worker never started go back to PENDING at once; tasks
+it started stay leased until their deadline (or their report, which may arrive
+on another stream or by SetTask), then stuck recovery handles them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import uuid
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from asyncflow.core.model import Release, Task
+from asyncflow.core.service import TaskCore
+from asyncflow.core.validate import check_range
+from asyncflow.errors import AsyncflowError, FailedPrecondition, InvalidArgument, NotFound
+from asyncflow.server.convert import error_to_pb, outcome_from_pb, task_to_pb
+from asyncflow.server.wakeup import WakeHub
+from asyncflow.v1 import task_service_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+Write = Callable[[pb.WorkTasksResponse], Awaitable[None]]
+Response = pb.WorkTasksResponse
+_ids = itertools.count(1)
+
+
+@dataclass
+class Pushed:
+    task_type: str
+    lease_token: str
+    started: bool = False
+
+
+class WorkSession:
+    def __init__(
+        self,
+        core: TaskCore,
+        hub: WakeHub,
+        task_types: list[str],
+        window: int,
+        poll_interval: float,
+        worker_id: str,
+    ) -> None:
+        self.core = core
+        self.hub = hub
+        self.task_types = task_types
+        self.window = window
+        self.poll_interval = poll_interval
+        self.worker_id = worker_id
+        self.key = f"s{next(_ids)}-{uuid.uuid4().hex[:8]}"
+        self.outstanding: dict[str, Pushed] = {}
+        self.max_outstanding = 0
+        """Most un-reported tasks this stream ever had (the window's witness)."""
+        self.closed = False
+        self.finished = asyncio.Event()
+        """Set once the stream ended and its un-started tasks were released."""
+        self._event = asyncio.Event()
+
+    @classmethod
+    async def open(cls, core: TaskCore, hub: WakeHub, subscribe: pb.WorkTasksRequest.Subscribe
+                   ) -> WorkSession:  # fmt: skip
+        if not subscribe.task_types:
+            raise InvalidArgument("subscribe.task_types is empty", field="subscribe.task_types")
+        types = list(dict.fromkeys(subscribe.task_types))
+        configs = [await core.task_type(t, field="subscribe.task_types") for t in types]
+        window = check_window(subscribe.window, core, "subscribe.window")
+        return cls(
+            core,
+            hub,
+            types,
+            window,
+            poll_interval=float(min(c.schedule_interval for c in configs)),
+            worker_id=subscribe.worker_id[:128],
+        )
+
+    # -- waking -------------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._event.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.hub.forget(self)
+        self._event.set()
+
+    # -- pushing ------------------------------------------------------------------
+
+    async def push_loop(self, write: Write) -> None:
+        """Hold due tasks whenever there is room, until the session closes."""
+        rotation = deque(self.task_types)
+        while not self.closed:
+            self._event.clear()
+            room = self.window - len(self.outstanding)
+            if room > 0:
+                self.hub.want(self, self.task_types)
+                try:
+                    room = await self._fill(rotation, room, write)
+                except AsyncflowError as exc:  # the store is down: try again later
+                    log.warning("stream %s could not hold tasks: %s", self.key, exc)
+                    room = 0
+            if self.closed:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._event.wait(), timeout=self.poll_interval)
+
+    async def _fill(self, rotation: deque[str], room: int, write: Write) -> int:
+        """One round over the subscribed types; returns the room left (0 if a
+        type gave all we asked for, meaning more may be due)."""
+        for _ in range(len(rotation)):
+            task_type = rotation[0]
+            rotation.rotate(-1)
+            tasks = await self.core.hold_tasks(task_type, room)
+            if not tasks:
+                continue
+            for task in tasks:
+                self.outstanding[task.task_id] = Pushed(task_type, task.lease_token)
+            self.max_outstanding = max(self.max_outstanding, len(self.outstanding))
+            await write(Response(tasks=Response.Tasks(tasks=[to_pb(t) for t in tasks])))
+            if len(tasks) == room:
+                # There may be more due: pass the baton to another waiting stream.
+                self.hub.wake(task_type, 1)
+                return 0
+            room -= len(tasks)
+        return room
+
+    # -- requests -----------------------------------------------------------------
+
+    async def handle(self, request: pb.WorkTasksRequest) -> Response | None:
+        which = request.WhichOneof("request")
+        if which == "set_window":
+            self.window = check_window(request.set_window.window, self.core, "set_window.window")
+            self.wake()
+            return None
+        if which == "started":
+            for task_id in request.started.task_ids:
+                if task_id in self.outstanding:
+                    self.outstanding[task_id].started = True
+            return None
+        if which == "reports":
+            results = await asyncio.gather(*(self._report(r) for r in request.reports.reports))
+            self.wake()
+            return Response(report_results=Response.ReportResults(results=results))
+        if which == "extend":
+            extended = await asyncio.gather(*(self._extend(r) for r in request.extend.leases))
+            return Response(extend_results=Response.ExtendResults(results=extended))
+        raise InvalidArgument(
+            f"{which or 'an empty message'} is not allowed after subscribe", field="request"
+        )
+
+    async def _report(self, report: pb.SetTaskRequest) -> pb.ReportResult:
+        try:
+            task = await self.core.set_task(
+                report.task_id,
+                report.lease_token,
+                outcome_from_pb(report),
+                report.context if report.HasField("context") else None,
+            )
+        except (FailedPrecondition, NotFound) as gone:
+            self.outstanding.pop(report.task_id, None)  # no longer ours either way
+            return pb.ReportResult(task_id=report.task_id, error=error_to_pb(gone))
+        except AsyncflowError as refused:  # a bad report: the worker may fix and resend
+            return pb.ReportResult(task_id=report.task_id, error=error_to_pb(refused))
+        self.outstanding.pop(report.task_id, None)
+        return pb.ReportResult(task_id=report.task_id, task=task_to_pb(task))
+
+    async def _extend(self, lease: pb.ExtendLeaseRequest) -> pb.ExtendResult:
+        try:
+            task = await self.core.extend_lease(lease.task_id, lease.lease_token)
+        except AsyncflowError as refused:
+            return pb.ExtendResult(task_id=lease.task_id, error=error_to_pb(refused))
+        return pb.ExtendResult(task_id=lease.task_id, lease=to_pb(task).lease)
+
+    async def release_unstarted(self) -> int:
+        """Give back every pushed task the worker never started."""
+        unstarted = [(i, p) for i, p in self.outstanding.items() if not p.started]
+        results = await asyncio.gather(
+            *(self.core.set_task(task_id, p.lease_token, Release()) for task_id, p in unstarted),
+            return_exceptions=True,
+        )
+        for (task_id, _), result in zip(unstarted, results, strict=True):
+            self.outstanding.pop(task_id, None)
+            if isinstance(result, BaseException) and not isinstance(result, AsyncflowError):
+                log.warning("stream %s could not release %s: %r", self.key, task_id, result)
+        return len(unstarted)
+
+
+def to_pb(task: Task) -> pb.Task:
+    return task_to_pb(task, with_token=True)
+
+
+def check_window(window: int, core: TaskCore, field: str) -> int:
+    return check_range(window, field, 0 if field == "set_window.window" else 1,
+                       core.limits.max_hold_limit)  # fmt: skip
+
+
+class Dispatcher:
+    """Owns the hub and every open stream of this server."""
+
+    def __init__(self, core: TaskCore, hub: WakeHub) -> None:
+        self.core = core
+        self.hub = hub
+        self.sessions: dict[str, WorkSession] = {}
+        self.all_sessions: weakref.WeakSet[WorkSession] = weakref.WeakSet()
+        """Open streams and streams still cleaning up."""
+
+    async def serve(self, requests: AsyncIterator[pb.WorkTasksRequest]) -> AsyncIterator[Response]:
+        """Run one WorkTasks stream, yielding what to send to the worker."""
+        first = await anext(requests, None)
+        if first is None or not first.HasField("subscribe"):
+            raise InvalidArgument("the first message must be subscribe", field="subscribe")
+        session = await WorkSession.open(self.core, self.hub, first.subscribe)
+        self.sessions[session.key] = session
+        self.all_sessions.add(session)
+        outbox: asyncio.Queue[Response | None] = asyncio.Queue()
+
+        async def take_requests() -> None:
+            try:
+                async for request in requests:
+                    answer = await session.handle(request)
+                    if answer is not None:
+                        await outbox.put(answer)
+                    if session.closed:
+                        return
+            finally:
+                session.close()
+
+        async def push() -> None:
+            try:
+                await session.push_loop(outbox.put)
+            finally:
+                await outbox.put(None)
+
+        log.info(
+            "stream %s opened by %s for %s (window %d)",
+            session.key, session.worker_id or "a worker", ",".join(session.task_types),
+            session.window,
+        )  # fmt: skip
+        reader = asyncio.create_task(take_requests())
+        pusher = asyncio.create_task(push())
+        try:
+            yield Response(
+                subscribed=Response.Subscribed(stream_id=session.key, window=session.window)
+            )
+            while (response := await outbox.get()) is not None:
+                yield response
+            await pusher
+            await reader  # re-raise a protocol error from the worker's side
+        finally:
+            session.close()
+            self.sessions.pop(session.key, None)
+            # Shielded: the RPC may be cancelled again while we clean up, and the
+            # un-started tasks must go back to the queue regardless.
+            await asyncio.shield(self._finish(session, reader, pusher))
+
+    @staticmethod
+    async def _finish(session: WorkSession, *tasks: asyncio.Task[None]) -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            released = await session.release_unstarted()
+            log.info("stream %s closed; %d un-started tasks released", session.key, released)
+        finally:
+            session.finished.set()
+
+    async def shutdown(self, grace: float) -> None:
+        """End every stream and wait (up to `grace` seconds) until each has released its
+        un-started tasks; workers reconnect elsewhere."""
+        waiting = [s for s in self.all_sessions if not s.finished.is_set()]
+        for session in waiting:
+            session.close()
+        if waiting:
+            await asyncio.wait([asyncio.ensure_future(s.finished.wait()) for s in waiting],
+                               timeout=grace)  # fmt: skip

@@ -1,0 +1,263 @@
+"""The WorkTasks stream on the wire, driven by a raw client (no SDK)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from conftest import Running, StartServer
+from rpc import counts, create, error_reason, get, register
+from waiting import eventually
+
+from asyncflow.clock import ManualClock
+from asyncflow.config import Config
+from asyncflow.v1 import task_service_pb2 as pb
+from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
+
+Request = pb.WorkTasksRequest
+
+
+class RawWorker:
+    """One WorkTasks stream; tasks and answers are collected as they arrive."""
+
+    def __init__(self, stub: pb_grpc.TaskServiceStub) -> None:
+        self._outbox: asyncio.Queue[Request | None] = asyncio.Queue()
+        self.call = stub.WorkTasks(self._requests())
+        self.tasks: list[pb.Task] = []
+        self.answers: list[pb.WorkTasksResponse] = []
+        self._arrived = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def _requests(self) -> AsyncIterator[Request]:
+        while (request := await self._outbox.get()) is not None:
+            yield request
+
+    async def subscribe(self, *task_types: str, window: int) -> pb.WorkTasksResponse:
+        await self.send(subscribe(*task_types, window=window))
+        first = await self.call.read()
+        assert isinstance(first, pb.WorkTasksResponse)
+        self._reader = asyncio.create_task(self._read())
+        return first
+
+    async def _read(self) -> None:
+        while (message := await self.call.read()) is not grpc.aio.EOF:
+            assert isinstance(message, pb.WorkTasksResponse)
+            if message.HasField("tasks"):
+                self.tasks.extend(message.tasks.tasks)
+            else:
+                self.answers.append(message)
+            self._arrived.set()
+
+    async def send(self, request: Request) -> None:
+        await self._outbox.put(request)
+
+    async def until(self, tasks: int = 0, answers: int = 0, within: float = 10) -> None:
+        async def arrived() -> bool:
+            return len(self.tasks) >= tasks and len(self.answers) >= answers
+
+        await eventually(arrived, within=within, what=f"{tasks} tasks and {answers} answers")
+
+    async def report_success(self, *tasks: pb.Task) -> None:
+        reports = [
+            pb.SetTaskRequest(
+                task_id=t.task_id, lease_token=t.lease.token, success=pb.SetTaskRequest.Success()
+            )
+            for t in tasks
+        ]
+        await self.send(Request(reports=Request.Reports(reports=reports)))
+
+    async def close(self) -> None:
+        await self._outbox.put(None)
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
+
+    def cancel(self) -> None:
+        self.call.cancel()
+
+
+@pytest.fixture
+async def raw(server: Running) -> AsyncIterator[RawWorker]:
+    worker = RawWorker(server.stub)
+    yield worker
+    worker.cancel()
+
+
+def sessions(server: Running) -> list[object]:
+    return list(server.server.dispatcher.sessions.values())
+
+
+async def test_window_is_never_exceeded_and_can_change(server: Running, raw: RawWorker) -> None:
+    stub = server.stub
+    await register(stub)
+    for _ in range(12):
+        await create(stub)
+    subscribed = await raw.subscribe("lark", window=5)
+    assert subscribed.subscribed.window == 5
+    await raw.until(tasks=5)
+    for _ in range(3):  # more creates wake the stream, which has no room
+        await create(stub)
+    assert (await counts(stub))[pb.TASK_STATUS_PROCESSING] == 5
+
+    await raw.send(Request(set_window=Request.SetWindow(window=7)))
+    await raw.until(tasks=7)
+    await raw.report_success(*raw.tasks[:3])
+    await raw.until(tasks=10, answers=1)
+    results = raw.answers[0].report_results.results
+    assert [r.task.status for r in results] == [pb.TASK_STATUS_SUCCESS] * 3
+    assert (await counts(stub))[pb.TASK_STATUS_PROCESSING] == 7
+    (session,) = server.server.dispatcher.sessions.values()
+    assert session.max_outstanding == 7  # the server's own witness: never above the window
+    assert len({t.task_id for t in raw.tasks}) == 10
+
+
+async def test_unstarted_tasks_return_when_the_stream_breaks(
+    server: Running, raw: RawWorker
+) -> None:
+    stub = server.stub
+    await register(stub)
+    for _ in range(4):
+        await create(stub)
+    await raw.subscribe("lark", window=4)
+    await raw.until(tasks=4)
+    started = raw.tasks[0]
+    await raw.send(Request(started=Request.Started(task_ids=[started.task_id])))
+
+    async def marked_started() -> bool:
+        (session,) = server.server.dispatcher.sessions.values()
+        return session.outstanding[started.task_id].started
+
+    await eventually(marked_started, within=5, what="the start acknowledgement")
+    raw.cancel()  # the worker vanishes
+
+    async def released() -> bool:
+        now = await counts(stub)
+        return now[pb.TASK_STATUS_PENDING] == 3 and now[pb.TASK_STATUS_PROCESSING] == 1
+
+    await eventually(released, within=5, what="un-started tasks back to pending")
+    assert (await get(stub, started.task_id)).status == pb.TASK_STATUS_PROCESSING
+
+    async def session_gone() -> bool:
+        return sessions(server) == []
+
+    await eventually(session_gone, within=5, what="the session to close")
+
+
+async def test_stale_report_on_the_stream_is_refused(
+    server: Running, raw: RawWorker, clock: ManualClock
+) -> None:
+    stub = server.stub
+    await register(stub, max_processing_time_seconds=10)
+    task = await create(stub)
+    await raw.subscribe("lark", window=1)
+    await raw.until(tasks=1)
+    held = raw.tasks[0]
+    clock.advance(11)
+    core = server.server.core
+    config = await core.task_type("lark")
+    assert [t.task_id for t in await core.recover_stuck(config, 10)] == [task.task_id]
+    await raw.report_success(held)
+    await raw.until(answers=1)
+    (result,) = raw.answers[0].report_results.results
+    assert (result.error.code, result.error.reason) == (
+        "FAILED_PRECONDITION",
+        "TASK_NOT_PROCESSING",
+    )
+    assert (await get(stub, task.task_id)).status == pb.TASK_STATUS_PENDING
+
+
+async def test_extend_lease_on_the_stream(
+    server: Running, raw: RawWorker, clock: ManualClock
+) -> None:
+    await register(server.stub, max_processing_time_seconds=30)
+    await create(server.stub)
+    await raw.subscribe("lark", window=1)
+    await raw.until(tasks=1)
+    held = raw.tasks[0]
+    clock.advance(20)
+    lease = pb.ExtendLeaseRequest(task_id=held.task_id, lease_token=held.lease.token)
+    await raw.send(Request(extend=Request.Extend(leases=[lease])))
+    await raw.until(answers=1)
+    (result,) = raw.answers[0].extend_results.results
+    assert result.lease.deadline == clock.now() + 30
+    assert result.lease.token == held.lease.token
+    assert (await get(server.stub, held.task_id)).lease.deadline == clock.now() + 30
+
+
+async def test_created_tasks_are_pushed_without_waiting_for_the_poll(
+    server: Running, raw: RawWorker
+) -> None:
+    await register(server.stub, schedule_interval_seconds=3600)  # the fallback poll is far off
+    await raw.subscribe("lark", window=10)
+    created = await create(server.stub)
+    await raw.until(tasks=1, within=5)
+    assert raw.tasks[0].task_id == created.task_id
+
+
+async def test_retried_task_is_pushed_again_when_due(
+    server: Running, raw: RawWorker, clock: ManualClock
+) -> None:
+    await register(server.stub, schedule_interval_seconds=3600)
+    await create(server.stub)
+    await raw.subscribe("lark", window=1)
+    await raw.until(tasks=1)
+    first = raw.tasks[0]
+    retry = pb.SetTaskRequest(
+        task_id=first.task_id,
+        lease_token=first.lease.token,
+        retry=pb.SetTaskRequest.Retry(error_message="later", delay_seconds=1),
+    )
+    await raw.send(Request(reports=Request.Reports(reports=[retry])))
+    await raw.until(answers=1)
+    clock.advance(1)  # due by the task's clock; the timer fires a second later
+    await raw.until(tasks=2, within=5)
+    assert raw.tasks[1].task_id == first.task_id
+    assert raw.tasks[1].lease.attempt == 2
+
+
+@pytest.mark.parametrize("backend", ["mysql"])
+async def test_wake_up_crosses_replicas(start_server: StartServer, config: Config) -> None:
+    producer_side = await start_server(config)
+    worker_side = await start_server(config)
+    await register(producer_side.stub, schedule_interval_seconds=3600)
+    raw = RawWorker(worker_side.stub)
+    try:
+        await raw.subscribe("lark", window=10)
+        created = await create(producer_side.stub)
+        await raw.until(tasks=1, within=5)  # far sooner than the 3600 s poll
+        assert raw.tasks[0].task_id == created.task_id
+    finally:
+        raw.cancel()
+
+
+BAD = grpc.StatusCode.INVALID_ARGUMENT
+
+
+def subscribe(*task_types: str, window: int = 1) -> Request:
+    return Request(subscribe=Request.Subscribe(task_types=task_types, window=window))
+
+
+@pytest.mark.parametrize(
+    ("first", "code", "field"),
+    [
+        (Request(set_window=Request.SetWindow(window=3)), BAD, "subscribe"),
+        (subscribe("ghost"), grpc.StatusCode.NOT_FOUND, "subscribe.task_types"),
+        (subscribe("lark", window=0), BAD, "subscribe.window"),
+        (subscribe("Bad;"), BAD, "subscribe.task_types"),
+        (subscribe(), BAD, "subscribe.task_types"),
+    ],
+)
+async def test_bad_subscriptions_are_refused(
+    server: Running, first: Request, code: grpc.StatusCode, field: str
+) -> None:
+    await register(server.stub)
+
+    async def once() -> AsyncIterator[Request]:
+        yield first
+
+    call = server.stub.WorkTasks(once())
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        async for _ in call:
+            pass
+    assert error_reason(refused.value)[0::2] == (code, field)
