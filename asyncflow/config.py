@@ -105,10 +105,11 @@ RANGES: dict[str, tuple[float, float]] = {
 }
 
 
-def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
-    """Check `value` against the type of the default; env values arrive as text."""
+def _coerce(key: str, value: Any, default: Any, source: str, *, text: bool = False) -> Any:
+    """Check `value` against the type of the default; `text` values (from the
+    environment) are parsed, TOML values must already have the right type."""
     kind = type(default)
-    if isinstance(value, str) and kind is not str:
+    if text and kind is not str:
         try:
             if kind is bool:
                 if value.lower() not in ("true", "false", "1", "0"):
@@ -172,10 +173,16 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
                 value = _coerce(full, given[key], default, source)
             env_name = f"{ENV_PREFIX}{name}_{key}".upper()
             if env_name in environ:
-                value = _coerce(full, environ[env_name], default, env_name)
+                value = _coerce(full, environ[env_name], default, env_name, text=True)
             _check(full, value)
             values[key] = value
         built[name] = type(section_type)(**values)
+    prefixes = tuple(f"{ENV_PREFIX}{name}_".upper() for name in sections)
+    known_env = {f"{ENV_PREFIX}{n}_{f.name}".upper() for n in sections
+                 for f in dataclasses.fields(getattr(defaults, n))}  # fmt: skip
+    for env_name in environ:
+        if env_name.startswith(prefixes) and env_name not in known_env:
+            raise ConfigError(f"{env_name}: unknown configuration variable (misspelt key?)")
     config = Config(**built)
     if config.governance.lock_backend == "redis" and config.cache.backend != "redis":
         raise ConfigError("governance.lock_backend: redis locks need cache.backend = redis")

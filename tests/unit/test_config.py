@@ -60,3 +60,10 @@ def test_bad_config_names_the_key(
 def test_missing_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_config(tmp_path / "absent.toml", environ={})
+
+
+def test_misspelt_environment_variable_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="ASYNCFLOW_SERVER_PROT"):
+        load_config(None, environ={"ASYNCFLOW_SERVER_PROT": "1"})
+    # Variables outside the config's sections (the tests' own, say) are not ours.
+    assert load_config(None, environ={"ASYNCFLOW_TEST_MYSQL_HOST": "x"}) == Config()

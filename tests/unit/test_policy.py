@@ -66,4 +66,4 @@ def test_schedule_log_keeps_the_last_outcomes() -> None:
 
 def test_error_messages_are_truncated_in_the_log() -> None:
     change = policy.fail(TASK, NOW, "c", "x" * 10_000)
-    assert len(json.loads(change.schedule_log)["last"]["error"]) == policy.MAX_ERROR_CHARS
+    assert len(json.loads(change.schedule_log)["last"]["error"]) == policy.LOG_ERROR_CHARS
