@@ -1,18 +1,23 @@
-"""The `asyncflow` command: serve, migrate."""
+"""The `asyncflow` command: serve, migrate, worker."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
+import importlib.util
 import logging
+import os
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
-from asyncflow.config import Config, load_config
-from asyncflow.errors import ConfigError, Unavailable
+from asyncflow.config import Config, LogConfig, load_config
+from asyncflow.errors import AsyncflowError, ConfigError, Unavailable
 from asyncflow.logs import setup_logging
 from asyncflow.server.app import AsyncflowServer, open_store
+from asyncflow.worker import Worker
 
 log = logging.getLogger("asyncflow")
 
@@ -47,13 +52,71 @@ async def migrate(config: Config) -> None:
     print("applied: " + (", ".join(applied) or "nothing (schema is current)"))
 
 
+def load_worker(target: str, args: argparse.Namespace) -> Worker:
+    """`path/to/file.py:attr` or `package.module:attr`; attr is a Worker or a
+    mapping of task type to handler."""
+    where, _, attr = target.partition(":")
+    if not attr:
+        raise ConfigError(f"worker: expected MODULE:ATTR or FILE.py:ATTR, got {target!r}")
+    if where.endswith(".py"):
+        spec = importlib.util.spec_from_file_location(Path(where).stem, where)
+        if spec is None or spec.loader is None:
+            raise ConfigError(f"worker: cannot load {where}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(where)
+    found = getattr(module, attr, None)
+    if isinstance(found, Worker):
+        worker = found
+    elif isinstance(found, Mapping):
+        worker = Worker(handlers=found)
+    else:
+        raise ConfigError(f"worker: {target} is neither a Worker nor a mapping of handlers")
+    if args.address:
+        worker.address = args.address
+    if args.concurrency:
+        worker.concurrency = args.concurrency
+    if args.poll:
+        worker.stream = False
+    return worker
+
+
+async def work(worker: Worker, grace: float) -> None:
+    runner = asyncio.create_task(worker.run())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.stop(grace)))
+    print(f"asyncflow worker for {', '.join(worker.task_types)} on {worker.address}", flush=True)
+    await runner
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="asyncflow", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (("serve", "run the gRPC server"), ("migrate", "apply schema migrations")):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--config", help=f"TOML file (default: ./{DEFAULT_CONFIG} if present)")
+    worker = commands.add_parser("worker", help="run a worker: asyncflow worker MODULE:ATTR")
+    worker.add_argument("target", help="package.module:attr or path/file.py:attr")
+    worker.add_argument("--address", default=os.environ.get("ASYNCFLOW_ADDRESS", ""))
+    worker.add_argument("--concurrency", type=int, default=0)
+    worker.add_argument("--grace", type=float, default=30.0, help="seconds to finish on SIGTERM")
+    worker.add_argument("--poll", action="store_true", help="unary polling instead of the stream")
+    worker.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
+    if args.command == "worker":
+        try:
+            loaded = load_worker(args.target, args)
+            setup_logging(LogConfig(level=args.log_level.upper()))
+            asyncio.run(work(loaded, args.grace))
+        except ConfigError as exc:
+            print(f"asyncflow: {exc}", file=sys.stderr)
+            return 2
+        except AsyncflowError as exc:
+            print(f"asyncflow worker: {exc}", file=sys.stderr)
+            return 1
+        return 0
     try:
         config = _config(args.config)
         setup_logging(config.log)

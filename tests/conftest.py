@@ -21,7 +21,7 @@ import pymysql
 import pytest
 import redis.asyncio as aioredis
 
-from asyncflow.clock import ManualClock
+from asyncflow.clock import Clock, ManualClock
 from asyncflow.config import CacheConfig, Config, ServerConfig, StoreConfig
 from asyncflow.core.governance import GovernanceSettings
 from asyncflow.server.app import AsyncflowServer
@@ -165,10 +165,10 @@ async def start_server(clock: ManualClock) -> AsyncIterator[StartServer]:
     """Start servers on port 0 (the test's clock by default); all stopped at the end."""
     running: list[Running] = []
 
-    async def start(config: Config, **overrides: Any) -> Running:
+    async def start(config: Config, clock_: Clock | None = None, **overrides: Any) -> Running:
         server = await AsyncflowServer.start(
             replace(config, **overrides) if overrides else config,
-            clock=clock,
+            clock=clock_ or clock,
         )
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
         started = Running(server, channel, pb_grpc.TaskServiceStub(channel))

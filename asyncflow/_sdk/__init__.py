@@ -1,0 +1,1 @@
+"""SDK internals; the public surface is asyncflow.client and asyncflow.worker."""

@@ -1,0 +1,67 @@
+"""gRPC statuses back into asyncflow's typed errors (the server's mapping, reversed)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from asyncflow import errors
+from asyncflow.v1 import task_service_pb2 as pb
+
+T = TypeVar("T")
+
+_CLASSES: list[type[errors.AsyncflowError]] = [
+    errors.InvalidArgument,
+    errors.NotFound,
+    errors.TaskTypeNotFound,
+    errors.TaskNotFound,
+    errors.FailedPrecondition,
+    errors.LeaseLost,
+    errors.TaskNotProcessing,
+    errors.ResourceExhausted,
+    errors.Unavailable,
+]
+BY_REASON = {cls.reason: cls for cls in _CLASSES}
+BY_CODE = {cls.code: cls for cls in _CLASSES if cls.reason == cls.code}
+"""The general class of each code (its reason is the code itself)."""
+
+
+def _error(code: str, reason: str, field: str, message: str) -> errors.AsyncflowError:
+    cls = BY_REASON.get(reason) or BY_CODE.get(code)
+    if cls is None:
+        if code in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+            cls = errors.Unavailable
+        else:
+            cls = errors.AsyncflowError
+    error = cls(message, field=field)
+    error.code = code  # keep what the server said, even for the generic classes
+    return error
+
+
+def from_rpc_error(error: grpc.aio.AioRpcError) -> errors.AsyncflowError:
+    code = error.code().name
+    reason, field = "", ""
+    status = rpc_status.from_call(error)
+    if status is not None:
+        for detail in status.details:
+            info = error_details_pb2.ErrorInfo()
+            if detail.Unpack(info):
+                reason, field = info.reason, info.metadata.get("field", "")
+    return _error(code, reason, field, error.details() or code)
+
+
+def from_pb(error: pb.Error) -> errors.AsyncflowError:
+    """A refused item of a stream batch."""
+    return _error(error.code, error.reason, error.field, error.message)
+
+
+async def call(rpc: Callable[[], Awaitable[T]]) -> T:
+    """Run one RPC; a failed status becomes the matching asyncflow error."""
+    try:
+        return await rpc()
+    except grpc.aio.AioRpcError as error:
+        raise from_rpc_error(error) from None
