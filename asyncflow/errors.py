@@ -70,16 +70,5 @@ class Unavailable(AsyncflowError):
     reason = "STORE_UNAVAILABLE"
 
 
-class TaskAlreadyExists(AsyncflowError):
-    """Raised by the store when an idempotency key is taken; never leaves the core."""
-
-    code = "ALREADY_EXISTS"
-    reason = "TASK_ALREADY_EXISTS"
-
-    def __init__(self, task_id: str) -> None:
-        super().__init__(f"task {task_id} already exists", field="idempotency_key")
-        self.task_id = task_id
-
-
 class ConfigError(Exception):
     """The configuration is invalid; the message names the key."""

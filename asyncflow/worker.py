@@ -29,6 +29,7 @@ import os
 import random
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -78,19 +79,24 @@ class Worker:
         *,
         handlers: Mapping[str, Handler] | None = None,
         concurrency: int = 10,
+        prefetch: int = 0,
         stream: bool = True,
         poll_interval: float = 1.0,
         worker_id: str = "",
     ) -> None:
-        if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+        if concurrency < 1 or prefetch < 0:
+            raise ValueError("concurrency must be at least 1 and prefetch at least 0")
         self.address = address
         self.concurrency = concurrency
+        self.prefetch = prefetch
+        """Streamed tasks held beyond `concurrency`, waiting un-started so the
+        next stage begins without a round trip; given back if the worker dies."""
         self.stream = stream
         self.poll_interval = poll_interval
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self._handlers: dict[str, Handler] = dict(handlers or {})
         self._running: dict[str, _Running] = {}
+        self._waiting: deque[tuple[pb.Task, StreamConnection]] = deque()
         self._connection: StreamConnection | None = None
         self._stub: pb_grpc.TaskServiceAsyncStub | None = None
         self._stopping = asyncio.Event()
@@ -161,7 +167,7 @@ class Worker:
             connection = StreamConnection(self._stub, self._start_all, self._lease_lost)
             self._connection = connection
             reading = asyncio.create_task(
-                connection.run(self.task_types, self._room(), self.worker_id)
+                connection.run(self.task_types, self._room() + self.prefetch, self.worker_id)
             )
             stopping = asyncio.create_task(self._stopping.wait())
             try:
@@ -201,7 +207,16 @@ class Worker:
             if self._stopping.is_set():
                 origin.report(release_report(task))
             else:
-                self._start(task, origin)
+                self._waiting.append((task, origin))
+        self._start_waiting()
+
+    def _start_waiting(self) -> None:
+        while self._waiting and len(self._running) < self.concurrency:
+            task, origin = self._waiting.popleft()
+            if origin is not self._connection or not origin.open:
+                continue  # its stream is gone: the server has taken it back
+            origin.started(task.task_id)
+            self._start(task, origin)
 
     def _lease_lost(self, task_id: str) -> None:
         running = self._running.get(task_id)
@@ -213,6 +228,8 @@ class Worker:
         """Reports the dead stream may not have delivered go by unary SetTask."""
         for report in list(connection.unacked.values()):
             await self._report_unary(report)
+        # Its un-started tasks were released by the server when it ended.
+        self._waiting = deque((t, o) for t, o in self._waiting if o is not connection)
 
     # -- polling ------------------------------------------------------------------
 
@@ -272,7 +289,8 @@ class Worker:
             self.completed += 1
         current = self._connection
         if current is not None and running.origin is not current and current.open:
-            current.set_window(min(self.concurrency, current.window + 1))
+            current.set_window(min(self.concurrency + self.prefetch, current.window + 1))
+        self._start_waiting()
         self._slot_freed.set()
 
     def _send_report(self, report: pb.SetTaskRequest, origin: StreamConnection | None) -> None:
@@ -322,6 +340,9 @@ class Worker:
 
     async def _drain(self) -> None:
         """Let running stages finish within the grace period; release the rest."""
+        while self._waiting:
+            task, origin = self._waiting.popleft()
+            self._send_report(release_report(task), origin)
         if self._running:
             handlers = [r.handler for r in self._running.values()]
             await asyncio.wait(handlers, timeout=self._grace)

@@ -72,11 +72,7 @@ class StreamConnection:
             self.open = True
             log.info("stream %s subscribed (window %d)", message.subscribed.stream_id, self.window)
         elif which == "tasks":
-            tasks = list(message.tasks.tasks)
-            self._outbox.put_nowait(
-                Request(started=Request.Started(task_ids=[t.task_id for t in tasks]))
-            )
-            self._on_tasks(tasks, self)
+            self._on_tasks(list(message.tasks.tasks), self)
         elif which == "report_results":
             for result in message.report_results.results:
                 self.unacked.pop(result.task_id, None)
@@ -101,6 +97,10 @@ class StreamConnection:
             self._answered.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._answered.wait(), 0.1)
+
+    def started(self, task_id: str) -> None:
+        """Tell the server this pushed task now runs (it stays leased if we die)."""
+        self._outbox.put_nowait(Request(started=Request.Started(task_ids=[task_id])))
 
     def report(self, report: pb.SetTaskRequest) -> None:
         self.unacked[report.task_id] = report

@@ -7,7 +7,6 @@ and keeps the cache coherent by publishing every row it writes.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -51,7 +50,6 @@ from asyncflow.core.validate import (
 from asyncflow.errors import (
     InvalidArgument,
     LeaseLost,
-    TaskAlreadyExists,
     TaskNotFound,
     TaskNotProcessing,
     TaskTypeNotFound,
@@ -171,7 +169,8 @@ class TaskCore:
 
     async def create_task(self, request: NewTaskRequest) -> tuple[Task, bool]:
         """Insert a task; with an idempotency key already used, return that task instead."""
-        return await self._insert(self._new_task(request))
+        (created,) = await self._insert([self._new_task(request)])
+        return created
 
     async def create_tasks(self, requests: list[NewTaskRequest]) -> list[tuple[Task, bool]]:
         """Validate every request first (nothing is created if one is bad), then insert."""
@@ -181,17 +180,21 @@ class TaskCore:
                 field="tasks",
             )
         news = []
-        known: set[str] = set()
         for index, request in enumerate(requests):
-            field = f"tasks[{index}]"
             try:
                 news.append(self._new_task(request))
-                if request.task_type not in known:
-                    await self.task_type(request.task_type)
-                    known.add(request.task_type)
-            except (InvalidArgument, TaskTypeNotFound) as bad:
-                raise type(bad)(f"{field}: {bad.message}", field=f"{field}.{bad.field}") from None
-        return list(await asyncio.gather(*(self._insert(new) for new in news)))
+            except InvalidArgument as bad:
+                raise InvalidArgument(
+                    f"tasks[{index}]: {bad.message}", field=f"tasks[{index}].{bad.field}"
+                ) from None
+        try:
+            return await self._insert(news)
+        except TaskTypeNotFound as missing:
+            registered = {config.task_type for config in await self.store.type_list()}
+            index = next(i for i, r in enumerate(requests) if r.task_type not in registered)
+            raise TaskTypeNotFound(
+                f"tasks[{index}]: {missing.message}", field=f"tasks[{index}].task_type"
+            ) from None
 
     def _new_task(self, request: NewTaskRequest) -> NewTask:
         check_text(request.user_id, "user_id", MAX_USER_ID_CHARS)
@@ -209,14 +212,17 @@ class TaskCore:
             idempotency_key=key,
         )
 
-    async def _insert(self, new: NewTask) -> tuple[Task, bool]:
-        try:
-            task = await self.store.task_insert(new, self.clock.now())
-        except TaskAlreadyExists as exists:
-            return await self.get_task(exists.task_id), False
-        await self.cache.put([task])
-        self.on_due.tasks_due(task.task_type, task.order_time, 1)
-        return task, True
+    async def _insert(self, news: list[NewTask]) -> list[tuple[Task, bool]]:
+        results = await self.store.task_insert_many(news, self.clock.now())
+        created = [r for r in results if isinstance(r, Task)]
+        await self.cache.put(created)
+        for task_type in {t.task_type for t in created}:
+            of_type = [t for t in created if t.task_type == task_type]
+            self.on_due.tasks_due(task_type, min(t.order_time for t in of_type), len(of_type))
+        # An idempotency key already used: that task, as it is now.
+        return [
+            (r, True) if isinstance(r, Task) else (await self.get_task(r), False) for r in results
+        ]
 
     # -- readers --------------------------------------------------------------
 

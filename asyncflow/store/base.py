@@ -64,11 +64,11 @@ class TaskStore(Protocol):
         """Forget idempotency keys older than `created_before` (at most `limit`)."""
         ...
 
-    async def task_insert(self, task: NewTask, now: int) -> Task:
-        """Insert a pending task into the type's end table (see NewTask).
-
-        Raises TaskTypeNotFound for an unregistered type, and TaskAlreadyExists
-        (carrying the existing task id) when the idempotency key is taken."""
+    async def task_insert_many(self, tasks: list[NewTask], now: int) -> list[Task | str]:
+        """Insert pending tasks into their types' end tables (see NewTask), in
+        order, in one transaction. Each result is the inserted task, or the id of
+        the existing task its idempotency key names. Raises TaskTypeNotFound
+        (inserting nothing) when a type is not registered."""
         ...
 
     async def task_get(self, task_type: str, pos: int, task_id: str) -> Task | None: ...

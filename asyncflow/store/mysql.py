@@ -30,7 +30,7 @@ from asyncflow.core.model import (
     TaskStatus,
     TaskTypeConfig,
 )
-from asyncflow.errors import ConfigError, TaskAlreadyExists, TaskTypeNotFound, Unavailable
+from asyncflow.errors import ConfigError, TaskTypeNotFound, Unavailable
 from asyncflow.store.common import (
     CONFIG_COLUMNS,
     TASK_COLUMNS,
@@ -161,6 +161,17 @@ LIST_PAGE = "SELECT " + TASK_COLUMNS + " FROM {table} WHERE id > %s{filters} ORD
 
 def _marks(values: list[int]) -> str:
     return ", ".join(["%s"] * len(values))
+
+
+async def _inserted(cur: aiomysql.Cursor, sql: str, params: tuple[Any, ...]) -> bool:
+    """Run an INSERT; False if it hit a duplicate key."""
+    try:
+        await cur.execute(sql, params)
+    except pymysql.err.IntegrityError as exc:
+        if exc.args[0] != ER_DUP_ENTRY:
+            raise
+        return False
+    return True
 
 
 def _missing_table(exc: pymysql.err.ProgrammingError) -> bool:
@@ -368,35 +379,34 @@ class MysqlStore:
 
     # -- tasks ----------------------------------------------------------------
 
-    async def task_insert(self, task: NewTask, now: int) -> Task:
-        task_id = ""
-        try:
-            async with self._tx() as cur:
-                await cur.execute(INSERT_TARGET_LOCKED, (task.task_type,))
+    async def task_insert_many(self, tasks: list[NewTask], now: int) -> list[Task | str]:
+        results: list[Task | str] = []
+        async with self._tx() as cur:
+            targets = {}
+            for task_type in sorted({t.task_type for t in tasks}):  # one lock order
+                await cur.execute(INSERT_TARGET_LOCKED, (task_type,))
                 row = await cur.fetchone()
                 if row is None:
                     raise TaskTypeNotFound(
-                        f"task type {task.task_type!r} is not registered", field="task_type"
+                        f"task type {task_type!r} is not registered", field="task_type"
                     )
-                target = InsertTarget(*row)
+                targets[task_type] = InsertTarget(*row)
+            for task in tasks:
+                target = targets[task.task_type]
                 task_id = new_task_id(task.task_type, target.pos, task.idempotency_key)
+                # A duplicate key undoes the failed statement only, not the transaction.
                 if task.idempotency_key is not None:
-                    await cur.execute(
-                        KEY_INSERT, (task.task_type, task.idempotency_key, task_id, now)
-                    )
-                await cur.execute(
-                    TASK_INSERT.format(table=task_table(task.task_type, target.pos)),
-                    target.params(task, task_id, now),
-                )
-                return inserted(task, task_id, target, cur.lastrowid, now)
-        except pymysql.err.IntegrityError as exc:
-            if exc.args[0] != ER_DUP_ENTRY:
-                raise
-        async with self._cursor() as cur:
-            await cur.execute(KEY_SELECT, (task.task_type, task.idempotency_key))
-            row = await cur.fetchone()
-        # No key row: the key names a task created without one (its id's first part).
-        raise TaskAlreadyExists(row[0] if row else task_id)
+                    key = (task.task_type, task.idempotency_key)
+                    if not await _inserted(cur, KEY_INSERT, (*key, task_id, now)):
+                        await cur.execute(KEY_SELECT, key)
+                        results.append((await cur.fetchone())[0])
+                        continue
+                insert = TASK_INSERT.format(table=task_table(task.task_type, target.pos))
+                if not await _inserted(cur, insert, target.params(task, task_id, now)):
+                    results.append(task_id)  # the key names a task created without one
+                    continue
+                results.append(inserted(task, task_id, target, cur.lastrowid, now))
+        return results
 
     async def task_get(self, task_type: str, pos: int, task_id: str) -> Task | None:
         async with self._cursor() as cur:

@@ -28,7 +28,7 @@ from asyncflow.core.model import (
     TaskStatus,
     TaskTypeConfig,
 )
-from asyncflow.errors import TaskAlreadyExists, TaskTypeNotFound
+from asyncflow.errors import TaskTypeNotFound
 from asyncflow.store.common import (
     CONFIG_COLUMNS,
     TASK_COLUMNS,
@@ -342,37 +342,43 @@ class SqliteStore:
 
     # -- tasks ----------------------------------------------------------------
 
-    async def task_insert(self, task: NewTask, now: int) -> Task:
-        return await self._run(self._task_insert, task, now)
+    async def task_insert_many(self, tasks: list[NewTask], now: int) -> list[Task | str]:
+        return await self._run(self._task_insert_many, tasks, now)
 
-    def _task_insert(self, task: NewTask, now: int) -> Task:
+    def _task_insert_many(self, tasks: list[NewTask], now: int) -> list[Task | str]:
+        results: list[Task | str] = []
         with self._tx() as db:
-            row = _first(db.execute(INSERT_TARGET, (task.task_type,)))
-            if row is None:
-                raise TaskTypeNotFound(
-                    f"task type {task.task_type!r} is not registered", field="task_type"
-                )
-            target = InsertTarget(*row)
-            task_id = new_task_id(task.task_type, target.pos, task.idempotency_key)
-            if task.idempotency_key is not None:
-                try:
-                    db.execute(KEY_INSERT, (task.task_type, task.idempotency_key, task_id, now))
-                except sqlite3.IntegrityError:
-                    existing = _first(
-                        db.execute(KEY_SELECT, (task.task_type, task.idempotency_key))
+            targets = {}
+            for task_type in sorted({t.task_type for t in tasks}):
+                row = _first(db.execute(INSERT_TARGET, (task_type,)))
+                if row is None:
+                    raise TaskTypeNotFound(
+                        f"task type {task_type!r} is not registered", field="task_type"
                     )
-                    assert existing is not None
-                    raise TaskAlreadyExists(existing[0]) from None
-            try:
-                cursor = db.execute(
-                    TASK_INSERT.format(table=task_table(task.task_type, target.pos)),
-                    target.params(task, task_id, now),
-                )
-            except sqlite3.IntegrityError:
-                # The key names a task created without one (its id's first part).
-                raise TaskAlreadyExists(task_id) from None
-        assert cursor.lastrowid is not None
-        return inserted(task, task_id, target, cursor.lastrowid, now)
+                targets[task_type] = InsertTarget(*row)
+            for task in tasks:
+                target = targets[task.task_type]
+                task_id = new_task_id(task.task_type, target.pos, task.idempotency_key)
+                if task.idempotency_key is not None:
+                    try:
+                        db.execute(KEY_INSERT, (task.task_type, task.idempotency_key, task_id, now))
+                    except sqlite3.IntegrityError:  # the statement alone is undone
+                        existing = _first(
+                            db.execute(KEY_SELECT, (task.task_type, task.idempotency_key))
+                        )
+                        results.append(existing[0])
+                        continue
+                try:
+                    cursor = db.execute(
+                        TASK_INSERT.format(table=task_table(task.task_type, target.pos)),
+                        target.params(task, task_id, now),
+                    )
+                except sqlite3.IntegrityError:
+                    results.append(task_id)  # the key names a task created without one
+                    continue
+                assert cursor.lastrowid is not None
+                results.append(inserted(task, task_id, target, cursor.lastrowid, now))
+        return results
 
     async def task_get(self, task_type: str, pos: int, task_id: str) -> Task | None:
         return await self._run(self._task_get, task_type, pos, task_id)

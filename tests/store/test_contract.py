@@ -20,7 +20,7 @@ from asyncflow.core.model import (
     TaskTypeConfig,
 )
 from asyncflow.core.service import DEFAULT_TYPE
-from asyncflow.errors import TaskAlreadyExists, TaskTypeNotFound
+from asyncflow.errors import TaskTypeNotFound
 from asyncflow.store.base import TaskStore
 
 NOW = 1_800_000_000
@@ -47,6 +47,12 @@ def new_task(
         idempotency_key=key,
     )
     return replace(task, **changes)  # type: ignore[arg-type]
+
+
+async def insert(store: TaskStore, task: NewTask, now: int = NOW) -> Task:
+    (inserted,) = await store.task_insert_many([task], now)
+    assert isinstance(inserted, Task), f"not inserted: {inserted}"
+    return inserted
 
 
 def claim(token: str = "tok", now: int = NOW, deadline: int = NOW + 30) -> Claim:
@@ -82,13 +88,13 @@ async def test_uniform_retry_policy_round_trips(store: TaskStore) -> None:
     policy = RetryPolicy(RetryStrategy.UNIFORM, interval=9, max_interval=50)
     config = await registered(store, retry=policy)
     assert config.retry == policy
-    task = await store.task_insert(new_task(config), NOW)
+    task = await insert(store, new_task(config), NOW)
     assert task.retry == policy
 
 
 async def test_insert_then_get(store: TaskStore) -> None:
     config = await registered(store)
-    inserted = await store.task_insert(new_task(config, priority=5, order_time=NOW - 5), NOW)
+    inserted = await insert(store, new_task(config, priority=5, order_time=NOW - 5), NOW)
     assert inserted.status is TaskStatus.PENDING
     assert (inserted.version, inserted.hold_count, inserted.crt_retry_num) == (1, 0, 0)
     assert await store.task_get("lark", 1, inserted.task_id) == inserted
@@ -105,35 +111,52 @@ async def test_insert_places_tasks_in_the_end_table_with_the_type_settings(
     store: TaskStore,
 ) -> None:
     config = await registered(store, max_retry_num=9)
-    first = await store.task_insert(new_task(config, key="k1"), NOW)
+    first = await insert(store, new_task(config, key="k1"), NOW)
     assert (first.task_id, first.pos, first.max_retry_num) == ("k1_lark_1", 1, 9)
     assert first.retry == config.retry
     assert await store.pos_split(config, NOW)
-    second = await store.task_insert(new_task(config), NOW)
+    second = await insert(store, new_task(config), NOW)
     assert second.pos == 2
     assert second.task_id.endswith("_lark_2")
+    ghost = replace(new_task(config), task_type="gh")
     with pytest.raises(TaskTypeNotFound):
-        await store.task_insert(replace(new_task(config), task_type="ghost"), NOW)
+        await store.task_insert_many([new_task(config), ghost], NOW)
+    now_config = await store.type_get("lark")
+    assert now_config is not None
+    assert sum((await store.task_count(now_config)).values()) == 2  # the failed batch added none
+
+
+async def test_insert_many_keeps_order_and_reports_taken_keys(store: TaskStore) -> None:
+    config = await registered(store)
+    results = await store.task_insert_many(
+        [new_task(config, key="a"), new_task(config), new_task(config, key="a"),
+         new_task(config, key="b")],
+        NOW,
+    )  # fmt: skip
+    first, second, again, last = results
+    assert isinstance(first, Task)
+    assert isinstance(second, Task)
+    assert isinstance(last, Task)
+    assert again == first.task_id
+    assert first.row_id < second.row_id < last.row_id  # request order is queue order
 
 
 async def test_idempotency_key_refuses_second_task(store: TaskStore) -> None:
     config = await registered(store)
-    first = await store.task_insert(new_task(config, key="order-1"), NOW)
+    first = await insert(store, new_task(config, key="order-1"), NOW)
     await store.pos_split(config, NOW)
     moved = await store.type_get("lark")
     assert moved is not None
-    with pytest.raises(TaskAlreadyExists) as caught:
-        await store.task_insert(new_task(moved, key="order-1"), NOW)
-    assert caught.value.task_id == first.task_id
+    assert await store.task_insert_many([new_task(moved, key="order-1")], NOW) == [first.task_id]
     counts = await store.task_count(moved)
     assert sum(counts.values()) == 1
 
 
 async def test_claim_takes_due_tasks_oldest_first(store: TaskStore) -> None:
     config = await registered(store)
-    late = await store.task_insert(new_task(config, order_time=NOW + 10), NOW)
-    second = await store.task_insert(new_task(config, order_time=NOW - 1), NOW)
-    first = await store.task_insert(new_task(config, order_time=NOW - 100), NOW)
+    late = await insert(store, new_task(config, order_time=NOW + 10), NOW)
+    second = await insert(store, new_task(config, order_time=NOW - 1), NOW)
+    first = await insert(store, new_task(config, order_time=NOW - 100), NOW)
     held = await store.task_claim_due(config, 10, claim())
     assert [t.task_id for t in held] == [first.task_id, second.task_id]
     for task in held:
@@ -149,7 +172,7 @@ async def test_claim_takes_due_tasks_oldest_first(store: TaskStore) -> None:
 async def test_claim_respects_limit(store: TaskStore) -> None:
     config = await registered(store)
     for _ in range(5):
-        await store.task_insert(new_task(config), NOW)
+        await insert(store, new_task(config), NOW)
     assert len(await store.task_claim_due(config, 3, claim())) == 3
     assert len(await store.task_claim_due(config, 3, claim("b"))) == 2
 
@@ -157,16 +180,16 @@ async def test_claim_respects_limit(store: TaskStore) -> None:
 async def test_claim_orders_across_tables_without_head_of_line_block(store: TaskStore) -> None:
     """A not-yet-due task in the old table must not hide due tasks in newer ones."""
     config = await registered(store)
-    blocked = await store.task_insert(new_task(config, order_time=NOW + 3600), NOW)
+    blocked = await insert(store, new_task(config, order_time=NOW + 3600), NOW)
     assert await store.pos_split(config, NOW)
     config = await store.type_get("lark")
     assert config is not None
-    newer = await store.task_insert(new_task(config, order_time=NOW - 5), NOW)
+    newer = await insert(store, new_task(config, order_time=NOW - 5), NOW)
     assert await store.pos_split(config, NOW)
     config = await store.type_get("lark")
     assert config is not None
     assert config.end_pos == 3
-    newest = await store.task_insert(new_task(config, order_time=NOW - 50), NOW)
+    newest = await insert(store, new_task(config, order_time=NOW - 50), NOW)
     held = await store.task_claim_due(config, 10, claim())
     assert [(t.task_id, t.pos) for t in held] == [(newest.task_id, 3), (newer.task_id, 2)]
     assert blocked.pos == 1
@@ -175,7 +198,7 @@ async def test_claim_orders_across_tables_without_head_of_line_block(store: Task
 async def test_concurrent_claims_are_disjoint(store: TaskStore) -> None:
     config = await registered(store)
     for _ in range(60):
-        await store.task_insert(new_task(config), NOW)
+        await insert(store, new_task(config), NOW)
     batches = await asyncio.gather(
         *(store.task_claim_due(config, 7, claim(f"t{i}")) for i in range(12))
     )
@@ -185,7 +208,7 @@ async def test_concurrent_claims_are_disjoint(store: TaskStore) -> None:
 
 async def test_update_leased_needs_token_version_and_processing(store: TaskStore) -> None:
     config = await registered(store)
-    await store.task_insert(new_task(config), NOW)
+    await insert(store, new_task(config), NOW)
     (held,) = await store.task_claim_due(config, 1, claim())
     change = TaskChange(TaskStatus.PENDING, "second", "new-ctx", 0, NOW + 1, '{"x":1}')
     assert await store.task_update_leased(held, "wrong", change, NOW + 1) is None
@@ -206,7 +229,7 @@ async def test_update_leased_needs_token_version_and_processing(store: TaskStore
 
 async def test_recover_stuck_counts_a_retry_and_backs_off(store: TaskStore) -> None:
     config = await registered(store, max_retry_num=2)
-    task = await store.task_insert(new_task(config), NOW)
+    task = await insert(store, new_task(config), NOW)
     await store.task_claim_due(config, 1, claim(deadline=NOW + 30))
     assert await store.task_recover_stuck(config, NOW + 30, 100) == []  # not yet past
     (recovered,) = await store.task_recover_stuck(config, NOW + 31, 100)
@@ -228,7 +251,7 @@ async def test_recover_stuck_uniform_and_bounded(store: TaskStore) -> None:
     policy = RetryPolicy(RetryStrategy.UNIFORM, interval=7, max_interval=100)
     config = await registered(store, retry=policy)
     for _ in range(5):
-        await store.task_insert(new_task(config), NOW)
+        await insert(store, new_task(config), NOW)
     await store.task_claim_due(config, 5, claim())
     first = await store.task_recover_stuck(config, NOW + 31, 3)
     assert len(first) == 3
@@ -240,12 +263,12 @@ async def test_list_filters_and_pages_across_tables(store: TaskStore) -> None:
     config = await registered(store)
     made: list[Task] = []
     for i in range(5):
-        made.append(await store.task_insert(new_task(config, user_id=f"u{i % 2}"), NOW))
+        made.append(await insert(store, new_task(config, user_id=f"u{i % 2}"), NOW))
     assert await store.pos_split(config, NOW)
     config = await store.type_get("lark")
     assert config is not None
     for i in range(5):
-        made.append(await store.task_insert(new_task(config, user_id=f"u{i % 2}"), NOW))
+        made.append(await insert(store, new_task(config, user_id=f"u{i % 2}"), NOW))
     pages: list[list[Task]] = []
     after: PageCursor | None = None
     while True:
@@ -269,12 +292,12 @@ async def test_list_filters_and_pages_across_tables(store: TaskStore) -> None:
 async def test_count_by_status_over_all_tables(store: TaskStore) -> None:
     config = await registered(store)
     for _ in range(3):
-        await store.task_insert(new_task(config), NOW)
+        await insert(store, new_task(config), NOW)
     assert await store.pos_split(config, NOW)
     config = await store.type_get("lark")
     assert config is not None
     for _ in range(2):
-        await store.task_insert(new_task(config), NOW)
+        await insert(store, new_task(config), NOW)
     await store.task_claim_due(config, 1, claim())
     counts = await store.task_count(config)
     assert counts == {
@@ -293,5 +316,5 @@ async def test_pos_split_is_conditional(store: TaskStore) -> None:
     assert moved is not None
     assert (moved.begin_pos, moved.end_pos) == (1, 2)
     # The new table is usable right away.
-    task = await store.task_insert(new_task(moved), NOW)
+    task = await insert(store, new_task(moved), NOW)
     assert task.pos == 2
