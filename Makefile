@@ -51,7 +51,8 @@ test: proto-check lint typecheck
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.hold_throughput
+	$(BIN)/python -m bench.stream
+	$(BIN)/python -m bench.governance
 
 serve: $(STAMP)
 	$(BIN)/asyncflow serve

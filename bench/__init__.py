@@ -1,0 +1,1 @@
+"""Benchmarks; see docs/benchmarks.md for the commands and the figures."""

@@ -1,0 +1,89 @@
+"""Shared by the benchmarks: a throwaway MariaDB database and a real server process."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pymysql
+
+MYSQL = {
+    "host": os.environ.get("ASYNCFLOW_TEST_MYSQL_HOST", "127.0.0.1"),
+    "port": int(os.environ.get("ASYNCFLOW_TEST_MYSQL_PORT", "3306")),
+    "user": os.environ.get("ASYNCFLOW_TEST_MYSQL_USER", "root"),
+    "password": os.environ.get("ASYNCFLOW_TEST_MYSQL_PASSWORD", ""),
+}
+REDIS_URL = os.environ.get("ASYNCFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@contextmanager
+def scratch_database() -> Iterator[str]:
+    name = f"asyncflow_bench_{uuid.uuid4().hex[:8]}"
+    yield name
+    conn = pymysql.connect(**MYSQL)  # type: ignore[arg-type]
+    try:
+        conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
+    finally:
+        conn.close()
+
+
+@contextmanager
+def server_process(database: str, prefix: str) -> Iterator[tuple[str, int]]:
+    """`asyncflow serve` on MariaDB + Redis, port 0; yields (address, pid)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASYNCFLOW_")}
+    env.update(
+        {
+            "ASYNCFLOW_SERVER_PORT": "0",
+            "ASYNCFLOW_STORE_BACKEND": "mysql",
+            "ASYNCFLOW_STORE_MYSQL_HOST": str(MYSQL["host"]),
+            "ASYNCFLOW_STORE_MYSQL_PORT": str(MYSQL["port"]),
+            "ASYNCFLOW_STORE_MYSQL_USER": str(MYSQL["user"]),
+            "ASYNCFLOW_STORE_MYSQL_PASSWORD": str(MYSQL["password"]),
+            "ASYNCFLOW_STORE_MYSQL_DATABASE": database,
+            "ASYNCFLOW_CACHE_BACKEND": "redis",
+            "ASYNCFLOW_CACHE_REDIS_URL": REDIS_URL,
+            "ASYNCFLOW_CACHE_KEY_PREFIX": prefix,
+            "ASYNCFLOW_LOG_LEVEL": "WARNING",
+        }
+    )
+    binary = Path(sys.executable).with_name("asyncflow")
+    process = subprocess.Popen(
+        [str(binary), "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert process.stdout is not None
+    deadline = time.monotonic() + 30
+    address = ""
+    while time.monotonic() < deadline and not address:
+        line = process.stdout.readline()
+        if line.startswith("asyncflow listening on "):
+            address = line.split()[-1]
+    if not address:
+        process.kill()
+        raise RuntimeError("the server did not start")
+    try:
+        yield address, process.pid
+    finally:
+        process.terminate()
+        process.wait(30)
+        process.stdout.close()
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process (0: this one), MiB."""
+    for line in Path(f"/proc/{pid or 'self'}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    cuts = statistics.quantiles(ordered, n=100, method="inclusive")
+    return {"p50": cuts[49], "p95": cuts[94], "p99": cuts[98], "max": ordered[-1]}
