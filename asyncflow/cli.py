@@ -65,7 +65,13 @@ def load_worker(target: str, args: argparse.Namespace) -> Worker:
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     else:
-        module = importlib.import_module(where)
+        try:
+            module = importlib.import_module(where)
+        except ImportError as exc:
+            raise ConfigError(
+                f"worker: cannot import {where!r} ({exc}); for a module in the current"
+                " directory give its file (path/to/file.py:ATTR) or set PYTHONPATH=."
+            ) from None
     found = getattr(module, attr, None)
     if isinstance(found, Worker):
         worker = found
@@ -77,6 +83,8 @@ def load_worker(target: str, args: argparse.Namespace) -> Worker:
         worker.address = args.address
     if args.concurrency:
         worker.concurrency = args.concurrency
+    if args.prefetch is not None:
+        worker.prefetch = args.prefetch
     if args.poll:
         worker.stream = False
     return worker
@@ -101,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("target", help="package.module:attr or path/file.py:attr")
     worker.add_argument("--address", default=os.environ.get("ASYNCFLOW_ADDRESS", ""))
     worker.add_argument("--concurrency", type=int, default=0)
+    worker.add_argument("--prefetch", type=int, default=None, help="tasks held beyond concurrency")
     worker.add_argument("--grace", type=float, default=30.0, help="seconds to finish on SIGTERM")
     worker.add_argument("--poll", action="store_true", help="unary polling instead of the stream")
     worker.add_argument("--log-level", default="INFO")

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 
 import grpc
 
-from asyncflow._sdk.convert import STRATEGY_TO_PB, TaskInfo, config_from_pb, task_from_pb
+from asyncflow._sdk.convert import (
+    CHANNEL_OPTIONS,
+    STRATEGY_TO_PB,
+    TaskInfo,
+    config_from_pb,
+    task_from_pb,
+)
 from asyncflow._sdk.errors import call
 from asyncflow.core.model import RetryStrategy, TaskStatus, TaskTypeConfig
 from asyncflow.errors import (
@@ -82,7 +88,7 @@ class Client:
     def __init__(self, address: str = DEFAULT_ADDRESS, *, timeout: float = 30.0) -> None:
         self.address = address
         self.timeout = timeout
-        self._channel = grpc.aio.insecure_channel(address)
+        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._stub = pb_grpc.TaskServiceStub(self._channel)
 
     async def __aenter__(self) -> Client:

@@ -29,7 +29,8 @@ class ServerConfig:
     """0 picks a free port (printed at start)."""
     grace_seconds: float = 10.0
     """On SIGTERM/SIGINT: how long in-flight calls may take to finish."""
-    max_message_bytes: int = 4 * 1024 * 1024
+    max_message_bytes: int = 32 * 1024 * 1024
+    """Largest request/reply; a full HoldTasks batch (2000 tasks of 8 KiB) needs ~20 MiB."""
 
 
 @dataclass(frozen=True)

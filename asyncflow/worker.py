@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from asyncflow._sdk.convert import CHANNEL_OPTIONS
 from asyncflow._sdk.errors import call, from_rpc_error
 from asyncflow._sdk.job import (
     Done,
@@ -135,7 +136,7 @@ class Worker:
         """Work until stop() is called (or a subscription is refused)."""
         if not self._handlers:
             raise ValueError("no handlers registered")
-        channel = grpc.aio.insecure_channel(self.address)
+        channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
         self._stub = pb_grpc.TaskServiceStub(channel)
         try:
             if self.stream:

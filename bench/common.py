@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pymysql
+import redis
 
 MYSQL = {
     "host": os.environ.get("ASYNCFLOW_TEST_MYSQL_HOST", "127.0.0.1"),
@@ -73,6 +74,18 @@ def server_process(database: str, prefix: str) -> Iterator[tuple[str, int]]:
         process.terminate()
         process.wait(30)
         process.stdout.close()
+        forget_keys(prefix)
+
+
+def forget_keys(prefix: str) -> None:
+    """Delete the benchmark's cache keys: Redis is shared with the test suite."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        batch = list(client.scan_iter(match=prefix + "*", count=1000))
+        for first in range(0, len(batch), 1000):
+            client.delete(*batch[first : first + 1000])
+    finally:
+        client.close()
 
 
 def rss_mib(pid: int) -> float:

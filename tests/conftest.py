@@ -104,7 +104,7 @@ async def redis_prefix() -> AsyncIterator[str]:
     yield prefix
     client = aioredis.Redis.from_url(REDIS_URL)
     try:
-        keys = [key async for key in client.scan_iter(match=prefix + "*")]
+        keys = [key async for key in client.scan_iter(match=prefix + "*", count=1000)]
         if keys:
             await client.delete(*keys)
     finally:

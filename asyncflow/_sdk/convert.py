@@ -33,7 +33,7 @@ class TaskInfo:
     create_time: int
     modify_time: int
     attempt: int
-    """Times held so far (while PROCESSING: the current holder's attempt)."""
+    """While PROCESSING: the current holder's attempt (1 = first hold); else 0."""
     lease_deadline: int
     """While PROCESSING: when stuck recovery may take it back; else 0."""
 
@@ -75,3 +75,10 @@ def config_from_pb(config: pb.TaskTypeConfig) -> TaskTypeConfig:
         create_time=config.create_time,
         modify_time=config.modify_time,
     )
+
+
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 32 * 1024 * 1024),
+    ("grpc.max_send_message_length", 32 * 1024 * 1024),
+]
+"""SDK channels accept replies as large as the server may send (a full batch)."""

@@ -48,6 +48,7 @@ from asyncflow.core.validate import (
     check_text,
 )
 from asyncflow.errors import (
+    AsyncflowError,
     InvalidArgument,
     LeaseLost,
     TaskNotFound,
@@ -82,6 +83,17 @@ class DueListener(Protocol):
 class NoListener:
     def tasks_due(self, task_type: str, when: int, count: int) -> None:
         return None
+
+
+@dataclass(frozen=True)
+class Report:
+    """One outcome reported by a holder (a SetTask call, or an item of a batch)."""
+
+    task_id: str
+    lease_token: str
+    outcome: Outcome
+    context: str | None = None
+    """Replaces the task's context when set."""
 
 
 @dataclass(frozen=True)
@@ -216,9 +228,7 @@ class TaskCore:
         results = await self.store.task_insert_many(news, self.clock.now())
         created = [r for r in results if isinstance(r, Task)]
         await self.cache.put(created)
-        for task_type in {t.task_type for t in created}:
-            of_type = [t for t in created if t.task_type == task_type]
-            self.on_due.tasks_due(task_type, min(t.order_time for t in of_type), len(of_type))
+        self._announce(created)
         # An idempotency key already used: that task, as it is now.
         return [
             (r, True) if isinstance(r, Task) else (await self.get_task(r), False) for r in results
@@ -273,25 +283,61 @@ class TaskCore:
         self, task_id: str, lease_token: str, outcome: Outcome, context: str | None = None
     ) -> Task:
         """Apply a holder's report, only while its lease is the task's current one."""
-        task_type, pos = parse_task_id(task_id)
-        if not lease_token:
-            raise InvalidArgument("lease_token is required", field="lease_token")
-        if context is not None:
-            check_context(context, self.limits)
-        _check_outcome(outcome)
+        (result,) = await self.set_tasks([Report(task_id, lease_token, outcome, context)])
+        if isinstance(result, AsyncflowError):
+            raise result
+        return result
+
+    async def set_tasks(self, reports: list[Report]) -> list[Task | AsyncflowError]:
+        """Apply a batch of reports (a stream's Reports message), each exactly as
+        set_task would: one read per table, one transaction, one cache write."""
+        results: list[Task | AsyncflowError | None] = [None] * len(reports)
+        where: dict[int, tuple[str, int]] = {}
+        for index, report in enumerate(reports):
+            try:
+                where[index] = parse_task_id(report.task_id)
+                if not report.lease_token:
+                    raise InvalidArgument("lease_token is required", field="lease_token")
+                if report.context is not None:
+                    check_context(report.context, self.limits)
+                _check_outcome(report.outcome)
+            except AsyncflowError as refused:
+                results[index] = refused
         for _ in range(LEASE_RACE_RETRIES):
-            task = await self._leased(task_type, pos, task_id, lease_token)
+            todo = [i for i, result in enumerate(results) if result is None]
+            if not todo:
+                break
+            rows = await self.store.task_get_many([(*where[i], reports[i].task_id) for i in todo])
             now = self.clock.now()
-            change = _apply(task, outcome, now, task.context if context is None else context)
-            updated = await self.store.task_update_leased(task, lease_token, change, now)
-            if updated is not None:
-                await self.cache.put([updated])
-                if updated.status is TaskStatus.PENDING:
-                    self.on_due.tasks_due(updated.task_type, updated.order_time, 1)
-                return updated
-            # The row moved between our read and our write (recovered, or its
-            # lease renewed): read it again and decide afresh.
-        raise LeaseLost(f"task {task_id} kept changing under the report", field="lease_token")
+            changes: list[tuple[int, Task, TaskChange]] = []
+            for i in todo:
+                report = reports[i]
+                try:
+                    task = _leased(rows.get(report.task_id), report.task_id, report.lease_token)
+                except AsyncflowError as refused:
+                    results[i] = refused
+                    continue
+                context = task.context if report.context is None else report.context
+                changes.append((i, task, _apply(task, report.outcome, now, context)))
+            applied = await self.store.task_update_leased_many(
+                [(task, reports[i].lease_token, change) for i, task, change in changes], now
+            )
+            for (i, _, _), updated in zip(changes, applied, strict=True):
+                results[i] = updated  # None: the row moved under us; read it again
+        done = [r for r in results if isinstance(r, Task)]
+        await self.cache.put(done)
+        self._announce([t for t in done if t.status is TaskStatus.PENDING])
+        return [
+            LeaseLost(f"task {reports[i].task_id} kept changing under the report",
+                      field="lease_token") if result is None else result
+            for i, result in enumerate(results)
+        ]  # fmt: skip
+
+    def _announce(self, pending: list[Task]) -> None:
+        """Tell the dispatcher about tasks that are (or will be) due again."""
+        for task_type in {t.task_type for t in pending}:
+            of_type = [t.order_time for t in pending if t.task_type == task_type]
+            self.on_due.tasks_due(task_type, min(of_type), len(of_type))
 
     async def extend_lease(self, task_id: str, lease_token: str) -> Task:
         """Renew a held task's lease: deadline = now + the type's max_processing_time."""
@@ -300,7 +346,7 @@ class TaskCore:
             raise InvalidArgument("lease_token is required", field="lease_token")
         config: TaskTypeConfig | None = None
         for _ in range(LEASE_RACE_RETRIES):
-            task = await self._leased(task_type, pos, task_id, lease_token)
+            task = _leased(await self.store.task_get(task_type, pos, task_id), task_id, lease_token)
             config = config or await self.task_type(task_type)
             now = self.clock.now()
             deadline = now + config.max_processing_time
@@ -310,34 +356,32 @@ class TaskCore:
                 return updated
         raise LeaseLost(f"task {task_id} kept changing under the renewal", field="lease_token")
 
-    async def _leased(self, task_type: str, pos: int, task_id: str, lease_token: str) -> Task:
-        """The task from the store, if `lease_token` is its current lease."""
-        task = await self.store.task_get(task_type, pos, task_id)
-        if task is None:
-            raise TaskNotFound(f"task {task_id!r} does not exist", field="task_id")
-        if task.status is not TaskStatus.PROCESSING:
-            raise TaskNotProcessing(
-                f"task {task_id} is {task.status.name}, not PROCESSING: the call is refused",
-                field="task_id",
-            )
-        if not secrets.compare_digest(task.lease_token, lease_token):
-            raise LeaseLost(
-                f"lease_token is not the current lease of task {task_id}"
-                f" (attempt {task.hold_count}): the call is refused",
-                field="lease_token",
-            )
-        return task
-
     # -- governance -----------------------------------------------------------
 
     async def recover_stuck(self, config: TaskTypeConfig, batch: int) -> list[Task]:
         """Return the type's expired leases to the queue (or fail them); see the store."""
         tasks = await self.store.task_recover_stuck(config, self.clock.now(), batch)
         await self.cache.put(tasks)
-        pending = [t.order_time for t in tasks if t.status is TaskStatus.PENDING]
-        if pending:
-            self.on_due.tasks_due(config.task_type, min(pending), len(pending))
+        self._announce([t for t in tasks if t.status is TaskStatus.PENDING])
         return tasks
+
+
+def _leased(task: Task | None, task_id: str, lease_token: str) -> Task:
+    """`task`, if `lease_token` is its current lease; else why the call is refused."""
+    if task is None:
+        raise TaskNotFound(f"task {task_id!r} does not exist", field="task_id")
+    if task.status is not TaskStatus.PROCESSING:
+        raise TaskNotProcessing(
+            f"task {task_id} is {task.status.name}, not PROCESSING: the call is refused",
+            field="task_id",
+        )
+    if not secrets.compare_digest(task.lease_token, lease_token):
+        raise LeaseLost(
+            f"lease_token is not the current lease of task {task_id}"
+            f" (attempt {task.hold_count}): the call is refused",
+            field="lease_token",
+        )
+    return task
 
 
 def _pick(value: int | None, current: int) -> int:

@@ -157,7 +157,7 @@ class AsyncflowServer:
             await self.governor.stop()
         # Streams end first (their un-started tasks released) so that workers
         # reconnect elsewhere; unary calls in flight get the grace period.
-        await self.dispatcher.shutdown(grace=grace or 5.0)
+        await self.dispatcher.shutdown(grace=5.0 if grace is None else grace)
         await self.server.stop(grace)
         await self.dispatcher.hub.close()
         await self.core.cache.close()

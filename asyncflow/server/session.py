@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from asyncflow.core.model import Release, Task
-from asyncflow.core.service import TaskCore
+from asyncflow.core.service import Report, TaskCore
 from asyncflow.core.validate import check_range
 from asyncflow.errors import AsyncflowError, FailedPrecondition, InvalidArgument, NotFound
 from asyncflow.server.convert import error_to_pb, outcome_from_pb, task_to_pb
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 Write = Callable[[pb.WorkTasksResponse], Awaitable[None]]
 Response = pb.WorkTasksResponse
 _ids = itertools.count(1)
+PUSH_CHUNK = 100
+"""Tasks per pushed message: 100 tasks with 8 KiB contexts stay near 1 MiB."""
 
 
 @dataclass
@@ -125,7 +127,9 @@ class WorkSession:
             for task in tasks:
                 self.outstanding[task.task_id] = Pushed(task_type, task.lease_token)
             self.max_outstanding = max(self.max_outstanding, len(self.outstanding))
-            await write(Response(tasks=Response.Tasks(tasks=[to_pb(t) for t in tasks])))
+            for first in range(0, len(tasks), PUSH_CHUNK):
+                chunk = tasks[first : first + PUSH_CHUNK]
+                await write(Response(tasks=Response.Tasks(tasks=[to_pb(t) for t in chunk])))
             if len(tasks) == room:
                 # There may be more due: pass the baton to another waiting stream.
                 self.hub.wake(task_type, 1)
@@ -147,7 +151,7 @@ class WorkSession:
                     self.outstanding[task_id].started = True
             return None
         if which == "reports":
-            results = await asyncio.gather(*(self._report(r) for r in request.reports.reports))
+            results = await self._reports(list(request.reports.reports))
             self.wake()
             return Response(report_results=Response.ReportResults(results=results))
         if which == "extend":
@@ -157,21 +161,32 @@ class WorkSession:
             f"{which or 'an empty message'} is not allowed after subscribe", field="request"
         )
 
-    async def _report(self, report: pb.SetTaskRequest) -> pb.ReportResult:
-        try:
-            task = await self.core.set_task(
-                report.task_id,
-                report.lease_token,
-                outcome_from_pb(report),
-                report.context if report.HasField("context") else None,
-            )
-        except (FailedPrecondition, NotFound) as gone:
-            self.outstanding.pop(report.task_id, None)  # no longer ours either way
-            return pb.ReportResult(task_id=report.task_id, error=error_to_pb(gone))
-        except AsyncflowError as refused:  # a bad report: the worker may fix and resend
-            return pb.ReportResult(task_id=report.task_id, error=error_to_pb(refused))
-        self.outstanding.pop(report.task_id, None)
-        return pb.ReportResult(task_id=report.task_id, task=task_to_pb(task))
+    async def _reports(self, reports: list[pb.SetTaskRequest]) -> list[pb.ReportResult]:
+        decoded: list[Report | AsyncflowError] = []
+        for report in reports:
+            try:
+                context = report.context if report.HasField("context") else None
+                decoded.append(
+                    Report(report.task_id, report.lease_token, outcome_from_pb(report), context)
+                )
+            except AsyncflowError as bad:
+                decoded.append(bad)
+        valid = [r for r in decoded if isinstance(r, Report)]
+        applied = iter(await self.core.set_tasks(valid))
+        results = []
+        for report, item in zip(reports, decoded, strict=True):
+            outcome = next(applied) if isinstance(item, Report) else item
+            if isinstance(outcome, AsyncflowError):
+                pushed = self.outstanding.get(report.task_id)
+                ours = pushed is not None and pushed.lease_token == report.lease_token
+                if ours and isinstance(outcome, FailedPrecondition | NotFound):
+                    del self.outstanding[report.task_id]  # the lease is gone: not ours now
+                # Other errors (a bad report): the worker may fix it and resend.
+                results.append(pb.ReportResult(task_id=report.task_id, error=error_to_pb(outcome)))
+            else:
+                self.outstanding.pop(report.task_id, None)
+                results.append(pb.ReportResult(task_id=report.task_id, task=task_to_pb(outcome)))
+        return results
 
     async def _extend(self, lease: pb.ExtendLeaseRequest) -> pb.ExtendResult:
         try:
@@ -223,12 +238,29 @@ class Dispatcher:
         self.all_sessions.add(session)
         outbox: asyncio.Queue[Response | None] = asyncio.Queue()
 
+        answering: set[asyncio.Task[None]] = set()
+        failures: list[BaseException] = []
+
+        async def answer(request: pb.WorkTasksRequest) -> None:
+            try:
+                response = await session.handle(request)
+            except Exception as failure:  # a protocol error, or a bug: end the stream
+                failures.append(failure)
+                session.close()
+                return
+            if response is not None:
+                await outbox.put(response)
+
         async def take_requests() -> None:
             try:
                 async for request in requests:
-                    answer = await session.handle(request)
-                    if answer is not None:
-                        await outbox.put(answer)
+                    if request.WhichOneof("request") in ("reports", "extend"):
+                        # Batches touch disjoint tasks: answer them concurrently,
+                        # so one batch's round trips do not hold up the next.
+                        answering.add(asyncio.create_task(answer(request)))
+                        answering.difference_update({t for t in answering if t.done()})
+                    else:
+                        await answer(request)
                     if session.closed:
                         return
             finally:
@@ -253,8 +285,17 @@ class Dispatcher:
             )
             while (response := await outbox.get()) is not None:
                 yield response
+            # The session is closed (the worker half-closed, a request failed, or
+            # the server shuts down): read nothing more, but apply and answer the
+            # batches already taken: a worker must not lose an outcome it sent.
             await pusher
-            await reader  # re-raise a protocol error from the worker's side
+            reader.cancel()
+            await asyncio.gather(reader, *answering, return_exceptions=True)
+            while not outbox.empty():
+                if (response := outbox.get_nowait()) is not None:
+                    yield response
+            if failures:
+                raise failures[0]
         finally:
             session.close()
             self.sessions.pop(session.key, None)

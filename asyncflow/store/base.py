@@ -79,11 +79,16 @@ class TaskStore(Protocol):
         to two concurrent callers."""
         ...
 
-    async def task_update_leased(
-        self, task: Task, lease_token: str, change: TaskChange, now: int
-    ) -> Task | None:
-        """Apply `change` if the task is still PROCESSING under `lease_token` at
-        task.version; clears the lease. None when that no longer holds."""
+    async def task_get_many(self, keys: list[tuple[str, int, str]]) -> dict[str, Task]:
+        """Tasks by (task_type, pos, task_id), one query per table; missing ones absent."""
+        ...
+
+    async def task_update_leased_many(
+        self, updates: list[tuple[Task, str, TaskChange]], now: int
+    ) -> list[Task | None]:
+        """For each (task, lease_token, change), in one transaction: apply the
+        change if the task is still PROCESSING under that token at task.version,
+        clearing the lease. None for each one where that no longer holds."""
         ...
 
     async def task_extend_lease(

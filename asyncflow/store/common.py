@@ -261,3 +261,28 @@ def inserted(task: NewTask, task_id: str, target: InsertTarget, row_id: int, now
         create_time=now,
         modify_time=now,
     )
+
+
+def leased_update_params(task: Task, lease_token: str, change: TaskChange, now: int
+                         ) -> tuple[Any, ...]:  # fmt: skip
+    """Parameters of a backend's UPDATE_LEASED, in its order."""
+    return (
+        int(change.status),
+        change.task_stage,
+        change.context,
+        change.crt_retry_num,
+        change.order_time,
+        change.schedule_log,
+        now,
+        task.row_id,
+        lease_token,
+        task.version,
+    )
+
+
+def by_table(keys: list[tuple[str, int, str]]) -> dict[tuple[str, int], list[str]]:
+    """Task ids grouped by the (task_type, pos) table they live in."""
+    tables: dict[tuple[str, int], list[str]] = {}
+    for task_type, pos, task_id in keys:
+        tables.setdefault((task_type, pos), []).append(task_id)
+    return tables

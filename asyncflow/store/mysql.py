@@ -11,7 +11,7 @@ transactions because MySQL commits implicitly on it.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
@@ -35,11 +35,13 @@ from asyncflow.store.common import (
     CONFIG_COLUMNS,
     TASK_COLUMNS,
     InsertTarget,
+    by_table,
     changed,
     claimed,
     config_params,
     filter_sql,
     inserted,
+    leased_update_params,
     migrations,
     oldest_first,
     row_to_config,
@@ -117,6 +119,7 @@ INSERT INTO {table} (task_id, task_type, user_id, task_stage, status, priority, 
 VALUES (%s, %s, %s, %s, 1, %s, 0, %s, %s, %s, '', %s, %s, 1, %s, %s)
 """
 TASK_BY_ID = "SELECT " + TASK_COLUMNS + " FROM {table} WHERE task_id = %s"
+TASKS_BY_ID = "SELECT " + TASK_COLUMNS + " FROM {table} WHERE task_id IN ({ids})"
 DUE_LOCKED = (
     "SELECT " + TASK_COLUMNS + " FROM {table} WHERE status = 1 AND order_time <= %s"
     " ORDER BY order_time, id LIMIT %s FOR UPDATE SKIP LOCKED"
@@ -159,7 +162,7 @@ COUNT_BY_STATUS = "SELECT status, COUNT(*) FROM {table} GROUP BY status"
 LIST_PAGE = "SELECT " + TASK_COLUMNS + " FROM {table} WHERE id > %s{filters} ORDER BY id LIMIT %s"
 
 
-def _marks(values: list[int]) -> str:
+def _marks(values: Sequence[object]) -> str:
     return ", ".join(["%s"] * len(values))
 
 
@@ -439,26 +442,31 @@ class MysqlStore:
         result.sort(key=lambda t: (t.order_time, t.pos, t.row_id))
         return result
 
-    async def task_update_leased(
-        self, task: Task, lease_token: str, change: TaskChange, now: int
-    ) -> Task | None:
+    async def task_get_many(self, keys: list[tuple[str, int, str]]) -> dict[str, Task]:
+        found: dict[str, Task] = {}
         async with self._cursor() as cur:
-            updated = await cur.execute(
-                UPDATE_LEASED.format(table=task_table(task.task_type, task.pos)),
-                (
-                    int(change.status),
-                    change.task_stage,
-                    change.context,
-                    change.crt_retry_num,
-                    change.order_time,
-                    change.schedule_log,
-                    now,
-                    task.row_id,
-                    lease_token,
-                    task.version,
-                ),
-            )
-        return changed(task, change, now) if updated == 1 else None
+            for (task_type, pos), ids in by_table(keys).items():
+                sql = TASKS_BY_ID.format(table=task_table(task_type, pos), ids=_marks(ids))
+                try:
+                    await cur.execute(sql, ids)
+                except pymysql.err.ProgrammingError as exc:
+                    if _missing_table(exc):
+                        continue
+                    raise
+                found.update((row[1], row_to_task(row, pos)) for row in await cur.fetchall())
+        return found
+
+    async def task_update_leased_many(
+        self, updates: list[tuple[Task, str, TaskChange]], now: int
+    ) -> list[Task | None]:
+        results: list[Task | None] = []
+        # One transaction: one log flush for the whole batch.
+        async with self._tx() as cur:
+            for task, token, change in updates:
+                sql = UPDATE_LEASED.format(table=task_table(task.task_type, task.pos))
+                updated = await cur.execute(sql, leased_update_params(task, token, change, now))
+                results.append(changed(task, change, now) if updated == 1 else None)
+        return results
 
     async def task_extend_lease(
         self, task: Task, lease_token: str, deadline: int, now: int

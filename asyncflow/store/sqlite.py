@@ -33,9 +33,12 @@ from asyncflow.store.common import (
     CONFIG_COLUMNS,
     TASK_COLUMNS,
     InsertTarget,
+    by_table,
+    changed,
     config_params,
     filter_sql,
     inserted,
+    leased_update_params,
     migrations,
     oldest_first,
     row_to_config,
@@ -107,6 +110,7 @@ INSERT INTO {table} (task_id, task_type, user_id, task_stage, status, priority, 
 VALUES (?, ?, ?, ?, 1, ?, 0, ?, ?, ?, '', ?, ?, 1, ?, ?)
 """
 TASK_BY_ID = "SELECT " + TASK_COLUMNS + " FROM {table} WHERE task_id = ?"
+TASKS_BY_ID = "SELECT " + TASK_COLUMNS + " FROM {table} WHERE task_id IN ({ids})"
 DUE_CANDIDATES = """
 SELECT order_time, id FROM {table} WHERE status = 1 AND order_time <= ?
 ORDER BY order_time, id LIMIT ?
@@ -119,15 +123,12 @@ WHERE status = 1 AND id IN ({ids})
 RETURNING """
     + TASK_COLUMNS
 )
-UPDATE_LEASED = (
-    """
+UPDATE_LEASED = """
 UPDATE {table} SET status = ?, task_stage = ?, task_context = ?, crt_retry_num = ?,
     order_time = ?, schedule_log = ?, lease_token = '', lease_deadline = 0,
     version = version + 1, modify_time = ?
 WHERE id = ? AND status = 2 AND lease_token = ? AND version = ?
-RETURNING """
-    + TASK_COLUMNS
-)
+"""
 EXTEND_LEASE = (
     """
 UPDATE {table} SET lease_deadline = ?, version = version + 1, modify_time = ?
@@ -417,32 +418,39 @@ class SqliteStore:
         claimed.sort(key=lambda t: (t.order_time, t.pos, t.row_id))
         return claimed
 
-    async def task_update_leased(
-        self, task: Task, lease_token: str, change: TaskChange, now: int
-    ) -> Task | None:
-        return await self._run(self._task_update_leased, task, lease_token, change, now)
+    async def task_get_many(self, keys: list[tuple[str, int, str]]) -> dict[str, Task]:
+        return await self._run(self._task_get_many, keys)
 
-    def _task_update_leased(
-        self, task: Task, lease_token: str, change: TaskChange, now: int
-    ) -> Task | None:
-        row = _first(
-            self._db.execute(
-                UPDATE_LEASED.format(table=task_table(task.task_type, task.pos)),
-                (
-                    int(change.status),
-                    change.task_stage,
-                    change.context,
-                    change.crt_retry_num,
-                    change.order_time,
-                    change.schedule_log,
-                    now,
-                    task.row_id,
-                    lease_token,
-                    task.version,
-                ),
+    def _task_get_many(self, keys: list[tuple[str, int, str]]) -> dict[str, Task]:
+        found: dict[str, Task] = {}
+        for (task_type, pos), ids in by_table(keys).items():
+            sql = TASKS_BY_ID.format(
+                table=task_table(task_type, pos), ids=", ".join("?" * len(ids))
             )
-        )
-        return row_to_task(row, task.pos) if row else None
+            try:
+                rows = self._db.execute(sql, ids).fetchall()
+            except sqlite3.OperationalError as exc:
+                if _missing_table(exc):
+                    continue
+                raise
+            found.update((row[1], row_to_task(row, pos)) for row in rows)
+        return found
+
+    async def task_update_leased_many(
+        self, updates: list[tuple[Task, str, TaskChange]], now: int
+    ) -> list[Task | None]:
+        return await self._run(self._task_update_leased_many, updates, now)
+
+    def _task_update_leased_many(
+        self, updates: list[tuple[Task, str, TaskChange]], now: int
+    ) -> list[Task | None]:
+        results: list[Task | None] = []
+        with self._tx() as db:
+            for task, token, change in updates:
+                sql = UPDATE_LEASED.format(table=task_table(task.task_type, task.pos))
+                updated = db.execute(sql, leased_update_params(task, token, change, now)).rowcount
+                results.append(changed(task, change, now) if updated == 1 else None)
+        return results
 
     async def task_extend_lease(
         self, task: Task, lease_token: str, deadline: int, now: int

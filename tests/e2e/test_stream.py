@@ -261,3 +261,47 @@ async def test_bad_subscriptions_are_refused(
         async for _ in call:
             pass
     assert error_reason(refused.value)[0::2] == (code, field)
+
+
+async def test_server_stop_ends_idle_streams_cleanly(server: Running, raw: RawWorker) -> None:
+    await register(server.stub)
+    await raw.subscribe("lark", window=1)  # idle: sends nothing more
+    await asyncio.wait_for(server.server.stop(grace=5), 10)
+    assert await raw.call.code() == grpc.StatusCode.OK  # ended by the server, not cancelled
+
+
+async def test_report_is_answered_after_the_worker_half_closes(
+    server: Running, raw: RawWorker
+) -> None:
+    await register(server.stub)
+    task = await create(server.stub)
+    await raw.subscribe("lark", window=1)
+    await raw.until(tasks=1)
+    await raw.report_success(raw.tasks[0])
+    await raw.close()  # half-close right behind the report
+    assert await raw.call.code() == grpc.StatusCode.OK
+    (answer,) = raw.answers
+    assert answer.report_results.results[0].task.status == pb.TASK_STATUS_SUCCESS
+    assert (await get(server.stub, task.task_id)).status == pb.TASK_STATUS_SUCCESS
+
+
+async def test_wrong_token_report_keeps_the_slot_and_the_lease(
+    server: Running, raw: RawWorker
+) -> None:
+    await register(server.stub)
+    await create(server.stub)
+    await raw.subscribe("lark", window=1)
+    await raw.until(tasks=1)
+    forged = pb.SetTaskRequest(task_id=raw.tasks[0].task_id, lease_token="forged")
+    forged.success.SetInParent()
+    await raw.send(Request(reports=Request.Reports(reports=[forged])))
+    await raw.until(answers=1)
+    assert raw.answers[0].report_results.results[0].error.reason == "LEASE_LOST"
+    (session,) = server.server.dispatcher.sessions.values()
+    assert raw.tasks[0].task_id in session.outstanding  # still this stream's task
+    raw.cancel()
+
+    async def released() -> bool:
+        return (await counts(server.stub))[pb.TASK_STATUS_PENDING] == 1
+
+    await eventually(released, within=5, what="the un-started task released at stream end")

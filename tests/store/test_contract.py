@@ -211,9 +211,10 @@ async def test_update_leased_needs_token_version_and_processing(store: TaskStore
     await insert(store, new_task(config), NOW)
     (held,) = await store.task_claim_due(config, 1, claim())
     change = TaskChange(TaskStatus.PENDING, "second", "new-ctx", 0, NOW + 1, '{"x":1}')
-    assert await store.task_update_leased(held, "wrong", change, NOW + 1) is None
-    assert await store.task_update_leased(replace(held, version=1), "tok", change, NOW) is None
-    updated = await store.task_update_leased(held, "tok", change, NOW + 1)
+    assert await store.task_update_leased_many(
+        [(held, "wrong", change), (replace(held, version=1), "tok", change)], NOW + 1
+    ) == [None, None]
+    (updated,) = await store.task_update_leased_many([(held, "tok", change)], NOW + 1)
     assert updated is not None
     assert updated == await store.task_get("lark", 1, held.task_id)
     assert (updated.status, updated.task_stage, updated.context) == (
@@ -224,7 +225,19 @@ async def test_update_leased_needs_token_version_and_processing(store: TaskStore
     assert (updated.lease_token, updated.lease_deadline, updated.version) == ("", 0, 3)
     assert updated.schedule_log == '{"x":1}'
     # Not processing any more: the same lease cannot write again.
-    assert await store.task_update_leased(updated, "tok", change, NOW + 2) is None
+    assert await store.task_update_leased_many([(updated, "tok", change)], NOW + 2) == [None]
+
+
+async def test_get_many_reads_across_tables(store: TaskStore) -> None:
+    config = await registered(store)
+    first = await insert(store, new_task(config))
+    assert await store.pos_split(config, NOW)
+    second = await insert(store, new_task(config))
+    found = await store.task_get_many(
+        [("lark", 1, first.task_id), ("lark", 2, second.task_id), ("lark", 1, "x_lark_1"),
+         ("lark", 9, "x_lark_9")]
+    )  # fmt: skip
+    assert found == {first.task_id: first, second.task_id: second}
 
 
 async def test_recover_stuck_counts_a_retry_and_backs_off(store: TaskStore) -> None:
