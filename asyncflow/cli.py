@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from asyncflow.config import Config, LogConfig, load_config
-from asyncflow.errors import AsyncflowError, ConfigError, Unavailable
+from asyncflow.errors import AsyncflowError, ConfigError
 from asyncflow.logs import setup_logging
 from asyncflow.server.app import AsyncflowServer, open_store
 from asyncflow.worker import Worker
@@ -114,27 +114,20 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--poll", action="store_true", help="unary polling instead of the stream")
     worker.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    if args.command == "worker":
-        try:
+    try:
+        if args.command == "worker":
             loaded = load_worker(args.target, args)
             setup_logging(LogConfig(level=args.log_level.upper()))
             asyncio.run(work(loaded, args.grace))
-        except ConfigError as exc:
-            print(f"asyncflow: {exc}", file=sys.stderr)
-            return 2
-        except AsyncflowError as exc:
-            print(f"asyncflow worker: {exc}", file=sys.stderr)
-            return 1
-        return 0
-    try:
-        config = _config(args.config)
-        setup_logging(config.log)
-        asyncio.run(serve(config) if args.command == "serve" else migrate(config))
-    except ConfigError as exc:
+        else:
+            config = _config(args.config)
+            setup_logging(config.log)
+            asyncio.run(serve(config) if args.command == "serve" else migrate(config))
+    except ConfigError as exc:  # exit 2: fix the command or the configuration
         print(f"asyncflow: configuration error: {exc}", file=sys.stderr)
         return 2
-    except Unavailable as exc:
-        print(f"asyncflow: {exc}", file=sys.stderr)
+    except AsyncflowError as exc:  # exit 1: a service (database, server) failed
+        print(f"asyncflow {args.command}: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -18,7 +18,6 @@ import grpc
 
 from asyncflow._sdk.convert import (
     CHANNEL_OPTIONS,
-    STRATEGY_TO_PB,
     TaskInfo,
     config_from_pb,
     task_from_pb,
@@ -38,6 +37,7 @@ from asyncflow.errors import (
 )
 from asyncflow.v1 import task_service_pb2 as pb
 from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
+from asyncflow.wire import STRATEGY_TO_PB
 
 __all__ = [
     "AsyncflowError",

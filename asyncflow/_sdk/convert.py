@@ -6,12 +6,7 @@ from dataclasses import dataclass
 
 from asyncflow.core.model import RetryPolicy, RetryStrategy, TaskStatus, TaskTypeConfig
 from asyncflow.v1 import task_service_pb2 as pb
-
-STRATEGY_FROM_PB = {
-    pb.RETRY_STRATEGY_PROGRESSIVE: RetryStrategy.PROGRESSIVE,
-    pb.RETRY_STRATEGY_UNIFORM: RetryStrategy.UNIFORM,
-}
-STRATEGY_TO_PB = {v: k for k, v in STRATEGY_FROM_PB.items()}
+from asyncflow.wire import STRATEGY_FROM_PB
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ order_time folds FIFO, priority and back-off into one sortable integer
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from asyncflow.core.model import RetryPolicy, RetryStrategy, Task, TaskChange, TaskStatus
 
@@ -51,27 +52,39 @@ def _log(task: Task, now: int, outcome: str, error: str) -> str:
     return json.dumps({"last": last, "history": history}, separators=(",", ":"))
 
 
-def succeed(task: Task, now: int, context: str) -> TaskChange:
+def _change(
+    task: Task,
+    now: int,
+    context: str,
+    outcome: str,
+    status: TaskStatus,
+    error: str = "",
+    **moved: Any,
+) -> TaskChange:
+    """The task's columns after `outcome`: unchanged unless `moved` says otherwise."""
+    kept: dict[str, Any] = {
+        "task_stage": task.task_stage,
+        "crt_retry_num": task.crt_retry_num,
+        "order_time": task.order_time,
+    }
     return TaskChange(
-        status=TaskStatus.SUCCESS,
-        task_stage=task.task_stage,
+        status=status,
         context=context,
-        crt_retry_num=task.crt_retry_num,
-        order_time=task.order_time,
-        schedule_log=_log(task, now, "success", ""),
+        schedule_log=_log(task, now, outcome, error),
+        **(kept | moved),
     )
+
+
+def succeed(task: Task, now: int, context: str) -> TaskChange:
+    return _change(task, now, context, "success", TaskStatus.SUCCESS)
 
 
 def next_stage(task: Task, now: int, stage: str, context: str) -> TaskChange:
     """Stage done: back to the queue at the tail minus its advance, with fresh retries."""
-    return TaskChange(
-        status=TaskStatus.PENDING,
-        task_stage=stage,
-        context=context,
-        crt_retry_num=0,
-        order_time=order_time_for_run(now, task.priority),
-        schedule_log=_log(task, now, "next_stage", ""),
-    )
+    return _change(
+        task, now, context, "next_stage", TaskStatus.PENDING,
+        task_stage=stage, crt_retry_num=0, order_time=order_time_for_run(now, task.priority),
+    )  # fmt: skip
 
 
 def retry(task: Task, now: int, context: str, error: str, delay: int | None) -> TaskChange:
@@ -83,34 +96,16 @@ def retry(task: Task, now: int, context: str, error: str, delay: int | None) -> 
     if task.crt_retry_num >= task.max_retry_num:
         return fail(task, now, context, error or "retries exhausted")
     wait = retry_delay(task.retry, task.crt_retry_num) if delay is None else delay
-    return TaskChange(
-        status=TaskStatus.PENDING,
-        task_stage=task.task_stage,
-        context=context,
-        crt_retry_num=task.crt_retry_num + 1,
-        order_time=now + wait,
-        schedule_log=_log(task, now, "retry", error),
-    )
+    return _change(
+        task, now, context, "retry", TaskStatus.PENDING, error,
+        crt_retry_num=task.crt_retry_num + 1, order_time=now + wait,
+    )  # fmt: skip
 
 
 def fail(task: Task, now: int, context: str, error: str) -> TaskChange:
-    return TaskChange(
-        status=TaskStatus.FAILED,
-        task_stage=task.task_stage,
-        context=context,
-        crt_retry_num=task.crt_retry_num,
-        order_time=task.order_time,
-        schedule_log=_log(task, now, "fail", error),
-    )
+    return _change(task, now, context, "fail", TaskStatus.FAILED, error)
 
 
 def release(task: Task, now: int, context: str) -> TaskChange:
     """Back to the queue where it was, as if never held (a worker shutting down)."""
-    return TaskChange(
-        status=TaskStatus.PENDING,
-        task_stage=task.task_stage,
-        context=context,
-        crt_retry_num=task.crt_retry_num,
-        order_time=task.order_time,
-        schedule_log=_log(task, now, "release", ""),
-    )
+    return _change(task, now, context, "release", TaskStatus.PENDING)

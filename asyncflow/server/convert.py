@@ -8,7 +8,6 @@ from asyncflow.core.model import (
     Outcome,
     Release,
     Retry,
-    RetryStrategy,
     Success,
     Task,
     TaskFilter,
@@ -19,12 +18,7 @@ from asyncflow.core.model import (
 from asyncflow.core.service import NewTaskRequest
 from asyncflow.errors import AsyncflowError, InvalidArgument
 from asyncflow.v1 import task_service_pb2 as pb
-
-STRATEGY_TO_PB = {
-    RetryStrategy.PROGRESSIVE: pb.RETRY_STRATEGY_PROGRESSIVE,
-    RetryStrategy.UNIFORM: pb.RETRY_STRATEGY_UNIFORM,
-}
-STRATEGY_FROM_PB = {v: k for k, v in STRATEGY_TO_PB.items()}
+from asyncflow.wire import STRATEGY_FROM_PB, STRATEGY_TO_PB
 
 
 def task_to_pb(task: Task, *, with_token: bool = False) -> pb.Task:

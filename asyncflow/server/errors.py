@@ -41,6 +41,16 @@ def to_status(error: AsyncflowError) -> grpc.Status:
     return result
 
 
+async def abort(context: grpc.aio.ServicerContext[Any, Any], error: Exception, rpc: str) -> None:
+    """End the call with the error's status; anything unexpected is INTERNAL, logged."""
+    if isinstance(error, AsyncflowError):
+        if error.code in ("INTERNAL", "UNAVAILABLE"):
+            log.warning("%s failed: %s", rpc, error)
+        await context.abort_with_status(to_status(error))
+    log.error("%s failed unexpectedly", rpc, exc_info=error)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error (logged on the server)")
+
+
 def grpc_errors(
     handler: Handler[Servicer, Request, Response],
 ) -> Handler[Servicer, Request, Response]:
@@ -52,13 +62,8 @@ def grpc_errors(
     ) -> Response:
         try:
             return await handler(self, request, context)
-        except AsyncflowError as error:
-            if error.code in ("INTERNAL", "UNAVAILABLE"):
-                log.warning("%s failed: %s", handler.__name__, error)
-            await context.abort_with_status(to_status(error))
-        except Exception:
-            log.exception("%s failed unexpectedly", handler.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error (logged on the server)")
+        except Exception as error:
+            await abort(context, error, handler.__name__)
         raise AssertionError("unreachable: abort raises")
 
     return wrapper
@@ -81,10 +86,7 @@ def grpc_stream_errors(
         try:
             async for response in handler(self, request, context):
                 yield response
-        except AsyncflowError as error:
-            await context.abort_with_status(to_status(error))
-        except Exception:
-            log.exception("%s failed unexpectedly", handler.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error (logged on the server)")
+        except Exception as error:
+            await abort(context, error, handler.__name__)
 
     return wrapper
