@@ -98,6 +98,8 @@ class Worker:
         self._handlers: dict[str, Handler] = dict(handlers or {})
         self._running: dict[str, _Running] = {}
         self._waiting: deque[tuple[pb.Task, StreamConnection]] = deque()
+        self._heartbeats: dict[str, asyncio.Task[None]] = {}
+        """Lease renewals, from a task's arrival (prefetched ones too) to its report."""
         self._connection: StreamConnection | None = None
         self._stub: pb_grpc.TaskServiceAsyncStub | None = None
         self._stopping = asyncio.Event()
@@ -208,6 +210,7 @@ class Worker:
             if self._stopping.is_set():
                 origin.report(release_report(task))
             else:
+                self._begin_lease(task)
                 self._waiting.append((task, origin))
         self._start_waiting()
 
@@ -215,6 +218,7 @@ class Worker:
         while self._waiting and len(self._running) < self.concurrency:
             task, origin = self._waiting.popleft()
             if origin is not self._connection or not origin.open:
+                self._end_lease(task.task_id)
                 continue  # its stream is gone: the server has taken it back
             origin.started(task.task_id)
             self._start(task, origin)
@@ -224,12 +228,27 @@ class Worker:
         if running is not None:
             log.warning("lease of %s was lost; abandoning its stage", task_id)
             running.handler.cancel()
+        else:  # still waiting to start: simply forget it
+            self._waiting = deque((t, o) for t, o in self._waiting if t.task_id != task_id)
+            self._end_lease(task_id)
+
+    def _begin_lease(self, task: pb.Task) -> None:
+        if task.task_id not in self._heartbeats:
+            self._heartbeats[task.task_id] = asyncio.create_task(self._heartbeat(task))
+
+    def _end_lease(self, task_id: str) -> None:
+        heartbeat = self._heartbeats.pop(task_id, None)
+        if heartbeat is not None:
+            heartbeat.cancel()
 
     async def _resend(self, connection: StreamConnection) -> None:
         """Reports the dead stream may not have delivered go by unary SetTask."""
         for report in list(connection.unacked.values()):
             await self._report_unary(report)
         # Its un-started tasks were released by the server when it ended.
+        for task, origin in self._waiting:
+            if origin is connection:
+                self._end_lease(task.task_id)
         self._waiting = deque((t, o) for t, o in self._waiting if o is not connection)
 
     # -- polling ------------------------------------------------------------------
@@ -265,8 +284,10 @@ class Worker:
         handler = self._handlers.get(task.task_type)
         if handler is None:  # not subscribed to it; cannot happen on a sane server
             log.error("no handler for %s; releasing %s", task.task_type, task.task_id)
+            self._end_lease(task.task_id)
             self._send_report(release_report(task), origin)
             return
+        self._begin_lease(task)
         running = _Running(task, asyncio.create_task(run_handler(handler, task)), origin)
         self._running[task.task_id] = running
         supervisor = asyncio.create_task(self._supervise(running))
@@ -275,11 +296,10 @@ class Worker:
 
     async def _supervise(self, running: _Running) -> None:
         task = running.task
-        heartbeat = asyncio.create_task(self._heartbeat(task))
         try:
             await asyncio.wait({running.handler})
         finally:
-            heartbeat.cancel()
+            self._end_lease(task.task_id)
             del self._running[task.task_id]
         if not running.handler.cancelled():
             report: pb.SetTaskRequest | None = running.handler.result()
@@ -343,6 +363,7 @@ class Worker:
         """Let running stages finish within the grace period; release the rest."""
         while self._waiting:
             task, origin = self._waiting.popleft()
+            self._end_lease(task.task_id)
             self._send_report(release_report(task), origin)
         if self._running:
             handlers = [r.handler for r in self._running.values()]

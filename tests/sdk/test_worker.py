@@ -158,11 +158,12 @@ async def test_stop_releases_what_did_not_finish(server: Running) -> None:
 
 
 async def test_long_stage_keeps_its_lease(start_server: StartServer, config: Config) -> None:
-    """A stage longer than max_processing_time is not recovered while it heartbeats."""
+    """A stage longer than max_processing_time is not recovered while it heartbeats,
+    nor is the prefetched task waiting behind it."""
     fast = GovernanceSettings(long_process_interval=0.2)
     server = await start_server(config, clock_=SystemClock(), governance=fast)
     finish = asyncio.Event()
-    worker = Worker(server.address, concurrency=1)
+    worker = Worker(server.address, concurrency=1, prefetch=1)
 
     @worker.handler("long")
     async def long(job: Job) -> None:
@@ -170,23 +171,20 @@ async def test_long_stage_keeps_its_lease(start_server: StartServer, config: Con
 
     async with Client(server.address) as client:
         await client.register_type("long", max_processing_time=1)
-        task = await client.create("long")
+        first, second = await client.create_many([NewTask("long"), NewTask("long")])
         async with worker:
 
-            async def past_first_deadline() -> bool:
-                held = await client.get(task.task_id)
-                return (
-                    held.attempt == 1
-                    and held.lease_deadline >= held.modify_time + 1
-                    and ((await client.ping()) >= task.create_time + 3)
-                )
+            async def past_three_leases() -> bool:
+                held = await client.get(second.task_id)
+                return held.attempt == 1 and (await client.ping()) >= first.create_time + 3
 
-            await eventually(past_first_deadline, within=15, what="three lease lengths")
+            await eventually(past_three_leases, within=15, what="three lease lengths")
             finish.set()
-            await wait_counts(client, "long", success=1)
-        done = await client.get(task.task_id)
-        assert done.retries == 0
-        assert '"attempt":1' in done.schedule_log  # never recovered, never re-held
+            await wait_counts(client, "long", success=2)
+        for task in (first, second):
+            done = await client.get(task.task_id)
+            assert done.retries == 0
+            assert '"attempt":1' in done.schedule_log  # never recovered, never re-held
 
 
 async def test_test_kit_runs_handlers_without_databases() -> None:
