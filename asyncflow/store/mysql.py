@@ -460,8 +460,10 @@ class MysqlStore:
         self, updates: list[tuple[Task, str, TaskChange]], now: int
     ) -> list[Task | None]:
         results: list[Task | None] = []
-        # One transaction: one log flush for the whole batch.
-        async with self._tx() as cur:
+        # A batch in one transaction: one log flush for all. A single update is
+        # atomic on its own, and autocommit spares the BEGIN/COMMIT round trips.
+        scope = self._tx() if len(updates) > 1 else self._cursor()
+        async with scope as cur:
             for task, token, change in updates:
                 sql = UPDATE_LEASED.format(table=task_table(task.task_type, task.pos))
                 updated = await cur.execute(sql, leased_update_params(task, token, change, now))
