@@ -23,6 +23,7 @@ from asyncflow.core.model import (
     TaskStatus,
     TaskTypeConfig,
 )
+from asyncflow.errors import TaskTypeNotFound
 
 TASK_COLUMNS = (
     "id, task_id, task_type, user_id, task_stage, status, priority, crt_retry_num,"
@@ -235,6 +236,13 @@ class InsertTarget:
             now,
             now,
         )
+
+
+def insert_target(task_type: str, row: Sequence[Any] | None) -> InsertTarget:
+    """The type's INSERT_TARGET row, or TaskTypeNotFound if it is not registered."""
+    if row is None:
+        raise TaskTypeNotFound(f"task type {task_type!r} is not registered", field="task_type")
+    return InsertTarget(*row)
 
 
 def inserted(task: NewTask, task_id: str, target: InsertTarget, row_id: int, now: int) -> Task:

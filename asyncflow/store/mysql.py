@@ -30,16 +30,16 @@ from asyncflow.core.model import (
     TaskStatus,
     TaskTypeConfig,
 )
-from asyncflow.errors import ConfigError, TaskTypeNotFound, Unavailable
+from asyncflow.errors import ConfigError, Unavailable
 from asyncflow.store.common import (
     CONFIG_COLUMNS,
     TASK_COLUMNS,
-    InsertTarget,
     by_table,
     changed,
     claimed,
     config_params,
     filter_sql,
+    insert_target,
     inserted,
     leased_update_params,
     migrations,
@@ -388,12 +388,7 @@ class MysqlStore:
             targets = {}
             for task_type in sorted({t.task_type for t in tasks}):  # one lock order
                 await cur.execute(INSERT_TARGET_LOCKED, (task_type,))
-                row = await cur.fetchone()
-                if row is None:
-                    raise TaskTypeNotFound(
-                        f"task type {task_type!r} is not registered", field="task_type"
-                    )
-                targets[task_type] = InsertTarget(*row)
+                targets[task_type] = insert_target(task_type, await cur.fetchone())
             for task in tasks:
                 target = targets[task.task_type]
                 task_id = new_task_id(task.task_type, target.pos, task.idempotency_key)

@@ -28,15 +28,14 @@ from asyncflow.core.model import (
     TaskStatus,
     TaskTypeConfig,
 )
-from asyncflow.errors import TaskTypeNotFound
 from asyncflow.store.common import (
     CONFIG_COLUMNS,
     TASK_COLUMNS,
-    InsertTarget,
     by_table,
     changed,
     config_params,
     filter_sql,
+    insert_target,
     inserted,
     leased_update_params,
     migrations,
@@ -352,11 +351,7 @@ class SqliteStore:
             targets = {}
             for task_type in sorted({t.task_type for t in tasks}):
                 row = _first(db.execute(INSERT_TARGET, (task_type,)))
-                if row is None:
-                    raise TaskTypeNotFound(
-                        f"task type {task_type!r} is not registered", field="task_type"
-                    )
-                targets[task_type] = InsertTarget(*row)
+                targets[task_type] = insert_target(task_type, row)
             for task in tasks:
                 target = targets[task.task_type]
                 task_id = new_task_id(task.task_type, target.pos, task.idempotency_key)
