@@ -14,9 +14,9 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from asyncflow.clock import Clock
 from asyncflow.config import CacheConfig, Config, ServerConfig, StoreConfig
 from asyncflow.core.governance import GovernanceSettings
+from asyncflow.core.ports import Clock
 from asyncflow.server.app import AsyncflowServer
 
 __all__ = ["EmbeddedServer"]

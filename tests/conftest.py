@@ -21,11 +21,11 @@ import pymysql
 import pytest
 import redis.asyncio as aioredis
 
-from asyncflow.clock import Clock, ManualClock
+from asyncflow.clock import ManualClock
 from asyncflow.config import CacheConfig, Config, ServerConfig, StoreConfig
 from asyncflow.core.governance import GovernanceSettings
+from asyncflow.core.ports import Clock, TaskStore
 from asyncflow.server.app import AsyncflowServer
-from asyncflow.store.base import TaskStore
 from asyncflow.store.mysql import MysqlStore
 from asyncflow.store.sqlite import SqliteStore
 from asyncflow.v1 import task_service_pb2_grpc as pb_grpc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from asyncflow.core.model import (
+    CreateRequest,
     Fail,
     NextStage,
     Outcome,
@@ -15,7 +16,6 @@ from asyncflow.core.model import (
     TaskTypeConfig,
     TypeSettings,
 )
-from asyncflow.core.service import NewTaskRequest
 from asyncflow.errors import AsyncflowError, InvalidArgument
 from asyncflow.v1 import task_service_pb2 as pb
 from asyncflow.wire import STRATEGY_FROM_PB, STRATEGY_TO_PB
@@ -131,8 +131,8 @@ def error_to_pb(error: AsyncflowError) -> pb.Error:
     return pb.Error(code=error.code, reason=error.reason, field=error.field, message=error.message)
 
 
-def new_task_request(request: pb.CreateTaskRequest) -> NewTaskRequest:
-    return NewTaskRequest(
+def new_task_request(request: pb.CreateTaskRequest) -> CreateRequest:
+    return CreateRequest(
         task_type=request.task_type,
         user_id=request.user_id,
         task_stage=request.task_stage,

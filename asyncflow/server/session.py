@@ -19,8 +19,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-from asyncflow.core.model import Release, Task
-from asyncflow.core.service import Report, TaskCore
+from asyncflow.core.model import Release, Report, Task
+from asyncflow.core.service import TaskCore
 from asyncflow.core.validate import check_range
 from asyncflow.errors import AsyncflowError, FailedPrecondition, InvalidArgument, NotFound
 from asyncflow.server.convert import error_to_pb, outcome_from_pb, task_to_pb

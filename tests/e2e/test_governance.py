@@ -15,7 +15,13 @@ from asyncflow.v1 import task_service_pb2 as pb
 
 
 def governance(server: Running, **settings: object) -> Governance:
-    return Governance(server.server.core, GovernanceSettings(**settings))  # type: ignore[arg-type]
+    running = server.server
+    return Governance(
+        running.store,
+        running.core.clock,
+        running.core.recover_stuck,
+        GovernanceSettings(**settings),  # type: ignore[arg-type]
+    )
 
 
 async def positions(server: Running) -> tuple[int, int, int]:

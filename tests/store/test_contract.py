@@ -9,19 +9,19 @@ import pytest
 
 from asyncflow.core.model import (
     Claim,
-    NewTask,
     PageCursor,
     RetryPolicy,
     RetryStrategy,
     Task,
     TaskChange,
     TaskFilter,
+    TaskInsert,
     TaskStatus,
     TaskTypeConfig,
 )
+from asyncflow.core.ports import TaskStore
 from asyncflow.core.service import DEFAULT_TYPE
 from asyncflow.errors import TaskTypeNotFound
-from asyncflow.store.base import TaskStore
 
 NOW = 1_800_000_000
 
@@ -36,8 +36,8 @@ async def registered(store: TaskStore, **changes: object) -> TaskTypeConfig:
 
 def new_task(
     config: TaskTypeConfig, *, order_time: int = NOW, key: str | None = None, **changes: object
-) -> NewTask:
-    task = NewTask(
+) -> TaskInsert:
+    task = TaskInsert(
         task_type=config.task_type,
         user_id="u1",
         task_stage="first",
@@ -49,7 +49,7 @@ def new_task(
     return replace(task, **changes)  # type: ignore[arg-type]
 
 
-async def insert(store: TaskStore, task: NewTask, now: int = NOW) -> Task:
+async def insert(store: TaskStore, task: TaskInsert, now: int = NOW) -> Task:
     (inserted,) = await store.task_insert_many([task], now)
     assert isinstance(inserted, Task), f"not inserted: {inserted}"
     return inserted
@@ -240,36 +240,80 @@ async def test_get_many_reads_across_tables(store: TaskStore) -> None:
     assert found == {first.task_id: first, second.task_id: second}
 
 
-async def test_recover_stuck_counts_a_retry_and_backs_off(store: TaskStore) -> None:
-    config = await registered(store, max_retry_num=2)
-    task = await insert(store, new_task(config), NOW)
-    await store.task_claim_due(config, 1, claim(deadline=NOW + 30))
-    assert await store.task_recover_stuck(config, NOW + 30, 100) == []  # not yet past
-    (recovered,) = await store.task_recover_stuck(config, NOW + 31, 100)
-    assert recovered.task_id == task.task_id
-    assert (recovered.status, recovered.crt_retry_num) == (TaskStatus.PENDING, 1)
-    assert recovered.order_time == NOW + 31 + 5  # progressive: 5 * 2**0
-    assert (recovered.lease_token, recovered.lease_deadline) == ("", 0)
-    assert recovered == await store.task_get("lark", 1, task.task_id)
-    # Second stuck run: delay doubles; third exhausts max_retry_num = 2.
-    await store.task_claim_due(config, 1, claim("b", now=NOW + 36, deadline=NOW + 40))
-    (again,) = await store.task_recover_stuck(config, NOW + 41, 100)
-    assert (again.crt_retry_num, again.order_time) == (2, NOW + 41 + 10)
-    await store.task_claim_due(config, 1, claim("c", now=NOW + 51, deadline=NOW + 60))
-    (failed,) = await store.task_recover_stuck(config, NOW + 61, 100)
-    assert (failed.status, failed.crt_retry_num) == (TaskStatus.FAILED, 2)
-
-
-async def test_recover_stuck_uniform_and_bounded(store: TaskStore) -> None:
-    policy = RetryPolicy(RetryStrategy.UNIFORM, interval=7, max_interval=100)
-    config = await registered(store, retry=policy)
-    for _ in range(5):
+async def test_list_expired_finds_only_leases_past_their_deadline(store: TaskStore) -> None:
+    config = await registered(store)
+    for _ in range(3):
         await insert(store, new_task(config), NOW)
-    await store.task_claim_due(config, 5, claim())
-    first = await store.task_recover_stuck(config, NOW + 31, 3)
-    assert len(first) == 3
-    assert {t.order_time for t in first} == {NOW + 31 + 7}
-    assert len(await store.task_recover_stuck(config, NOW + 31, 3)) == 2
+    await store.task_claim_due(config, 1, claim("early", deadline=NOW + 10))
+    await store.task_claim_due(config, 1, claim("late", deadline=NOW + 30))
+    assert await store.task_list_expired(config, NOW + 10, 100) == []  # not yet past
+    (early,) = await store.task_list_expired(config, NOW + 11, 100)
+    assert (early.lease_token, early.status) == ("early", TaskStatus.PROCESSING)
+    both = await store.task_list_expired(config, NOW + 31, 100)
+    assert [t.lease_token for t in both] == ["early", "late"]  # earliest deadline first
+    assert both == [await store.task_get("lark", 1, t.task_id) for t in both]  # a plain read
+
+
+async def test_list_expired_is_bounded_per_table_and_scans_live_tables(store: TaskStore) -> None:
+    config = await registered(store)
+    for _ in range(3):
+        await insert(store, new_task(config), NOW)
+    assert await store.pos_split(config, NOW)
+    config = await store.type_get("lark")
+    assert config is not None
+    for _ in range(3):
+        await insert(store, new_task(config), NOW)
+    await store.task_claim_due(config, 6, claim())
+    expired = await store.task_list_expired(config, NOW + 31, 2)
+    assert sorted(t.pos for t in expired) == [1, 1, 2, 2]
+
+
+async def test_update_leased_applies_a_batch_across_tables(store: TaskStore) -> None:
+    """Stuck recovery's write: many tasks, two tables, one call; each fenced alone."""
+    config = await registered(store)
+    await insert(store, new_task(config), NOW)
+    await insert(store, new_task(config), NOW)
+    assert await store.pos_split(config, NOW)
+    config = await store.type_get("lark")
+    assert config is not None
+    await insert(store, new_task(config), NOW)
+    held = await store.task_claim_due(config, 3, claim())
+    assert len(held) == 3
+    change = TaskChange(TaskStatus.PENDING, "first", "ctx", 1, NOW + 50, '{"y":2}')
+    stale = replace(held[1], version=held[1].version - 1)
+    results = await store.task_update_leased_many(
+        [(held[0], "tok", change), (stale, "tok", change), (held[2], "tok", change),
+         (held[0], "tok", change)],
+        NOW + 40,
+    )  # fmt: skip
+    assert [r is not None for r in results] == [True, False, True, False]  # a task once
+    for task in (held[0], held[2]):
+        now = await store.task_get("lark", task.pos, task.task_id)
+        assert now is not None
+        assert (now.status, now.crt_retry_num, now.order_time) == (TaskStatus.PENDING, 1, NOW + 50)
+        assert (now.lease_token, now.version, now.modify_time) == ("", task.version + 1, NOW + 40)
+        assert now in results
+    untouched = await store.task_get("lark", held[1].pos, held[1].task_id)
+    assert untouched == held[1]
+
+
+async def test_update_leased_loses_to_a_write_in_between(store: TaskStore) -> None:
+    """Recovery reads expired leases, then writes: a report that lands in between wins."""
+    config = await registered(store)
+    for _ in range(2):
+        await insert(store, new_task(config), NOW)
+    await store.task_claim_due(config, 2, claim())
+    expired = await store.task_list_expired(config, NOW + 31, 100)
+    done = TaskChange(TaskStatus.SUCCESS, "first", "done", 0, NOW, "")
+    (reported,) = await store.task_update_leased_many([(expired[0], "tok", done)], NOW + 31)
+    assert reported is not None
+    requeue = TaskChange(TaskStatus.PENDING, "first", "ctx", 1, NOW + 40, "")
+    results = await store.task_update_leased_many(
+        [(task, task.lease_token, requeue) for task in expired], NOW + 32
+    )
+    assert results[0] is None
+    assert results[1] is not None
+    assert await store.task_get("lark", 1, expired[0].task_id) == reported
 
 
 async def test_list_filters_and_pages_across_tables(store: TaskStore) -> None:
