@@ -22,9 +22,9 @@ from asyncflow.core.ports import Clock, TaskCache, TaskStore
 from asyncflow.core.service import TaskCore
 from asyncflow.errors import ConfigError
 from asyncflow.lock import LocalLock, LockBackend, RedisLock
+from asyncflow.server.dispatch import Dispatcher
 from asyncflow.server.governor import Governor
 from asyncflow.server.servicer import TaskServicer
-from asyncflow.server.session import Dispatcher
 from asyncflow.server.wakeup import RedisWakeRelay, WakeHub, WakeRelay
 from asyncflow.store.mysql import MysqlStore
 from asyncflow.store.sqlite import SqliteStore

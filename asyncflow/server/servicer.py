@@ -20,8 +20,8 @@ from asyncflow.server.convert import (
     settings_from_pb,
     task_to_pb,
 )
+from asyncflow.server.dispatch import Dispatcher
 from asyncflow.server.errors import grpc_errors, grpc_stream_errors
-from asyncflow.server.session import Dispatcher
 from asyncflow.v1 import task_service_pb2 as pb
 from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
 
