@@ -46,6 +46,11 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The unit tier: the core's rules, the stream session and governance over fakes of
+# the core's ports. Needs no MariaDB or Redis; runs in seconds.
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit $(PYTEST_ARGS)
+
 # The whole suite: static checks first, then every test (MariaDB/Redis ones included).
 test: proto-check lint typecheck
 	$(BIN)/pytest -q $(PYTEST_ARGS)

@@ -131,7 +131,7 @@ def error_to_pb(error: AsyncflowError) -> pb.Error:
     return pb.Error(code=error.code, reason=error.reason, field=error.field, message=error.message)
 
 
-def new_task_request(request: pb.CreateTaskRequest) -> CreateRequest:
+def create_request_from_pb(request: pb.CreateTaskRequest) -> CreateRequest:
     return CreateRequest(
         task_type=request.task_type,
         user_id=request.user_id,
