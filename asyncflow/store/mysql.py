@@ -67,7 +67,7 @@ from asyncflow.store.tables import ReadTable, Rows, TaskTableReads
 
 T = TypeVar("T")
 
-BATCH_ROWS = 500
+BATCH_ROWS = 1000
 BATCH_BYTES = 4 << 20
 """Bounds of one multi-row update: well under max_allowed_packet (16 MiB by default)."""
 ER_DUP_ENTRY = 1062

@@ -299,20 +299,20 @@ async def test_update_leased_applies_a_batch_across_tables(store: TaskStore) -> 
 
 
 async def test_update_leased_applies_a_batch_larger_than_one_statement(store: TaskStore) -> None:
-    """600 updates with 4 KiB contexts: more rows than one multi-row statement takes."""
+    """1100 updates with 4 KiB contexts: more rows and bytes than one multi-row statement takes."""
     config = await registered(store, schedule_limit=1000)
-    await store.task_insert_many([new_task(config) for _ in range(600)], NOW)
-    held = await store.task_claim_due(config, 600, claim())
+    await store.task_insert_many([new_task(config) for _ in range(1100)], NOW)
+    held = await store.task_claim_due(config, 1100, claim())
     changes = [
         (task, "tok", TaskChange(TaskStatus.SUCCESS, "first", f"{i:04d}" * 1024, 0, NOW, ""))
         for i, task in enumerate(held)
     ]
     results = await store.task_update_leased_many(changes, NOW + 1)
     assert all(r is not None for r in results)
-    assert (await store.task_count(config))[TaskStatus.SUCCESS] == 600
+    assert (await store.task_count(config))[TaskStatus.SUCCESS] == 1100
     last = await store.task_get("lark", 1, held[-1].task_id)
     assert last is not None
-    assert last.context == "0599" * 1024
+    assert last.context == "1099" * 1024
 
 
 async def test_update_leased_loses_to_a_write_in_between(store: TaskStore) -> None:
