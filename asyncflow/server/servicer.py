@@ -14,8 +14,8 @@ from asyncflow.core.model import TaskStatus
 from asyncflow.core.service import TaskCore
 from asyncflow.server.convert import (
     config_to_pb,
-    filter_from_pb,
     create_request_from_pb,
+    filter_from_pb,
     outcome_from_pb,
     settings_from_pb,
     task_to_pb,

@@ -6,6 +6,10 @@ rows with SELECT ... FOR UPDATE SKIP LOCKED and update them in the same
 transaction, so concurrent holders (on any number of replicas) skip each
 other's rows instead of waiting or double-claiming. DDL runs outside
 transactions because MySQL commits implicitly on it.
+
+The statements are in mysql_sql.py; the reads that go table by table come from
+asyncflow.store.tables. Every operation runs in `_cursor`, where driver errors
+that mean the database cannot serve become Unavailable.
 """
 
 from __future__ import annotations

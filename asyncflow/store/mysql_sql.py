@@ -7,7 +7,7 @@ and `{rows}` with placeholders; every value is bound.
 from __future__ import annotations
 
 from asyncflow.store.common import CONFIG_COLUMNS, TASK_COLUMNS
-from asyncflow.store.tables import TableSql
+from asyncflow.store.tables import table_sql
 
 # IF NOT EXISTS DDL raises a note when the object exists; aiomysql would turn each
 # note into a Python warning plus a SHOW WARNINGS round trip.
@@ -59,7 +59,6 @@ WHERE task_type = %s AND data_begin_pos = %s
 """
 # Uses idx_status_order_time: stops at the first live task instead of counting.
 LIVE_TASK = "SELECT 1 FROM {table} WHERE status IN (1, 2) LIMIT 1"
-TABLE_ROWS = "SELECT MAX(id) FROM {table}"
 NEWEST_CREATE = "SELECT create_time FROM {table} ORDER BY id DESC LIMIT 1"
 KEYS_PRUNE = "DELETE FROM t_task_key WHERE task_type = %s AND create_time < %s LIMIT %s"
 KEY_INSERT = (
@@ -73,8 +72,6 @@ INSERT INTO {table} (task_id, task_type, user_id, task_stage, status, priority, 
     version, create_time, modify_time)
 VALUES (%s, %s, %s, %s, 1, %s, 0, %s, %s, %s, '', %s, %s, 1, %s, %s)
 """
-TASK_BY_ID = "SELECT " + TASK_COLUMNS + " FROM {table} WHERE task_id = %s"
-TASKS_BY_ID = "SELECT " + TASK_COLUMNS + " FROM {table} WHERE task_id IN ({ids})"
 DUE_LOCKED = (
     "SELECT " + TASK_COLUMNS + " FROM {table} WHERE status = 1 AND order_time <= %s"
     " ORDER BY order_time, id LIMIT %s FOR UPDATE SKIP LOCKED"
@@ -94,10 +91,6 @@ EXTEND_LEASE = """
 UPDATE {table} SET lease_deadline = %s, version = version + 1, modify_time = %s
 WHERE id = %s AND status = 2 AND lease_token = %s AND version = %s
 """
-EXPIRED = (
-    "SELECT " + TASK_COLUMNS + " FROM {table} WHERE status = 2 AND lease_deadline < %s"
-    " ORDER BY lease_deadline LIMIT %s"
-)
 # A batch of leased updates locks its rows first, so it knows exactly which of
 # them it is about to change (MySQL has no UPDATE ... RETURNING), then changes
 # them with one statement.
@@ -116,14 +109,4 @@ UPDATE {table} t JOIN ({rows}) v ON t.id = v.id SET
     t.version = t.version + 1, t.modify_time = %s
 WHERE t.status = 2 AND t.lease_token = v.lease_token AND t.version = v.version
 """
-COUNT_BY_STATUS = "SELECT status, COUNT(*) FROM {table} GROUP BY status"
-LIST_PAGE = "SELECT " + TASK_COLUMNS + " FROM {table} WHERE id > %s{filters} ORDER BY id LIMIT %s"
-TABLE_SQL = TableSql(
-    mark="%s",
-    task_by_id=TASK_BY_ID,
-    tasks_by_id=TASKS_BY_ID,
-    list_page=LIST_PAGE,
-    count_by_status=COUNT_BY_STATUS,
-    table_rows=TABLE_ROWS,
-    expired=EXPIRED,
-)
+TABLE_SQL = table_sql("%s")

@@ -4,6 +4,10 @@ One dedicated thread owns the connection and runs every operation as a whole
 (a transaction where it writes more than one statement), so operations are
 serialised: SQLite has one writer anyway, and the event loop never blocks on
 disk. Claims use BEGIN IMMEDIATE and UPDATE ... RETURNING.
+
+The statements are in sqlite_sql.py; the reads that go table by table come from
+asyncflow.store.tables. Every operation runs through `_run`, where a locked,
+busy or failing database becomes Unavailable.
 """
 
 from __future__ import annotations

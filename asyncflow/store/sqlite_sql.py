@@ -7,7 +7,7 @@ with placeholders; every value is bound.
 from __future__ import annotations
 
 from asyncflow.store.common import CONFIG_COLUMNS, TASK_COLUMNS
-from asyncflow.store.tables import TableSql
+from asyncflow.store.tables import table_sql
 
 CONFIG_UPSERT = """
 INSERT INTO t_schedule_cfg (task_type, schedule_limit, schedule_interval, max_processing_time,
@@ -53,7 +53,6 @@ UPDATE t_schedule_pos SET data_begin_pos = data_begin_pos + 1
 WHERE task_type = ? AND data_begin_pos = ?
 """
 LIVE_TASK = "SELECT 1 FROM {table} WHERE status IN (1, 2) LIMIT 1"
-TABLE_ROWS = "SELECT MAX(id) FROM {table}"
 NEWEST_CREATE = "SELECT create_time FROM {table} ORDER BY id DESC LIMIT 1"
 KEYS_PRUNE = """
 DELETE FROM t_task_key WHERE rowid IN (
@@ -69,8 +68,6 @@ INSERT INTO {table} (task_id, task_type, user_id, task_stage, status, priority, 
     version, create_time, modify_time)
 VALUES (?, ?, ?, ?, 1, ?, 0, ?, ?, ?, '', ?, ?, 1, ?, ?)
 """
-TASK_BY_ID = "SELECT " + TASK_COLUMNS + " FROM {table} WHERE task_id = ?"
-TASKS_BY_ID = "SELECT " + TASK_COLUMNS + " FROM {table} WHERE task_id IN ({ids})"
 DUE_CANDIDATES = """
 SELECT order_time, id FROM {table} WHERE status = 1 AND order_time <= ?
 ORDER BY order_time, id LIMIT ?
@@ -96,18 +93,4 @@ WHERE id = ? AND status = 2 AND lease_token = ? AND version = ?
 RETURNING """
     + TASK_COLUMNS
 )
-EXPIRED = (
-    "SELECT " + TASK_COLUMNS + " FROM {table} WHERE status = 2 AND lease_deadline < ?"
-    " ORDER BY lease_deadline LIMIT ?"
-)
-COUNT_BY_STATUS = "SELECT status, COUNT(*) FROM {table} GROUP BY status"
-LIST_PAGE = "SELECT " + TASK_COLUMNS + " FROM {table} WHERE id > ?{filters} ORDER BY id LIMIT ?"
-TABLE_SQL = TableSql(
-    mark="?",
-    task_by_id=TASK_BY_ID,
-    tasks_by_id=TASKS_BY_ID,
-    list_page=LIST_PAGE,
-    count_by_status=COUNT_BY_STATUS,
-    table_rows=TABLE_ROWS,
-    expired=EXPIRED,
-)
+TABLE_SQL = table_sql("?")

@@ -1,10 +1,11 @@
 """Reads that visit task tables one at a time, written once for both backends.
 
-A backend gives its SQL text for these reads (TableSql: the dialect) and a way to
-run one read on one task table (`_reading`) that answers None when the table
-does not exist: a table dropped by retention, a position past end_pos in a
-forged task id, or a type never registered. That read is the one place where a
-backend deals with missing tables; everything else here is shared.
+Their SQL is the same on both but for the placeholder (table_sql). A backend
+gives its placeholder and a way to run one read on one task table (`_reading`)
+that answers None when the table does not exist: a table dropped by retention,
+a position past end_pos in a forged task id, or a type never registered. That
+read is the one place where a backend deals with missing tables; everything
+else here is shared.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from asyncflow.core.ids import task_table
 from asyncflow.core.model import PageCursor, Task, TaskFilter, TaskStatus, TaskTypeConfig
-from asyncflow.store.common import by_table, filter_sql, row_to_task
+from asyncflow.store.common import TASK_COLUMNS, by_table, filter_sql, row_to_task
 
 Rows = list[Sequence[Any]]
 ReadTable = Callable[[str, Sequence[Any]], Awaitable[Rows | None]]
@@ -26,7 +27,7 @@ ReadTable = Callable[[str, Sequence[Any]], Awaitable[Rows | None]]
 
 @dataclass(frozen=True)
 class TableSql:
-    """A backend's text of the per-table reads. `{table}` is filled in here (from a
+    """The text of the per-table reads. `{table}` is filled in here (from a
     validated type and an integer position), `{ids}` with placeholders, and
     `{filters}` with fixed column names (asyncflow.store.common.filter_sql)."""
 
@@ -38,12 +39,28 @@ class TableSql:
     """Rows after an id, with filters, in id order, limited."""
     count_by_status: str
     table_rows: str
-    """The table's highest id."""
+    """The table's highest id: a primary-key lookup, never a scan."""
     expired: str
-    """PROCESSING rows whose lease deadline is before a time, earliest first, limited."""
+    """PROCESSING rows whose lease deadline is before a time, earliest first, limited
+    (the (status, lease_deadline) index)."""
 
     def marks(self, values: Sequence[object]) -> str:
         return ", ".join([self.mark] * len(values))
+
+
+def table_sql(mark: str) -> TableSql:
+    """These reads are the same SQL on every backend but for the placeholder."""
+    select = f"SELECT {TASK_COLUMNS} FROM {{table}}"
+    return TableSql(
+        mark=mark,
+        task_by_id=f"{select} WHERE task_id = {mark}",
+        tasks_by_id=f"{select} WHERE task_id IN ({{ids}})",
+        list_page=f"{select} WHERE id > {mark}{{filters}} ORDER BY id LIMIT {mark}",
+        count_by_status="SELECT status, COUNT(*) FROM {table} GROUP BY status",
+        table_rows="SELECT MAX(id) FROM {table}",
+        expired=f"{select} WHERE status = 2 AND lease_deadline < {mark}"
+        f" ORDER BY lease_deadline LIMIT {mark}",
+    )
 
 
 class TaskTableReads(ABC):
