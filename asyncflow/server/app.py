@@ -1,7 +1,7 @@
 """Wiring: build the store, cache and core from config, and run the gRPC server.
 
-The server also serves grpc.health.v1 and server reflection so that
-`grpcurl -plaintext HOST:PORT list` works with no .proto at hand.
+The server also serves grpc.health.v1 and server reflection (v1 and v1alpha)
+so that `grpcurl -plaintext HOST:PORT list` works with no .proto at hand.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from asyncflow.cache import TaskCache
 from asyncflow.cache.memory import MemoryTaskCache, NoTaskCache
@@ -23,6 +22,7 @@ from asyncflow.core.service import TaskCore
 from asyncflow.errors import ConfigError
 from asyncflow.lock import LocalLock, LockBackend, RedisLock
 from asyncflow.server.governor import Governor
+from asyncflow.server.reflection import enable_reflection
 from asyncflow.server.servicer import TaskServicer
 from asyncflow.server.session import Dispatcher
 from asyncflow.server.wakeup import RedisWakeRelay, WakeHub
@@ -106,13 +106,8 @@ class AsyncflowServer:
         pb_grpc.add_TaskServiceServicer_to_server(TaskServicer(core, dispatcher), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            [
-                SERVICE_NAME,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ],
-            server,
+        enable_reflection(
+            server, [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
         )
         address = f"{config.server.host}:{config.server.port}"
         try:

@@ -201,8 +201,14 @@ def test_grpcurl_works_without_proto_files(served: tuple[Process, str], tmp_path
         assert result.returncode == 0, result.stderr
         return result.stdout
 
-    assert SERVICE in grpcurl(address, "list").split()
+    listed = grpcurl(address, "list").split()
+    assert SERVICE in listed
+    assert "grpc.reflection.v1.ServerReflection" in listed
     assert "rpc HoldTasks" in grpcurl(address, "describe", SERVICE)
+    # v1's descriptor is served too (this grpcurl asks over v1alpha).
+    assert "rpc ServerReflectionInfo" in grpcurl(
+        address, "describe", "grpc.reflection.v1.ServerReflection"
+    )
     pong = json.loads(grpcurl("-d", "{}", address, f"{SERVICE}/Ping"))
     assert pong["message"] == "pong"
     # grpcurl 1.8 prints proto field names; later versions print lowerCamelCase.
