@@ -42,6 +42,7 @@ def server_process(database: str, prefix: str) -> Iterator[tuple[str, int]]:
     env.update(
         {
             "ASYNCFLOW_SERVER_PORT": "0",
+            "ASYNCFLOW_SERVER_SHUTDOWN_DELAY_SECONDS": "0",  # no load balancer to wait for
             "ASYNCFLOW_STORE_BACKEND": "mysql",
             "ASYNCFLOW_STORE_MYSQL_HOST": str(MYSQL["host"]),
             "ASYNCFLOW_STORE_MYSQL_PORT": str(MYSQL["port"]),

@@ -140,14 +140,21 @@ class AsyncflowServer:
             governor=governor,
         )
 
+    async def announce_shutdown(self) -> None:
+        """Health turns NOT_SERVING, so that probes and load balancers stop sending
+        new calls here; everything is still served until stop()."""
+        await self.health.enter_graceful_shutdown()
+
     async def stop(self, grace: float | None = None) -> None:
-        """Graceful: health turns NOT_SERVING, new calls are refused, in-flight
-        calls get `grace` seconds to finish, then the store and cache close.
+        """Graceful: health turns NOT_SERVING (if announce_shutdown did not already),
+        governance stops, streams end (waiting up to `grace` seconds for them to
+        release their un-started tasks), then new calls are refused and in-flight
+        calls get `grace` seconds to finish; then the store and cache close.
         Idempotent."""
         if self.stopped:
             return
         self.stopped = True
-        await self.health.enter_graceful_shutdown()
+        await self.announce_shutdown()
         if self.governor is not None:
             await self.governor.stop()
         # Streams end first (their un-started tasks released) so that workers
