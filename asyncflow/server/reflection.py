@@ -24,8 +24,8 @@ _V1_FILE = "grpc/reflection/v1/reflection.proto"
 def enable_reflection(server: grpc.aio.Server, service_names: Iterable[str]) -> None:
     """Serve reflection (both versions) for `service_names` and for itself."""
     pool = descriptor_pool.Default()
-    try:
-        pool.FindFileByName(_V1_FILE)
+    try:  # by symbol: a generated v1 module, once grpcio ships one, may be loaded
+        pool.FindServiceByName(V1_SERVICE)
     except KeyError:  # first server of this process
         pool.Add(_v1_file())
     servicer = reflection.aio.ReflectionServicer(
