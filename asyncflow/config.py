@@ -27,8 +27,11 @@ class ServerConfig:
     """Interface to listen on; 0.0.0.0 for every interface."""
     port: int = 50051
     """0 picks a free port (printed at start)."""
+    shutdown_delay_seconds: float = 5.0
+    """On SIGTERM/SIGINT: how long health shows NOT_SERVING, while everything is
+    still served, before streams end (so that load balancers stop routing here)."""
     grace_seconds: float = 10.0
-    """On SIGTERM/SIGINT: how long in-flight calls may take to finish."""
+    """Then: how long streams may take to end, and in-flight calls to finish."""
     max_message_bytes: int = 32 * 1024 * 1024
     """Largest request/reply; a full HoldTasks batch (2000 tasks of 8 KiB) needs ~20 MiB."""
 
@@ -92,6 +95,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 RANGES: dict[str, tuple[float, float]] = {
     "server.port": (0, 65535),
+    "server.shutdown_delay_seconds": (0, 3600),
     "server.grace_seconds": (0, 3600),
     "server.max_message_bytes": (1024, 1 << 30),
     "store.sqlite_busy_timeout_ms": (0, 600_000),

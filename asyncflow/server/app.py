@@ -1,7 +1,7 @@
 """Wiring: build the store, cache, core and dispatch from config, and run the gRPC server.
 
-The server also serves grpc.health.v1 and server reflection so that
-`grpcurl -plaintext HOST:PORT list` works with no .proto at hand.
+The server also serves grpc.health.v1 and server reflection (v1 and v1alpha)
+so that `grpcurl -plaintext HOST:PORT list` works with no .proto at hand.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from asyncflow.cache.memory import MemoryTaskCache, NoTaskCache
 from asyncflow.cache.redis import RedisTaskCache
@@ -24,6 +23,7 @@ from asyncflow.errors import ConfigError
 from asyncflow.lock import LocalLock, LockBackend, RedisLock
 from asyncflow.server.dispatch import Dispatcher
 from asyncflow.server.governor import Governor
+from asyncflow.server.reflection import enable_reflection
 from asyncflow.server.servicer import TaskServicer
 from asyncflow.server.wakeup import RedisWakeRelay, WakeHub, WakeRelay
 from asyncflow.store.mysql import MysqlStore
@@ -122,13 +122,8 @@ class AsyncflowServer:
         pb_grpc.add_TaskServiceServicer_to_server(TaskServicer(core, dispatcher), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            [
-                SERVICE_NAME,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ],
-            server,
+        enable_reflection(
+            server, [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
         )
         address = f"{config.server.host}:{config.server.port}"
         try:
@@ -166,14 +161,21 @@ class AsyncflowServer:
             governor=governor,
         )
 
+    async def announce_shutdown(self) -> None:
+        """Health turns NOT_SERVING, so that probes and load balancers stop sending
+        new calls here; everything is still served until stop()."""
+        await self.health.enter_graceful_shutdown()
+
     async def stop(self, grace: float | None = None) -> None:
-        """Graceful: health turns NOT_SERVING, new calls are refused, in-flight
-        calls get `grace` seconds to finish, then the store and cache close.
+        """Graceful: health turns NOT_SERVING (if announce_shutdown did not already),
+        governance stops, streams end (waiting up to `grace` seconds for them to
+        release their un-started tasks), then new calls are refused and in-flight
+        calls get `grace` seconds to finish; then the store and cache close.
         Idempotent."""
         if self.stopped:
             return
         self.stopped = True
-        await self.health.enter_graceful_shutdown()
+        await self.announce_shutdown()
         if self.governor is not None:
             await self.governor.stop()
         # Streams end first (their un-started tasks released) so that workers

@@ -61,6 +61,7 @@ def config_to_pb(config: TaskTypeConfig) -> pb.TaskTypeConfig:
         max_retry_interval_seconds=config.retry.max_interval,
         begin_pos=config.begin_pos,
         end_pos=config.end_pos,
+        data_begin_pos=config.data_begin_pos,
         create_time=config.create_time,
         modify_time=config.modify_time,
     )
@@ -126,9 +127,11 @@ def filter_from_pb(request: pb.ListTasksRequest) -> TaskFilter:
     )
 
 
-def error_to_pb(error: AsyncflowError) -> pb.Error:
+def error_to_pb(error: AsyncflowError) -> pb.ItemError:
     """A refused item of a stream batch, as the unary call's status would say it."""
-    return pb.Error(code=error.code, reason=error.reason, field=error.field, message=error.message)
+    return pb.ItemError(
+        code=error.code, reason=error.reason, field=error.field, message=error.message
+    )
 
 
 def create_request_from_pb(request: pb.CreateTaskRequest) -> CreateRequest:

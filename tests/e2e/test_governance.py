@@ -25,8 +25,9 @@ def governance(server: Running, **settings: object) -> Governance:
 
 
 async def positions(server: Running) -> tuple[int, int, int]:
-    config = await server.server.core.store.type_get("lark")
-    assert config is not None
+    """(data_begin_pos, begin_pos, end_pos) as ListTaskTypes reports them."""
+    reply = await server.stub.ListTaskTypes(pb.ListTaskTypesRequest())
+    (config,) = [c for c in reply.task_types if c.task_type == "lark"]
     return config.data_begin_pos, config.begin_pos, config.end_pos
 
 
