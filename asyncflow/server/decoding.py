@@ -116,21 +116,13 @@ class MethodGuard:
         await context.abort_with_status(to_status(error))
         raise AssertionError("unreachable: abort raises")
 
-    # The wrappers keep the behavior's kind (coroutine or async generator), which
-    # is how grpc tells a streamed response written with context.write from a
-    # generated one.
+    # A wrapper must keep its behavior's kind, which is how grpc tells a response
+    # stream written with context.write (a coroutine) from a generated one. The
+    # kinds our services use are the ones wrapped; another fails at start.
 
     def _unary(self, behavior: Behavior) -> Behavior:
-        if inspect.isasyncgenfunction(behavior):
-
-            async def generate(request: Any, context: Context) -> AsyncIterator[Any]:
-                if isinstance(request, Undecodable):
-                    await self._abort(self._refusal(request, context), context)
-                async with contextlib.aclosing(behavior(request, context)) as responses:
-                    async for response in responses:
-                        yield response
-
-            return generate
+        """One request (the response may be a stream written with context.write)."""
+        self._expect(behavior, inspect.iscoroutinefunction, "a coroutine function")
 
         async def call(request: Any, context: Context) -> Any:
             if isinstance(request, Undecodable):
@@ -140,30 +132,25 @@ class MethodGuard:
         return call
 
     def _streaming(self, behavior: Behavior) -> Behavior:
-        """MalformedRequest comes out of the request iterator; a servicer that does
-        not turn it into a status itself (asyncflow's do) gets it turned here."""
-        if inspect.isasyncgenfunction(behavior):
+        """A request stream, answered by an async generator. MalformedRequest comes out
+        of the request iterator; a servicer that does not turn it into a status
+        itself (asyncflow's does) gets it turned here."""
+        self._expect(behavior, inspect.isasyncgenfunction, "an async generator function")
 
-            async def generate(
-                requests: AsyncIterator[Any], context: Context
-            ) -> AsyncIterator[Any]:
-                decoded = self._decoded(requests, context)
-                try:
-                    async with contextlib.aclosing(behavior(decoded, context)) as responses:
-                        async for response in responses:
-                            yield response
-                except MalformedRequest as error:
-                    await self._abort(error, context)
-
-            return generate
-
-        async def call(requests: AsyncIterator[Any], context: Context) -> Any:
+        async def generate(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+            decoded = self._decoded(requests, context)
             try:
-                return await behavior(self._decoded(requests, context), context)
+                async with contextlib.aclosing(behavior(decoded, context)) as responses:
+                    async for response in responses:
+                        yield response
             except MalformedRequest as error:
                 await self._abort(error, context)
 
-        return call
+        return generate
+
+    def _expect(self, behavior: Behavior, kind: Callable[[Any], bool], name: str) -> None:
+        if not kind(behavior):
+            raise TypeError(f"{self._path}: cannot guard {behavior!r}, not {name}")
 
     async def _decoded(self, requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
         async for request in requests:
