@@ -7,6 +7,7 @@ answered, and the stream goes on.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -166,3 +167,17 @@ async def test_non_ascii_token_beside_a_good_report(
     assert (await get(server.stub, bad.task_id)).status == pb.TASK_STATUS_PROCESSING
     assert not raw.call.done()
     assert_quiet_log(caplog)
+
+
+async def test_worker_id_cannot_forge_log_lines(
+    server: Running, raw: RawWorker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="asyncflow.server.dispatch")
+    await register(server.stub)
+    forged = "w1\n2030-01-01 00:00:00 ERROR asyncflow: forged\r\x1b[31m"
+    subscribe = Request.Subscribe(task_types=["lark"], window=1, worker_id=forged)
+    await raw.send(Request(subscribe=subscribe))
+    assert (await raw.call.read()).HasField("subscribed")  # type: ignore[union-attr]
+    (opened,) = [r.getMessage() for r in caplog.records if "opened by" in r.getMessage()]
+    assert "w1\ufffd2030-01-01 00:00:00 ERROR asyncflow: forged\ufffd\ufffd[31m" in opened
+    assert opened.isprintable()
