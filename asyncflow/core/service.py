@@ -276,7 +276,19 @@ class TaskCore:
 
     async def set_tasks(self, reports: list[Report]) -> list[Task | AsyncflowError]:
         """Apply a batch of reports (a stream's Reports message), each exactly as
-        set_task would: one read per table, one transaction, one cache write."""
+        set_task would, in chunks of at most limits.max_hold_limit reports.
+
+        A message may hold any number of reports; chunks keep each transaction
+        (and each statement's list of bound values, which SQLite limits) bounded.
+        """
+        size = self.limits.max_hold_limit
+        results: list[Task | AsyncflowError] = []
+        for first in range(0, len(reports), size):
+            results.extend(await self._set_chunk(reports[first : first + size]))
+        return results
+
+    async def _set_chunk(self, reports: list[Report]) -> list[Task | AsyncflowError]:
+        """One read per table, one transaction, one cache write."""
         results: list[Task | AsyncflowError | None] = [None] * len(reports)
         where: dict[int, tuple[str, int]] = {}
         for index, report in enumerate(reports):

@@ -8,15 +8,20 @@ answered, and the stream goes on.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 
+import grpc
 import pytest
-from conftest import Running
+from conftest import Running, StartServer
 from hostile import assert_quiet_log
 from rpc import create, get, register
 from streams import RawWorker, Request
 
+from asyncflow.config import Config
+from asyncflow.core.validate import Limits
 from asyncflow.v1 import task_service_pb2 as pb
+from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
 
 OK = ("", "", "")
 INVALID = "INVALID_ARGUMENT"
@@ -181,3 +186,66 @@ async def test_worker_id_cannot_forge_log_lines(
     (opened,) = [r.getMessage() for r in caplog.records if "opened by" in r.getMessage()]
     assert "w1\ufffd2030-01-01 00:00:00 ERROR asyncflow: forged\ufffd\ufffd[31m" in opened
     assert opened.isprintable()
+
+
+async def test_reports_message_of_any_length_is_applied_in_chunks(
+    start_server: StartServer, config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Reports are applied max_hold_limit at a time, answered in order as one message."""
+    running = await start_server(config, limits=Limits(max_hold_limit=3))
+    await register(running.stub, schedule_limit=3)
+    for _ in range(7):
+        await create(running.stub)
+    raw = RawWorker(running.stub)
+    try:
+        await raw.subscribe("lark", window=3)
+        await raw.until(tasks=3)
+        good = [set_request(t.task_id, t.lease.token) for t in raw.tasks]
+        bad = [set_request(t.task_id, "é") for t in raw.tasks]
+        reports = [good[0], bad[1], bad[2], good[1], bad[0], "nope_lark_1", good[2]]
+        message = [r if isinstance(r, pb.SetTaskRequest) else set_request(r, "t") for r in reports]
+        await raw.send(Request(reports=Request.Reports(reports=message)))
+        await raw.until(answers=1)
+        results = raw.answers[0].report_results.results
+        assert [r.task_id for r in results] == [r.task_id for r in message]
+        assert [outcome(r) for r in results] == [
+            OK,
+            invalid("lease_token"),
+            invalid("lease_token"),
+            OK,
+            invalid("lease_token"),
+            NOT_FOUND,
+            OK,
+        ]
+        for task in raw.tasks[:3]:
+            assert (await get(running.stub, task.task_id)).status == pb.TASK_STATUS_SUCCESS
+    finally:
+        raw.cancel()
+    assert_quiet_log(caplog)
+
+
+async def test_more_reports_than_sqlite_binds_in_one_statement(
+    start_server: StartServer, config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One message with more reports than SQLite's bound-variable limit."""
+    running = await start_server(config)
+    await register(running.stub)
+    count = sqlite3.connect(":memory:").getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) + 1
+    unbounded = grpc.aio.insecure_channel(
+        running.address, options=[("grpc.max_receive_message_length", -1)]
+    )
+    raw = RawWorker(pb_grpc.TaskServiceStub(unbounded))
+    try:
+        await raw.subscribe("lark", window=1)
+        reports = Request.Reports()
+        reports.reports.extend([set_request("nope_lark_1", "t")] * count)
+        await raw.send(Request(reports=reports))
+        await raw.until(answers=1, within=60)
+        results = raw.answers[0].report_results.results
+        assert len(results) == count
+        assert {outcome(r) for r in results} == {NOT_FOUND}
+        assert not raw.call.done()
+    finally:
+        raw.cancel()
+        await unbounded.close()
+    assert_quiet_log(caplog)
