@@ -13,6 +13,7 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 
 import grpc
 import pytest
@@ -316,4 +317,15 @@ async def test_undecodable_requests_are_logged_rate_limited(
     assert len(client_warnings(caplog)) == 6
     assert last.suppressed == 35  # type: ignore[attr-defined]
     assert "35 more MALFORMED_REQUEST lines were suppressed" in last.getMessage()
+    assert_quiet_log(caplog)
+
+
+async def test_request_over_the_size_limit_is_refused_quietly(
+    start_server: StartServer, config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = await start_server(config, server=replace(config.server, max_message_bytes=1024))
+    body = pb.GetTaskRequest(task_id="k" * 2048).SerializeToString()
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await running.channel.unary_unary(SERVICE + "GetTask")(body)
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert_quiet_log(caplog)
