@@ -190,28 +190,16 @@ STREAM_BODIES = bodies(pb.WorkTasksRequest.DESCRIPTOR)
 
 
 @pytest.mark.parametrize("body", STREAM_BODIES.values(), ids=STREAM_BODIES.keys())
-async def test_undecodable_first_stream_message(
-    world: World, body: bytes, open_stream: OpenStream
-) -> None:
-    before = await world.snapshot()
-    stream = open_stream(WORK_TASKS)
-    await stream.send(body)
-    exc, replies = await stream.refusal()
-    assert replies == []
-    assert_malformed(exc, "asyncflow.v1.WorkTasksRequest")
-    assert await world.snapshot() == before
-    assert_quiet_log(world.caplog)
-
-
-@pytest.mark.parametrize("body", STREAM_BODIES.values(), ids=STREAM_BODIES.keys())
-async def test_undecodable_stream_message_after_subscribe(
-    world: World, body: bytes, open_stream: OpenStream
+@pytest.mark.parametrize("subscribed", [False, True], ids=["first", "after-subscribe"])
+async def test_undecodable_stream_message(
+    world: World, body: bytes, subscribed: bool, open_stream: OpenStream
 ) -> None:
     await register(world.stub, "idle")  # no tasks: nothing is pushed or released
     before = await world.snapshot()
     stream = open_stream(WORK_TASKS)
-    await stream.send(subscribe("idle", window=3).SerializeToString())
-    assert (await stream.read()).HasField("subscribed")
+    if subscribed:
+        await stream.send(subscribe("idle", window=3).SerializeToString())
+        assert (await stream.read()).HasField("subscribed")
     await stream.send(body)
     exc, replies = await stream.refusal()
     assert replies == []
