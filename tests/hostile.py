@@ -45,15 +45,21 @@ def error_info(exc: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
     return infos[0]
 
 
+SERVER_LOGGERS = ("asyncflow", "grpc")
+"""Where the server and grpc log. asyncio's own logger is left out: it also
+reports client objects of earlier tests that the garbage collector finalizes
+at any moment, which would make these checks flaky."""
+
+
 def assert_quiet_log(caplog: pytest.LogCaptureFixture) -> None:
     """Nothing above WARNING and no traceback, whatever the client sent."""
     loud = [
         f"{r.levelname} {r.name}: {r.getMessage()}"
         for r in caplog.records
-        if r.levelno > logging.WARNING or r.exc_info or r.stack_info
+        if r.name.split(".")[0] in SERVER_LOGGERS
+        and (r.levelno > logging.WARNING or r.exc_info or r.stack_info)
     ]
     assert not loud, f"the server logged {loud}"
-    assert "Traceback" not in caplog.text
 
 
 @dataclass
