@@ -3,15 +3,15 @@
     worker = Worker("localhost:50051", concurrency=20)
 
     @worker.handler("lark")
-    async def lark(job: Job) -> NextStage | Done | None:
+    async def lark(job: Job) -> RunNext | Done | None:
         if job.stage == "sendmsg":
-            return NextStage("record", context=job.context)
+            return RunNext("record", context=job.context)
         return Done()
 
     async with worker:          # or: await worker.run()
         ...
 
-A handler returns None/Done (task succeeded) or NextStage; raises RetryLater
+A handler returns None/Done (task succeeded) or RunNext; raises RetryLater
 (run again after a delay) or NonRetryable (fail now); any other exception
 follows the type's retry policy. Tasks arrive on a WorkTasks stream by default
 (unary HoldTasks polling with stream=False); the worker reconnects with
@@ -41,9 +41,9 @@ from asyncflow._sdk.job import (
     Done,
     Handler,
     Job,
-    NextStage,
     NonRetryable,
     RetryLater,
+    RunNext,
     release_report,
     run_handler,
 )
@@ -52,7 +52,7 @@ from asyncflow.errors import AsyncflowError, FailedPrecondition, InvalidArgument
 from asyncflow.v1 import task_service_pb2 as pb
 from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
 
-__all__ = ["Done", "Handler", "Job", "NextStage", "NonRetryable", "RetryLater", "Worker"]
+__all__ = ["Done", "Handler", "Job", "NonRetryable", "RetryLater", "RunNext", "Worker"]
 
 log = logging.getLogger("asyncflow.worker")
 

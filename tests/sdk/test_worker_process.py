@@ -17,7 +17,7 @@ import pytest
 from conftest import StartServer
 from waiting import eventually
 
-from asyncflow.client import Client, NewTask, TaskStatus
+from asyncflow.client import Client, TaskSpec, TaskStatus
 from asyncflow.clock import SystemClock
 from asyncflow.config import Config
 from asyncflow.core.governance import GovernanceSettings
@@ -90,7 +90,7 @@ async def test_killed_worker_loses_no_task(
     )
     async with Client(server.address) as client:
         await client.register_type("slow", max_processing_time=2, retry_interval=1)
-        created = await client.create_many([NewTask("slow") for _ in range(3)])
+        created = await client.create_many([TaskSpec("slow") for _ in range(3)])
         doomed = WorkerProcess(server.address, WORKER_CONCURRENCY="1", WORKER_PREFETCH="2")
         processes.append(doomed)
         (started,) = await doomed.until("started", 1)
@@ -150,7 +150,7 @@ async def test_sigterm_finishes_in_flight_tasks(
     server = await start_server(config, clock_=SystemClock())
     async with Client(server.address) as client:
         await client.register_type("slow")
-        await client.create_many([NewTask("slow") for _ in range(6)])
+        await client.create_many([TaskSpec("slow") for _ in range(6)])
         worker = WorkerProcess(server.address, WORKER_CONCURRENCY="3", WORKER_SECONDS="1.0")
         processes.append(worker)
         await worker.until("started", 3)
