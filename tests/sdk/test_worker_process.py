@@ -14,7 +14,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import StartServer
+from conftest import Running, StartServer
 from waiting import eventually
 
 from asyncflow.client import Client, TaskSpec, TaskStatus
@@ -25,16 +25,19 @@ from asyncflow.v1 import task_service_pb2 as pb
 from asyncflow.worker import Job, Worker
 
 WORKERS = Path(__file__).with_name("workers.py")
+SDK_ALONE = Path(__file__).with_name("sdk_alone.py")
 
 
 class WorkerProcess:
-    """`asyncflow worker tests/sdk/workers.py:worker`; stdout lines are collected."""
+    """`asyncflow worker tests/sdk/workers.py:worker`; stdout lines are collected.
+    With sdk_alone, the server's dependencies cannot be imported in the process."""
 
-    def __init__(self, address: str, **env: str) -> None:
+    def __init__(self, address: str, sdk_alone: bool = False, **env: str) -> None:
         environ = {**os.environ, "ASYNCFLOW_ADDRESS": address, **env}
         binary = Path(sys.executable).with_name("asyncflow")
+        command = [sys.executable, str(SDK_ALONE)] if sdk_alone else [str(binary)]
         self.process = subprocess.Popen(
-            [str(binary), "worker", f"{WORKERS}:worker", "--log-level", "WARNING"],
+            [*command, "worker", f"{WORKERS}:worker", "--log-level", "WARNING"],
             env=environ,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -165,3 +168,23 @@ async def test_sigterm_finishes_in_flight_tasks(
             TaskStatus.SUCCESS: len(done),
             TaskStatus.FAILED: 0,
         }
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_asyncflow_worker_runs_with_the_sdk_alone(
+    server: Running, processes: list[WorkerProcess]
+) -> None:
+    """`pip install asyncflow` without the server extra: `asyncflow worker` works."""
+    async with Client(server.address) as client:
+        await client.register_type("slow")
+        created = await client.create_many([TaskSpec("slow") for _ in range(3)])
+        worker = WorkerProcess(server.address, sdk_alone=True, WORKER_SECONDS="0")
+        processes.append(worker)
+        assert sorted(await worker.until("done", 3)) == sorted(t.task_id for t in created)
+
+        async def all_succeeded() -> bool:
+            return (await counts(client))[TaskStatus.SUCCESS] == 3
+
+        await eventually(all_succeeded, what="three tasks reported")
+        worker.process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(worker.process.wait, 30) == 0, worker.lines
