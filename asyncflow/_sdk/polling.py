@@ -5,16 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from asyncflow._sdk.errors import call
 from asyncflow._sdk.scheduler import Scheduler
 from asyncflow._sdk.transport import Transport
 from asyncflow._sdk.waits import wait_either
 from asyncflow.errors import AsyncflowError, InvalidArgument
-from asyncflow.v1 import task_service_pb2 as pb
 
 log = logging.getLogger("asyncflow.worker")
-
-HOLD_TIMEOUT = 30.0
 
 
 class Poller:
@@ -45,7 +41,7 @@ class Poller:
                 if self._scheduler.room < 1:
                     break
                 try:
-                    tasks = await self._hold(task_type, self._scheduler.room)
+                    tasks = await self._transport.hold_tasks(task_type, self._scheduler.room)
                 except InvalidArgument:
                     raise
                 except AsyncflowError as error:
@@ -56,9 +52,3 @@ class Poller:
             if held == 0 or self._scheduler.room < 1:
                 self._scheduler.slot_freed.clear()
                 await wait_either(self._scheduler.slot_freed, self._stopping, self._poll_interval)
-
-    async def _hold(self, task_type: str, limit: int) -> list[pb.Task]:
-        stub = self._transport.stub
-        request = pb.HoldTasksRequest(task_type=task_type, limit=limit)
-        reply = await call(lambda: stub.HoldTasks(request, timeout=HOLD_TIMEOUT))
-        return list(reply.tasks)

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from asyncflow._sdk.errors import from_pb
 from asyncflow._sdk.leases import LeaseKeeper
+from asyncflow._sdk.stream import Answer
 from asyncflow._sdk.transport import Transport
 from asyncflow._sdk.waits import Backoff
 from asyncflow.errors import (
@@ -63,7 +64,10 @@ class Reporter:
 
     def send(self, task: pb.Task, report: pb.SetTaskRequest) -> None:
         """Deliver `report` (about `task`, as it was held) in the background."""
-        delivering = asyncio.create_task(self._deliver(task, report))
+        # On the stream at once, so that it goes before a half-close that follows.
+        stream = self._transport.open_stream()
+        answer = stream.report(report) if stream is not None else None
+        delivering = asyncio.create_task(self._deliver(task, report, answer))
         self._pending.add(delivering)
         delivering.add_done_callback(self._pending.discard)
 
@@ -72,51 +76,71 @@ class Reporter:
         while self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
 
-    async def _deliver(self, task: pb.Task, report: pb.SetTaskRequest) -> None:
+    async def _deliver(self, task: pb.Task, report: pb.SetTaskRequest, sent: Answer | None) -> None:
         backoff = self._backoff()
-        attempts = 0
+        failures = 0
         try:
-            while (error := await self._attempt(report)) is not None:
-                if isinstance(error, _Unanswered):
-                    continue  # at once, by SetTask or on the next stream
-                if isinstance(error, FailedPrecondition | NotFound):
-                    # Already applied (a re-send after a lost answer), or the task
-                    # was recovered: nothing left to deliver either way.
-                    log.info("report for %s refused: %s", report.task_id, error)
-                    return
-                if isinstance(error, InvalidArgument | ResourceExhausted):
-                    log.error("report for %s refused: %s", report.task_id, error)
-                    return
-                deadline = self._leases.deadline(task.task_id) or task.lease.deadline
-                left = deadline - self._clock()
-                if left <= 0:
-                    log.error(
-                        "gave up reporting %s: its lease expired while the server"
-                        " could not take the report (%s)", report.task_id, error,
-                    )  # fmt: skip
-                    return
-                delay = min(backoff.delay(), left)
-                # Once per report at WARNING: an outage must not flood the log.
-                log.log(
-                    logging.DEBUG if attempts else logging.WARNING,
-                    "report for %s not delivered (%s); sending it again until its lease"
-                    " expires in %.0fs", report.task_id, error, left,
-                )  # fmt: skip
-                attempts += 1
-                await self._sleep(delay)
+            error = await _outcome(sent) if sent is not None else await self._attempt(report)
+            while error is not None:
+                # A stream that ended unanswered: again at once (by SetTask or on the
+                # next stream); anything else waits for the back-off.
+                if not isinstance(error, _Unanswered):
+                    if not await self._wait_to_resend(task, report, error, backoff, failures):
+                        return
+                    failures += 1
+                error = await self._attempt(report)
         finally:
             self._leases.release(task.task_id)
 
+    async def _wait_to_resend(
+        self,
+        task: pb.Task,
+        report: pb.SetTaskRequest,
+        error: AsyncflowError,
+        backoff: Backoff,
+        failures: int,
+    ) -> bool:
+        """Wait before the next attempt; False if the report is settled (refused for
+        good, or its lease has expired)."""
+        if isinstance(error, FailedPrecondition | NotFound):
+            # Already applied (a re-send after a lost answer), or the task was
+            # recovered: nothing left to deliver either way.
+            log.info("report for %s refused: %s", report.task_id, error)
+            return False
+        if isinstance(error, InvalidArgument | ResourceExhausted):
+            log.error("report for %s refused: %s", report.task_id, error)
+            return False
+        deadline = self._leases.deadline(task.task_id) or task.lease.deadline
+        left = deadline - self._clock()
+        if left <= 0:
+            log.error(
+                "gave up reporting %s: its lease expired while the server could not"
+                " take the report (%s)", report.task_id, error,
+            )  # fmt: skip
+            return False
+        # Once per report at WARNING: an outage must not flood the log.
+        log.log(
+            logging.DEBUG if failures else logging.WARNING,
+            "report for %s not delivered (%s); sending it again until its lease"
+            " expires in %.0fs", report.task_id, error, left,
+        )  # fmt: skip
+        await self._sleep(min(backoff.delay(), left))
+        return True
+
     async def _attempt(self, report: pb.SetTaskRequest) -> AsyncflowError | _Unanswered | None:
-        """Send once; None if the server took it, else why not."""
+        """Send once: on the open stream, else by SetTask. None if the server took it."""
         stream = self._transport.open_stream()
         if stream is not None:
-            result = await stream.report(report)
-            if result is None:
-                return _Unanswered()
-            return from_pb(result.error) if result.HasField("error") else None
+            return await _outcome(stream.report(report))
         try:
             await self._transport.set_task(report)
         except AsyncflowError as error:
             return error
         return None
+
+
+async def _outcome(sent: Answer) -> AsyncflowError | _Unanswered | None:
+    result = await sent
+    if result is None:
+        return _Unanswered()
+    return from_pb(result.error) if result.HasField("error") else None

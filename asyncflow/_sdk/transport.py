@@ -9,6 +9,7 @@ from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
 
 RPC_TIMEOUT = 10.0
 """Seconds a unary report or renewal may take before it counts as failed."""
+HOLD_TIMEOUT = 30.0
 
 
 class Transport:
@@ -34,3 +35,9 @@ class Transport:
         request = pb.ExtendLeaseRequest(task_id=task_id, lease_token=lease_token)
         reply = await call(lambda: self.stub.ExtendLease(request, timeout=RPC_TIMEOUT))
         return reply.lease.deadline
+
+    async def hold_tasks(self, task_type: str, limit: int) -> list[pb.Task]:
+        """Lease up to `limit` due tasks of a type (unary HoldTasks)."""
+        request = pb.HoldTasksRequest(task_type=task_type, limit=limit)
+        reply = await call(lambda: self.stub.HoldTasks(request, timeout=HOLD_TIMEOUT))
+        return list(reply.tasks)

@@ -114,8 +114,11 @@ class FakeOrigin:
 class FakeStream:
     """An open WorkTasks stream: the test answers each report."""
 
-    def __init__(self) -> None:
+    def __init__(self, window: int = 0) -> None:
         self.open = True
+        self.window = window
+        self.windows: list[int] = []
+        """Windows asked for with set_window, in turn."""
         self.answers: list[tuple[pb.SetTaskRequest, asyncio.Future[pb.ReportResult | None]]] = []
         self.extended: list[str] = []
 
@@ -126,6 +129,11 @@ class FakeStream:
 
     def extend(self, task_id: str, lease_token: str) -> None:
         self.extended.append(task_id)
+
+    def set_window(self, window: int) -> None:
+        if window != self.window:
+            self.window = window
+            self.windows.append(window)
 
     def answer(self, error: AsyncflowError | None = None) -> None:
         """Answer the oldest unanswered report (accepted, or refused with `error`)."""
