@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import importlib.util
 import logging
@@ -41,13 +42,27 @@ async def serve(config: Config) -> None:
         from asyncflow.server.app import AsyncflowServer
     server = await AsyncflowServer.start(config)
     print(f"asyncflow listening on {config.server.host}:{server.port}", flush=True)
-    stopping = asyncio.Event()
+    signalled = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    await stopping.wait()
-    log.info("signal received: draining for up to %.0fs", config.server.grace_seconds)
-    await server.stop(config.server.grace_seconds)
+        loop.add_signal_handler(sig, signalled.set)
+    await signalled.wait()
+    signalled.clear()
+    # Load balancers and probes need a moment to see NOT_SERVING and route new
+    # calls elsewhere; until then this replica serves as usual. A second signal
+    # ends the wait (Ctrl-C twice when running by hand).
+    delay, grace = config.server.shutdown_delay_seconds, config.server.grace_seconds
+    log.info(
+        "signal received: health is NOT_SERVING; streams end in %gs (or at the next"
+        " signal), then calls get up to %gs to finish",
+        delay,
+        grace,
+    )
+    await server.announce_shutdown()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(signalled.wait(), timeout=delay)
+    log.info("draining: ending streams, then in-flight calls")
+    await server.stop(grace)
 
 
 async def migrate(config: Config) -> None:

@@ -18,11 +18,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from asyncflow._sdk.extras import needs_server
-from asyncflow.clock import Clock
 
 with needs_server("asyncflow.testing"):
     from asyncflow.config import CacheConfig, Config, ServerConfig, StoreConfig
     from asyncflow.core.governance import GovernanceSettings
+    from asyncflow.core.ports import Clock
     from asyncflow.server.app import AsyncflowServer
 
 __all__ = ["EmbeddedServer"]

@@ -78,7 +78,9 @@ async def main(rows: int) -> None:
             core = TaskCore(store, NoTaskCache(), SystemClock())
             await core.register_type(TypeSettings("big"))
             fill(database, rows, now)
-            gov = Governance(core, GovernanceSettings(table_max_rows=rows + 1))
+            gov = Governance(
+                store, core.clock, core.recover_stuck, GovernanceSettings(table_max_rows=rows + 1)
+            )
             print(f"t_big_task_1: {rows:,} rows (0.1% processing with expired leases, 0.1% "
                   "pending, the rest succeeded)\n")  # fmt: skip
             print("| pass | statements | rows read | ms | result |")
@@ -91,7 +93,9 @@ async def main(rows: int) -> None:
             ]
             for name, action in steps:
                 print(f"| {name} " + await measure(store, action))
-            full = Governance(core, GovernanceSettings(table_max_rows=rows))
+            full = Governance(
+                store, core.clock, core.recover_stuck, GovernanceSettings(table_max_rows=rows)
+            )
             print(
                 "| split_tables (table full: new table) " + await measure(store, full.split_tables)
             )

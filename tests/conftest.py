@@ -20,12 +20,13 @@ import grpc
 import pymysql
 import pytest
 import redis.asyncio as aioredis
+from fakes import FakeStore
 
-from asyncflow.clock import Clock, ManualClock
+from asyncflow.clock import ManualClock
 from asyncflow.config import CacheConfig, Config, ServerConfig, StoreConfig
 from asyncflow.core.governance import GovernanceSettings
+from asyncflow.core.ports import Clock, TaskStore
 from asyncflow.server.app import AsyncflowServer
-from asyncflow.store.base import TaskStore
 from asyncflow.store.mysql import MysqlStore
 from asyncflow.store.sqlite import SqliteStore
 from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
@@ -89,9 +90,15 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-async def store(backend: str, tmp_path: Path, mysql_database: str) -> AsyncIterator[TaskStore]:
-    opened = await open_store(backend, tmp_path, mysql_database)
+@pytest.fixture(params=[*BACKENDS, pytest.param("fake", id="fake")])
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, mysql_database: str
+) -> AsyncIterator[TaskStore]:
+    """Each real backend, and the unit tier's fake (so the fake keeps the contract too)."""
+    opened: TaskStore = (
+        FakeStore() if request.param == "fake"
+        else await open_store(request.param, tmp_path, mysql_database)
+    )  # fmt: skip
     await opened.migrate()
     yield opened
     await opened.close()

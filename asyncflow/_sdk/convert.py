@@ -41,6 +41,7 @@ def config_from_pb(config: pb.TaskTypeConfig) -> TaskTypeConfig:
         end_pos=config.end_pos,
         create_time=config.create_time,
         modify_time=config.modify_time,
+        data_begin_pos=config.data_begin_pos,
     )
 
 

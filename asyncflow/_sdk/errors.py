@@ -50,7 +50,7 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> errors.AsyncflowError:
     return _error(code, reason, field, error.details() or code)
 
 
-def from_pb(error: pb.Error) -> errors.AsyncflowError:
+def from_pb(error: pb.ItemError) -> errors.AsyncflowError:
     """A refused item of a stream batch."""
     return _error(error.code, error.reason, error.field, error.message)
 

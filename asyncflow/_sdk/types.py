@@ -61,6 +61,8 @@ class TaskTypeConfig:
     """Table new tasks go to."""
     create_time: int
     modify_time: int
+    data_begin_pos: int
+    """Oldest table retention has not dropped (listing and counting start here)."""
 
 
 @dataclass(frozen=True)

@@ -12,21 +12,19 @@ import binascii
 import json
 import logging
 import secrets
-from dataclasses import dataclass, replace
-from typing import Protocol
+from dataclasses import replace
 
-from asyncflow.cache import TaskCache
-from asyncflow.clock import Clock
 from asyncflow.core import policy
 from asyncflow.core.ids import check_idempotency_key, check_task_type, parse_task_id
 from asyncflow.core.model import (
     Claim,
+    CreateRequest,
     Fail,
-    NewTask,
     NextStage,
     Outcome,
     PageCursor,
     Release,
+    Report,
     Retry,
     RetryPolicy,
     RetryStrategy,
@@ -34,10 +32,12 @@ from asyncflow.core.model import (
     Task,
     TaskChange,
     TaskFilter,
+    TaskInsert,
     TaskStatus,
     TaskTypeConfig,
     TypeSettings,
 )
+from asyncflow.core.ports import Clock, DueListener, TaskCache, TaskStore
 from asyncflow.core.validate import (
     MAX_ERROR_CHARS,
     MAX_STAGE_CHARS,
@@ -55,7 +55,6 @@ from asyncflow.errors import (
     TaskNotProcessing,
     TaskTypeNotFound,
 )
-from asyncflow.store.base import TaskStore
 
 log = logging.getLogger(__name__)
 
@@ -73,48 +72,27 @@ DAY = 86_400
 LEASE_RACE_RETRIES = 3
 
 
-class DueListener(Protocol):
-    """Told when tasks of a type become due (now or at `when`), so that
-    streaming dispatch can push them at once instead of waiting for a poll."""
-
-    def tasks_due(self, task_type: str, when: int, count: int) -> None: ...
-
-
 class NoListener:
+    """No streaming dispatch to tell (tools and benchmarks that run the core alone)."""
+
     def tasks_due(self, task_type: str, when: int, count: int) -> None:
         return None
 
 
-@dataclass(frozen=True)
-class Report:
-    """One outcome reported by a holder (a SetTask call, or an item of a batch)."""
-
-    task_id: str
-    lease_token: str
-    outcome: Outcome
-    context: str | None = None
-    """Replaces the task's context when set."""
-
-
-@dataclass(frozen=True)
-class NewTaskRequest:
-    task_type: str
-    user_id: str = ""
-    task_stage: str = ""
-    context: str = ""
-    priority: int = 0
-    idempotency_key: str = ""
-
-
 class TaskCore:
     def __init__(
-        self, store: TaskStore, cache: TaskCache, clock: Clock, limits: Limits | None = None
+        self,
+        store: TaskStore,
+        cache: TaskCache,
+        clock: Clock,
+        limits: Limits | None = None,
+        on_due: DueListener | None = None,
     ) -> None:
         self.store = store
         self.cache = cache
         self.clock = clock
         self.limits = limits or Limits()
-        self.on_due: DueListener = NoListener()
+        self.on_due: DueListener = on_due or NoListener()
 
     # -- task types -----------------------------------------------------------
 
@@ -179,12 +157,12 @@ class TaskCore:
 
     # -- producers ------------------------------------------------------------
 
-    async def create_task(self, request: NewTaskRequest) -> tuple[Task, bool]:
+    async def create_task(self, request: CreateRequest) -> tuple[Task, bool]:
         """Insert a task; with an idempotency key already used, return that task instead."""
-        (created,) = await self._insert([self._new_task(request)])
+        (created,) = await self._insert([self._insertable(request)])
         return created
 
-    async def create_tasks(self, requests: list[NewTaskRequest]) -> list[tuple[Task, bool]]:
+    async def create_tasks(self, requests: list[CreateRequest]) -> list[tuple[Task, bool]]:
         """Validate every request first (nothing is created if one is bad), then insert."""
         if len(requests) > self.limits.max_hold_limit:
             raise InvalidArgument(
@@ -194,7 +172,7 @@ class TaskCore:
         news = []
         for index, request in enumerate(requests):
             try:
-                news.append(self._new_task(request))
+                news.append(self._insertable(request))
             except InvalidArgument as bad:
                 raise InvalidArgument(
                     f"tasks[{index}]: {bad.message}", field=f"tasks[{index}].{bad.field}"
@@ -208,13 +186,13 @@ class TaskCore:
                 f"tasks[{index}]: {missing.message}", field=f"tasks[{index}].task_type"
             ) from None
 
-    def _new_task(self, request: NewTaskRequest) -> NewTask:
+    def _insertable(self, request: CreateRequest) -> TaskInsert:
         check_text(request.user_id, "user_id", MAX_USER_ID_CHARS)
         check_text(request.task_stage, "task_stage", MAX_STAGE_CHARS)
         check_context(request.context, self.limits)
         check_range(request.priority, "priority", 0, policy.MAX_PRIORITY)
         key = check_idempotency_key(request.idempotency_key) if request.idempotency_key else None
-        return NewTask(
+        return TaskInsert(
             task_type=check_task_type(request.task_type),
             user_id=request.user_id,
             task_stage=request.task_stage,
@@ -224,7 +202,7 @@ class TaskCore:
             idempotency_key=key,
         )
 
-    async def _insert(self, news: list[NewTask]) -> list[tuple[Task, bool]]:
+    async def _insert(self, news: list[TaskInsert]) -> list[tuple[Task, bool]]:
         results = await self.store.task_insert_many(news, self.clock.now())
         created = [r for r in results if isinstance(r, Task)]
         await self.cache.put(created)
@@ -359,11 +337,23 @@ class TaskCore:
     # -- governance -----------------------------------------------------------
 
     async def recover_stuck(self, config: TaskTypeConfig, batch: int) -> list[Task]:
-        """Return the type's expired leases to the queue (or fail them); see the store."""
-        tasks = await self.store.task_recover_stuck(config, self.clock.now(), batch)
-        await self.cache.put(tasks)
-        self._announce([t for t in tasks if t.status is TaskStatus.PENDING])
-        return tasks
+        """Return the type's expired leases to the queue, or fail them (policy.recover).
+
+        At most `batch` per table. A holder's report or renewal that lands
+        between the read and the write wins: that task is left as the holder
+        wrote it (and, if its lease is still expired, found again next pass).
+        """
+        now = self.clock.now()
+        expired = await self.store.task_list_expired(config, now, batch)
+        if not expired:
+            return []
+        applied = await self.store.task_update_leased_many(
+            [(task, task.lease_token, policy.recover(task, now)) for task in expired], now
+        )
+        recovered = [task for task in applied if task is not None]
+        await self.cache.put(recovered)
+        self._announce([t for t in recovered if t.status is TaskStatus.PENDING])
+        return recovered
 
 
 def _leased(task: Task | None, task_id: str, lease_token: str) -> Task:

@@ -1,7 +1,7 @@
-"""Wiring: build the store, cache and core from config, and run the gRPC server.
+"""Wiring: build the store, cache, core and dispatch from config, and run the gRPC server.
 
-The server also serves grpc.health.v1 and server reflection so that
-`grpcurl -plaintext HOST:PORT list` works with no .proto at hand.
+The server also serves grpc.health.v1 and server reflection (v1 and v1alpha)
+so that `grpcurl -plaintext HOST:PORT list` works with no .proto at hand.
 """
 
 from __future__ import annotations
@@ -11,22 +11,21 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
-from asyncflow.cache import TaskCache
 from asyncflow.cache.memory import MemoryTaskCache, NoTaskCache
 from asyncflow.cache.redis import RedisTaskCache
-from asyncflow.clock import Clock, SystemClock
+from asyncflow.clock import SystemClock
 from asyncflow.config import CacheConfig, Config, StoreConfig
 from asyncflow.core.governance import Governance
+from asyncflow.core.ports import Clock, TaskCache, TaskStore
 from asyncflow.core.service import TaskCore
 from asyncflow.errors import ConfigError
 from asyncflow.lock import LocalLock, LockBackend, RedisLock
+from asyncflow.server.dispatch import Dispatcher
 from asyncflow.server.governor import Governor
+from asyncflow.server.reflection import enable_reflection
 from asyncflow.server.servicer import TaskServicer
-from asyncflow.server.session import Dispatcher
-from asyncflow.server.wakeup import RedisWakeRelay, WakeHub
-from asyncflow.store.base import TaskStore
+from asyncflow.server.wakeup import RedisWakeRelay, WakeHub, WakeRelay
 from asyncflow.store.mysql import MysqlStore
 from asyncflow.store.sqlite import SqliteStore
 from asyncflow.v1 import task_service_pb2 as pb
@@ -48,7 +47,11 @@ async def open_store(config: StoreConfig) -> TaskStore:
             pool_min=config.mysql_pool_min,
             pool_max=config.mysql_pool_max,
         )
-    return await SqliteStore.open(config.sqlite_path)
+    return await SqliteStore.open(
+        config.sqlite_path,
+        synchronous=config.sqlite_synchronous,
+        busy_timeout_ms=config.sqlite_busy_timeout_ms,
+    )
 
 
 def open_cache(config: CacheConfig) -> TaskCache:
@@ -59,6 +62,13 @@ def open_cache(config: CacheConfig) -> TaskCache:
     if config.backend == "memory":
         return MemoryTaskCache(config.memory_max_entries)
     return NoTaskCache()
+
+
+def open_relay(config: CacheConfig) -> WakeRelay | None:
+    """Wake-ups cross replicas through the Redis they share; alone, none is needed."""
+    if config.backend == "redis":
+        return RedisWakeRelay(config.redis_url, config.key_prefix + "wake")
+    return None
 
 
 def open_locks(config: Config) -> LockBackend:
@@ -74,60 +84,63 @@ class AsyncflowServer:
 
     server: grpc.aio.Server
     health: health.aio.HealthServicer
+    store: TaskStore
+    cache: TaskCache
     core: TaskCore
     port: int
+    hub: WakeHub
     dispatcher: Dispatcher
     governor: Governor | None = None
     stopped: bool = False
 
     @classmethod
     async def start(cls, config: Config, clock: Clock | None = None) -> AsyncflowServer:
+        """Build every part once, in dependency order, then serve.
+
+        The one place where adapters meet the core: the store, cache and clock
+        are the core's ports, the wake hub its due listener (with the Redis relay
+        when replicas share a Redis), and the dispatcher, servicer and governance
+        are built on the core.
+        """
+        clock = clock or SystemClock()
         store = await open_store(config.store)
         applied = await store.migrate()
         if applied:
             log.info("applied migrations %s", ", ".join(applied))
-        core = TaskCore(store, open_cache(config.cache), clock or SystemClock(), config.limits)
-        size = config.server.max_message_bytes
+        cache = open_cache(config.cache)
+        hub = WakeHub(clock, open_relay(config.cache))
+        core = TaskCore(store, cache, clock, config.limits, on_due=hub)
+        dispatcher = Dispatcher(core, hub)
         server = grpc.aio.server(
             options=[
-                ("grpc.max_receive_message_length", size),
-                ("grpc.max_send_message_length", size),
+                ("grpc.max_receive_message_length", config.server.max_message_bytes),
+                ("grpc.max_send_message_length", config.server.max_message_bytes),
                 # Two servers must never share a port silently.
                 ("grpc.so_reuseport", 0),
             ]
         )
-        hub = WakeHub(core.clock)
-        core.on_due = hub
-        if config.cache.backend == "redis":
-            relay = RedisWakeRelay(config.cache.redis_url, config.cache.key_prefix + "wake", hub)
-            relay.start()
-            hub.relay = relay
-        dispatcher = Dispatcher(core, hub)
         pb_grpc.add_TaskServiceServicer_to_server(TaskServicer(core, dispatcher), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            [
-                SERVICE_NAME,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ],
-            server,
+        enable_reflection(
+            server, [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
         )
         address = f"{config.server.host}:{config.server.port}"
         try:
             port = server.add_insecure_port(address)
         except RuntimeError as exc:
-            await core.store.close()
+            await hub.close()
+            await cache.close()
+            await store.close()
             raise ConfigError(f"server.port: cannot listen on {address}: {exc}") from None
+        hub.start()
         await server.start()
         for service in ("", SERVICE_NAME):
             await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
         governor = None
         if config.governance.enabled:
-            governor = Governor(
-                Governance(core, config.governance), open_locks(config), config.cache.key_prefix
-            )
+            governance = Governance(store, clock, core.recover_stuck, config.governance)
+            governor = Governor(governance, open_locks(config), config.cache.key_prefix)
             governor.start()
         log.info(
             "asyncflow serving on %s:%d (store=%s, cache=%s)",
@@ -139,27 +152,37 @@ class AsyncflowServer:
         return cls(
             server=server,
             health=health_servicer,
+            store=store,
+            cache=cache,
             core=core,
             port=port,
+            hub=hub,
             dispatcher=dispatcher,
             governor=governor,
         )
 
+    async def announce_shutdown(self) -> None:
+        """Health turns NOT_SERVING, so that probes and load balancers stop sending
+        new calls here; everything is still served until stop()."""
+        await self.health.enter_graceful_shutdown()
+
     async def stop(self, grace: float | None = None) -> None:
-        """Graceful: health turns NOT_SERVING, new calls are refused, in-flight
-        calls get `grace` seconds to finish, then the store and cache close.
+        """Graceful: health turns NOT_SERVING (if announce_shutdown did not already),
+        governance stops, streams end (waiting up to `grace` seconds for them to
+        release their un-started tasks), then new calls are refused and in-flight
+        calls get `grace` seconds to finish; then the store and cache close.
         Idempotent."""
         if self.stopped:
             return
         self.stopped = True
-        await self.health.enter_graceful_shutdown()
+        await self.announce_shutdown()
         if self.governor is not None:
             await self.governor.stop()
         # Streams end first (their un-started tasks released) so that workers
         # reconnect elsewhere; unary calls in flight get the grace period.
         await self.dispatcher.shutdown(grace=5.0 if grace is None else grace)
         await self.server.stop(grace)
-        await self.dispatcher.hub.close()
-        await self.core.cache.close()
-        await self.core.store.close()
+        await self.hub.close()
+        await self.cache.close()
+        await self.store.close()
         log.info("asyncflow stopped")

@@ -14,12 +14,12 @@ from typing import Any
 
 from asyncflow.core.model import (
     Claim,
-    NewTask,
     RetryPolicy,
     RetryStrategy,
     Task,
     TaskChange,
     TaskFilter,
+    TaskInsert,
     TaskStatus,
     TaskTypeConfig,
 )
@@ -220,7 +220,7 @@ class InsertTarget:
     retry_interval: int
     max_retry_interval: int
 
-    def params(self, task: NewTask, task_id: str, now: int) -> tuple[Any, ...]:
+    def params(self, task: TaskInsert, task_id: str, now: int) -> tuple[Any, ...]:
         """Parameters of a backend's TASK_INSERT, in its column order."""
         return (
             task_id,
@@ -245,7 +245,7 @@ def insert_target(task_type: str, row: Sequence[Any] | None) -> InsertTarget:
     return InsertTarget(*row)
 
 
-def inserted(task: NewTask, task_id: str, target: InsertTarget, row_id: int, now: int) -> Task:
+def inserted(task: TaskInsert, task_id: str, target: InsertTarget, row_id: int, now: int) -> Task:
     """The row a task insert wrote (see claimed)."""
     return Task(
         row_id=row_id,

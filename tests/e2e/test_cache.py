@@ -16,13 +16,12 @@ import redis.asyncio as aioredis
 from conftest import REDIS_URL, Running, StartServer
 from rpc import SUCCESS, create, get, hold, next_stage, register, report
 
-from asyncflow.cache import TaskCache
 from asyncflow.cache.memory import MemoryTaskCache
 from asyncflow.cache.redis import RedisTaskCache
 from asyncflow.config import CacheConfig, Config
 from asyncflow.core.model import Task, TaskStatus
+from asyncflow.core.ports import TaskCache, TaskStore
 from asyncflow.core.service import DEFAULT_TYPE
-from asyncflow.store.base import TaskStore
 from asyncflow.v1 import task_service_pb2 as pb
 
 

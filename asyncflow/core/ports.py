@@ -1,9 +1,9 @@
-"""The storage interface: one method per operation, domain values in and out.
+"""The ports of the core: what the rules need from the world, as Protocols.
 
-Every method that depends on time takes `now` from the caller's clock; SQL never
-calls NOW(). Backends: asyncflow.store.mysql (production) and
-asyncflow.store.sqlite (embedded default). tests/store/ runs one contract suite
-against both.
+The core calls these; adapters implement them (asyncflow.store.sqlite and
+asyncflow.store.mysql the store, asyncflow.cache.* the cache, asyncflow.clock the
+clock, asyncflow.server.wakeup the due listener) and import this module, never
+the other way round. asyncflow.server.app wires one of each into the core.
 """
 
 from __future__ import annotations
@@ -12,17 +12,59 @@ from typing import Protocol
 
 from asyncflow.core.model import (
     Claim,
-    NewTask,
     PageCursor,
     Task,
     TaskChange,
     TaskFilter,
+    TaskInsert,
     TaskStatus,
     TaskTypeConfig,
 )
 
 
+class Clock(Protocol):
+    def now(self) -> int:
+        """Current time as Unix seconds (UTC)."""
+        ...
+
+
+class DueListener(Protocol):
+    """Told when tasks of a type become due (now or at `when`), so that
+    streaming dispatch can push them at once instead of waiting for a poll."""
+
+    def tasks_due(self, task_type: str, when: int, count: int) -> None: ...
+
+
+class TaskCache(Protocol):
+    """Task read cache with read-your-writes.
+
+    Every task row carries a `version` bumped by each write. Writers put the row
+    they wrote; readers that missed put the row they read. An entry is only ever
+    replaced by a higher version, so a slow reader can never put back a state
+    older than one a writer already published (the original's cache-aside race,
+    reference §12.18). The cache is an accelerator only: any failure reads as a
+    miss.
+    """
+
+    async def get(self, task_id: str) -> Task | None: ...
+
+    async def put(self, tasks: list[Task]) -> None:
+        """Store each task unless the cache already holds the same or a newer version."""
+        ...
+
+    async def close(self) -> None: ...
+
+
 class TaskStore(Protocol):
+    """The storage interface: one method per operation, domain values in and out.
+
+    Every method that depends on time takes `now` from the caller's clock; SQL
+    never calls NOW(). Driver errors never leave a store: a database that cannot
+    be reached, is locked or fails to read or write raises
+    asyncflow.errors.Unavailable. tests/store/ runs one contract suite against
+    every backend.
+    """
+
     async def migrate(self) -> list[str]:
         """Apply pending numbered migrations; return the names applied."""
         ...
@@ -64,8 +106,8 @@ class TaskStore(Protocol):
         """Forget idempotency keys older than `created_before` (at most `limit`)."""
         ...
 
-    async def task_insert_many(self, tasks: list[NewTask], now: int) -> list[Task | str]:
-        """Insert pending tasks into their types' end tables (see NewTask), in
+    async def task_insert_many(self, tasks: list[TaskInsert], now: int) -> list[Task | str]:
+        """Insert pending tasks into their types' end tables (see TaskInsert), in
         order, in one transaction. Each result is the inserted task, or the id of
         the existing task its idempotency key names. Raises TaskTypeNotFound
         (inserting nothing) when a type is not registered."""
@@ -88,7 +130,8 @@ class TaskStore(Protocol):
     ) -> list[Task | None]:
         """For each (task, lease_token, change), in one transaction: apply the
         change if the task is still PROCESSING under that token at task.version,
-        clearing the lease. None for each one where that no longer holds."""
+        clearing the lease. None for each one where that no longer holds (a
+        concurrent writer got there first and keeps its write)."""
         ...
 
     async def task_extend_lease(
@@ -108,9 +151,9 @@ class TaskStore(Protocol):
         """Tasks by status over every table of the type."""
         ...
 
-    async def task_recover_stuck(self, config: TaskTypeConfig, now: int, limit: int) -> list[Task]:
-        """Return PROCESSING tasks whose lease deadline has passed to PENDING with
-        one retry counted and order_time set by their back-off, or to FAILED when
-        their retries are exhausted. Bounded to `limit` tasks per table; returns
-        the recovered rows as they now are."""
+    async def task_list_expired(self, config: TaskTypeConfig, now: int, limit: int) -> list[Task]:
+        """PROCESSING tasks whose lease deadline is before `now`, at most `limit`
+        per table of begin_pos..end_pos, earliest deadline first. A plain read:
+        the caller decides what becomes of each and writes it back with
+        task_update_leased_many, which skips any task written in between."""
         ...
