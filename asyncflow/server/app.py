@@ -138,13 +138,12 @@ class AsyncflowServer:
             ]
         )
         client_log = ClientErrorLog(logging.getLogger("asyncflow.server.clients"), clock)
-        servicer = TaskServicer(core, dispatcher)
-        register(server, SERVICE_NAME, guarded_handlers(TASK_SERVICE, servicer, client_log))
         health_servicer = HealthServicer()
-        register(
-            server, HEALTH_SERVICE.full_name,
-            guarded_handlers(HEALTH_SERVICE, health_servicer, client_log),
-        )  # fmt: skip
+        for service, servicer in (
+            (TASK_SERVICE, TaskServicer(core, dispatcher)),
+            (HEALTH_SERVICE, health_servicer),
+        ):
+            register(server, service.full_name, guarded_handlers(service, servicer, client_log))
         enable_reflection(server, [SERVICE_NAME, HEALTH_SERVICE.full_name], client_log)
         address = f"{config.server.host}:{config.server.port}"
         try:

@@ -25,7 +25,7 @@ import weakref
 from collections.abc import AsyncIterator
 
 from asyncflow.core.service import TaskCore
-from asyncflow.errors import AsyncflowError, InvalidArgument
+from asyncflow.errors import InvalidArgument, MalformedRequest
 from asyncflow.server.session import Response, WorkSession
 from asyncflow.server.wakeup import WakeHub
 from asyncflow.v1 import task_service_pb2 as pb
@@ -113,7 +113,7 @@ class RequestReader:
                     await self._answerer.answer(request)
                 if self._session.closed:
                     return
-        except AsyncflowError as undecodable:  # MalformedRequest: a protocol error
+        except MalformedRequest as undecodable:  # from asyncflow.server.decoding
             self._answerer.fail(undecodable)
         finally:
             self._session.close()  # the worker half-closed, or the session ended
