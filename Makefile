@@ -5,12 +5,17 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTO_SRC := proto/asyncflow/v1/task_service.proto
+# The contract as shipped in 0.1 (main at 09322e4, before the operator RPCs), built
+# with `buf build '.git#ref=09322e40fb37f19e851ae8919ce7540c81a8a70d'
+# --exclude-source-info -o $(BUF_BASELINE)`. A committed image, not a git ref, so the
+# check works in any checkout (shallow clones and worktrees included).
+BUF_BASELINE := proto/baseline/asyncflow-v1-0.1.binpb
 PROTOC = PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m grpc_tools.protoc -Iproto
 NODE_EXAMPLE := examples/node
 NODE_STAMP := $(NODE_EXAMPLE)/node_modules/.package-lock.json
 
-.PHONY: help install proto proto-check clients lint format typecheck hooks node-deps unit test \
-	bench serve clean
+.PHONY: help install proto proto-check breaking clients lint format typecheck hooks node-deps unit \
+	test bench serve clean
 
 install: $(STAMP) ## Create .venv and install asyncflow with its dev tools
 
@@ -40,6 +45,11 @@ proto-check: $(STAMP) ## Fail if generated/ is stale
 	cp generated/asyncflow/v1/__init__.py $(VENV)/proto-check/asyncflow/v1/__init__.py
 	diff -r generated/asyncflow $(VENV)/proto-check/asyncflow \
 		|| (echo "generated/ is stale: run 'make proto' and commit the result" >&2; exit 1)
+
+# Additions (fields, messages, RPCs, enum values) pass; removing, renumbering or
+# retyping anything a shipped client may use fails.
+breaking: $(STAMP) ## Fail if proto/ breaks the shipped contract (buf breaking)
+	$(BIN)/buf breaking --against $(BUF_BASELINE)
 
 # buf.gen.yaml uses Buf's hosted plugins: this needs network access to buf.build.
 clients: $(STAMP) ## Go, Java, C# and TypeScript code into build/gen/ (buf generate)
@@ -71,7 +81,7 @@ unit: $(STAMP) ## The unit tier (tests/unit): seconds, no MariaDB or Redis
 	$(BIN)/pytest -q tests/unit $(PYTEST_ARGS)
 
 # The whole suite: static checks first, then every test (MariaDB/Redis ones included).
-test: proto-check lint typecheck node-deps ## Static checks, then the whole pytest suite
+test: proto-check breaking lint typecheck node-deps ## Static checks, then the whole pytest suite
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP) ## Stream latency/throughput and governance pass cost (MariaDB + Redis)

@@ -40,6 +40,8 @@ class _TaskStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskStatus
     """Terminal: every stage succeeded."""
     TASK_STATUS_FAILED: _TaskStatus.ValueType  # 4
     """Terminal: failed explicitly or retries exhausted."""
+    TASK_STATUS_CANCELLED: _TaskStatus.ValueType  # 5
+    """Terminal: cancelled by an operator (CancelTask); only RetryTask brings it back."""
 
 class TaskStatus(_TaskStatus, metaclass=_TaskStatusEnumTypeWrapper):
     """TaskStatus values are stored as-is; new states are only ever appended."""
@@ -53,6 +55,8 @@ TASK_STATUS_SUCCESS: TaskStatus.ValueType  # 3
 """Terminal: every stage succeeded."""
 TASK_STATUS_FAILED: TaskStatus.ValueType  # 4
 """Terminal: failed explicitly or retries exhausted."""
+TASK_STATUS_CANCELLED: TaskStatus.ValueType  # 5
+"""Terminal: cancelled by an operator (CancelTask); only RetryTask brings it back."""
 Global___TaskStatus: _TypeAlias = TaskStatus  # noqa: Y015
 
 class _RetryStrategy:
@@ -79,6 +83,37 @@ RETRY_STRATEGY_UNIFORM: RetryStrategy.ValueType  # 2
 """delay = retry_interval, every time."""
 Global___RetryStrategy: _TypeAlias = RetryStrategy  # noqa: Y015
 
+class _CatchUpPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CatchUpPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CatchUpPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CATCH_UP_POLICY_UNSPECIFIED: _CatchUpPolicy.ValueType  # 0
+    """On create: LATEST. On update: keep the current policy."""
+    CATCH_UP_POLICY_SKIP: _CatchUpPolicy.ValueType  # 1
+    """Missed ticks are dropped."""
+    CATCH_UP_POLICY_LATEST: _CatchUpPolicy.ValueType  # 2
+    """The latest missed tick fires once (unless a later tick fires anyway)."""
+    CATCH_UP_POLICY_ALL: _CatchUpPolicy.ValueType  # 3
+    """Every missed tick fires, the latest catch_up_limit of them."""
+
+class CatchUpPolicy(_CatchUpPolicy, metaclass=_CatchUpPolicyEnumTypeWrapper):
+    """CatchUpPolicy says what a schedule does with ticks it missed (the server was
+    down, or no replica led the schedule loop) for longer than the server's
+    governance.cron_misfire_seconds. Later ticks always fire.
+    """
+
+CATCH_UP_POLICY_UNSPECIFIED: CatchUpPolicy.ValueType  # 0
+"""On create: LATEST. On update: keep the current policy."""
+CATCH_UP_POLICY_SKIP: CatchUpPolicy.ValueType  # 1
+"""Missed ticks are dropped."""
+CATCH_UP_POLICY_LATEST: CatchUpPolicy.ValueType  # 2
+"""The latest missed tick fires once (unless a later tick fires anyway)."""
+CATCH_UP_POLICY_ALL: CatchUpPolicy.ValueType  # 3
+"""Every missed tick fires, the latest catch_up_limit of them."""
+Global___CatchUpPolicy: _TypeAlias = CatchUpPolicy  # noqa: Y015
+
 @_typing.final
 class TaskTypeConfig(_message.Message):
     """TaskTypeConfig is the schedule configuration of one task type."""
@@ -98,6 +133,7 @@ class TaskTypeConfig(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     MODIFY_TIME_FIELD_NUMBER: _builtins.int
     DATA_BEGIN_POS_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
     task_type: _builtins.str
     """Lowercase identifier: ^[a-z][a-z0-9_]{0,47}$."""
     schedule_limit: _builtins.int
@@ -125,6 +161,8 @@ class TaskTypeConfig(_message.Message):
     """Output only: the oldest table retention has not dropped (ListTasks and
     CountTasks read data_begin_pos..end_pos; begin_pos >= data_begin_pos).
     """
+    paused: _builtins.bool
+    """Output only: true while paused (PauseTaskType): nothing is held or pushed."""
     def __init__(
         self,
         *,
@@ -141,10 +179,11 @@ class TaskTypeConfig(_message.Message):
         create_time: _builtins.int = ...,
         modify_time: _builtins.int = ...,
         data_begin_pos: _builtins.int = ...,
+        paused: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["begin_pos", b"begin_pos", "create_time", b"create_time", "data_begin_pos", b"data_begin_pos", "end_pos", b"end_pos", "max_processing_time_seconds", b"max_processing_time_seconds", "max_retry_interval_seconds", b"max_retry_interval_seconds", "max_retry_num", b"max_retry_num", "modify_time", b"modify_time", "retry_interval_seconds", b"retry_interval_seconds", "retry_strategy", b"retry_strategy", "schedule_interval_seconds", b"schedule_interval_seconds", "schedule_limit", b"schedule_limit", "task_type", b"task_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["begin_pos", b"begin_pos", "create_time", b"create_time", "data_begin_pos", b"data_begin_pos", "end_pos", b"end_pos", "max_processing_time_seconds", b"max_processing_time_seconds", "max_retry_interval_seconds", b"max_retry_interval_seconds", "max_retry_num", b"max_retry_num", "modify_time", b"modify_time", "paused", b"paused", "retry_interval_seconds", b"retry_interval_seconds", "retry_strategy", b"retry_strategy", "schedule_interval_seconds", b"schedule_interval_seconds", "schedule_limit", b"schedule_limit", "task_type", b"task_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -345,6 +384,7 @@ class CreateTaskRequest(_message.Message):
     CONTEXT_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    RUN_AT_FIELD_NUMBER: _builtins.int
     task_type: _builtins.str
     user_id: _builtins.str
     task_stage: _builtins.str
@@ -357,6 +397,10 @@ class CreateTaskRequest(_message.Message):
     first segment of the task id; repeating a create with the same key and
     type returns the existing task (created = false).
     """
+    run_at: _builtins.int
+    """Unix seconds (UTC) before which the task is not held or pushed; 0, or a
+    time not after the server's now, means at once. Its order_time is run_at.
+    """
     def __init__(
         self,
         *,
@@ -366,10 +410,11 @@ class CreateTaskRequest(_message.Message):
         context: _builtins.str = ...,
         priority: _builtins.int | None = ...,
         idempotency_key: _builtins.str = ...,
+        run_at: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_priority", b"_priority", "priority", b"priority"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_priority", b"_priority", "context", b"context", "idempotency_key", b"idempotency_key", "priority", b"priority", "task_stage", b"task_stage", "task_type", b"task_type", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_priority", b"_priority", "context", b"context", "idempotency_key", b"idempotency_key", "priority", b"priority", "run_at", b"run_at", "task_stage", b"task_stage", "task_type", b"task_type", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__priority: _TypeAlias = _typing.Literal["priority"]  # noqa: Y015
     _WhichOneofArgType__priority: _TypeAlias = _typing.Literal["_priority", b"_priority"]  # noqa: Y015
@@ -1220,10 +1265,33 @@ class WorkTasksResponse(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class Cancelled(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        TASK_IDS_FIELD_NUMBER: _builtins.int
+        REASON_FIELD_NUMBER: _builtins.int
+        reason: _builtins.str
+        """The operator's reason, as given to CancelTask / CancelTasks."""
+        @_builtins.property
+        def task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+        def __init__(
+            self,
+            *,
+            task_ids: _abc.Iterable[_builtins.str] | None = ...,
+            reason: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "task_ids", b"task_ids"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     SUBSCRIBED_FIELD_NUMBER: _builtins.int
     TASKS_FIELD_NUMBER: _builtins.int
     REPORT_RESULTS_FIELD_NUMBER: _builtins.int
     EXTEND_RESULTS_FIELD_NUMBER: _builtins.int
+    CANCELLED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def subscribed(self) -> Global___WorkTasksResponse.Subscribed:
         """Answers Subscribe."""
@@ -1240,6 +1308,13 @@ class WorkTasksResponse(_message.Message):
     def extend_results(self) -> Global___WorkTasksResponse.ExtendResults:
         """Answers one Extend message, item by item."""
 
+    @_builtins.property
+    def cancelled(self) -> Global___WorkTasksResponse.Cancelled:
+        """Pushed tasks of this stream that an operator cancelled: stop their
+        stages and do not report them (a report is refused, TASK_CANCELLED).
+        They no longer count against the window.
+        """
+
     def __init__(
         self,
         *,
@@ -1247,12 +1322,13 @@ class WorkTasksResponse(_message.Message):
         tasks: Global___WorkTasksResponse.Tasks | None = ...,
         report_results: Global___WorkTasksResponse.ReportResults | None = ...,
         extend_results: Global___WorkTasksResponse.ExtendResults | None = ...,
+        cancelled: Global___WorkTasksResponse.Cancelled | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["extend_results", b"extend_results", "report_results", b"report_results", "response", b"response", "subscribed", b"subscribed", "tasks", b"tasks"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "extend_results", b"extend_results", "report_results", b"report_results", "response", b"response", "subscribed", b"subscribed", "tasks", b"tasks"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["extend_results", b"extend_results", "report_results", b"report_results", "response", b"response", "subscribed", b"subscribed", "tasks", b"tasks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "extend_results", b"extend_results", "report_results", b"report_results", "response", b"response", "subscribed", b"subscribed", "tasks", b"tasks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_response: _TypeAlias = _typing.Literal["subscribed", "tasks", "report_results", "extend_results"]  # noqa: Y015
+    _WhichOneofReturnType_response: _TypeAlias = _typing.Literal["subscribed", "tasks", "report_results", "extend_results", "cancelled"]  # noqa: Y015
     _WhichOneofArgType_response: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_response) -> _WhichOneofReturnType_response | None: ...
 
@@ -1319,3 +1395,677 @@ class ExtendResult(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExtendResult: _TypeAlias = ExtendResult  # noqa: Y015
+
+@_typing.final
+class CancelTaskRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    reason: _builtins.str
+    """Free text kept in the task's schedule_log (at most 4096 characters)."""
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelTaskRequest: _TypeAlias = CancelTaskRequest  # noqa: Y015
+
+@_typing.final
+class CancelTaskResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def task(self) -> Global___Task:
+        """The task, CANCELLED."""
+
+    def __init__(
+        self,
+        *,
+        task: Global___Task | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelTaskResponse: _TypeAlias = CancelTaskResponse  # noqa: Y015
+
+@_typing.final
+class CancelTasksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_TYPE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    TASK_STAGE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    task_type: _builtins.str
+    status: Global___TaskStatus.ValueType
+    """PENDING or PROCESSING; UNSPECIFIED means both."""
+    task_stage: _builtins.str
+    """Empty means any stage."""
+    page_size: _builtins.int
+    """Tasks examined per call: 0 means 100; larger values are clamped to 1000."""
+    page_token: _builtins.str
+    """next_page_token of the previous call."""
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        task_type: _builtins.str = ...,
+        status: Global___TaskStatus.ValueType = ...,
+        task_stage: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "reason", b"reason", "status", b"status", "task_stage", b"task_stage", "task_type", b"task_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelTasksRequest: _TypeAlias = CancelTasksRequest  # noqa: Y015
+
+@_typing.final
+class CancelTasksResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASKS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty once every matching task was examined."""
+    @_builtins.property
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Task]:
+        """The tasks this call cancelled, CANCELLED."""
+
+    def __init__(
+        self,
+        *,
+        tasks: _abc.Iterable[Global___Task] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "tasks", b"tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelTasksResponse: _TypeAlias = CancelTasksResponse  # noqa: Y015
+
+@_typing.final
+class RetryTaskRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    TASK_STAGE_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    task_stage: _builtins.str
+    """When set, the task runs this stage instead of the one it stopped at."""
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+        task_stage: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_task_stage", b"_task_stage", "task_stage", b"task_stage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_task_stage", b"_task_stage", "task_id", b"task_id", "task_stage", b"task_stage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__task_stage: _TypeAlias = _typing.Literal["task_stage"]  # noqa: Y015
+    _WhichOneofArgType__task_stage: _TypeAlias = _typing.Literal["_task_stage", b"_task_stage"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__task_stage) -> _WhichOneofReturnType__task_stage | None: ...
+
+Global___RetryTaskRequest: _TypeAlias = RetryTaskRequest  # noqa: Y015
+
+@_typing.final
+class RetryTaskResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def task(self) -> Global___Task:
+        """The task, PENDING."""
+
+    def __init__(
+        self,
+        *,
+        task: Global___Task | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryTaskResponse: _TypeAlias = RetryTaskResponse  # noqa: Y015
+
+@_typing.final
+class RetryTasksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_TYPE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    TASK_STAGE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    NEW_TASK_STAGE_FIELD_NUMBER: _builtins.int
+    task_type: _builtins.str
+    status: Global___TaskStatus.ValueType
+    """FAILED or CANCELLED; UNSPECIFIED means both."""
+    task_stage: _builtins.str
+    """Empty means any stage."""
+    page_size: _builtins.int
+    """Tasks examined per call: 0 means 100; larger values are clamped to 1000."""
+    page_token: _builtins.str
+    """next_page_token of the previous call."""
+    new_task_stage: _builtins.str
+    """When set, every retried task runs this stage instead of the one it stopped at."""
+    def __init__(
+        self,
+        *,
+        task_type: _builtins.str = ...,
+        status: Global___TaskStatus.ValueType = ...,
+        task_stage: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        new_task_stage: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_new_task_stage", b"_new_task_stage", "new_task_stage", b"new_task_stage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_new_task_stage", b"_new_task_stage", "new_task_stage", b"new_task_stage", "page_size", b"page_size", "page_token", b"page_token", "status", b"status", "task_stage", b"task_stage", "task_type", b"task_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__new_task_stage: _TypeAlias = _typing.Literal["new_task_stage"]  # noqa: Y015
+    _WhichOneofArgType__new_task_stage: _TypeAlias = _typing.Literal["_new_task_stage", b"_new_task_stage"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__new_task_stage) -> _WhichOneofReturnType__new_task_stage | None: ...
+
+Global___RetryTasksRequest: _TypeAlias = RetryTasksRequest  # noqa: Y015
+
+@_typing.final
+class RetryTasksResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASKS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty once every matching task was examined."""
+    @_builtins.property
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Task]:
+        """The tasks this call retried, PENDING."""
+
+    def __init__(
+        self,
+        *,
+        tasks: _abc.Iterable[Global___Task] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "tasks", b"tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryTasksResponse: _TypeAlias = RetryTasksResponse  # noqa: Y015
+
+@_typing.final
+class PauseTaskTypeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_TYPE_FIELD_NUMBER: _builtins.int
+    task_type: _builtins.str
+    def __init__(
+        self,
+        *,
+        task_type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["task_type", b"task_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseTaskTypeRequest: _TypeAlias = PauseTaskTypeRequest  # noqa: Y015
+
+@_typing.final
+class PauseTaskTypeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_TYPE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def task_type(self) -> Global___TaskTypeConfig: ...
+    def __init__(
+        self,
+        *,
+        task_type: Global___TaskTypeConfig | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["task_type", b"task_type"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["task_type", b"task_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseTaskTypeResponse: _TypeAlias = PauseTaskTypeResponse  # noqa: Y015
+
+@_typing.final
+class ResumeTaskTypeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_TYPE_FIELD_NUMBER: _builtins.int
+    task_type: _builtins.str
+    def __init__(
+        self,
+        *,
+        task_type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["task_type", b"task_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeTaskTypeRequest: _TypeAlias = ResumeTaskTypeRequest  # noqa: Y015
+
+@_typing.final
+class ResumeTaskTypeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_TYPE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def task_type(self) -> Global___TaskTypeConfig: ...
+    def __init__(
+        self,
+        *,
+        task_type: Global___TaskTypeConfig | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["task_type", b"task_type"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["task_type", b"task_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeTaskTypeResponse: _TypeAlias = ResumeTaskTypeResponse  # noqa: Y015
+
+@_typing.final
+class TaskTemplate(_message.Message):
+    """TaskTemplate is the task a schedule creates at each tick."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_TYPE_FIELD_NUMBER: _builtins.int
+    TASK_STAGE_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    task_type: _builtins.str
+    """A registered task type."""
+    task_stage: _builtins.str
+    context: _builtins.str
+    priority: _builtins.int
+    """Seconds of advance in [0, 31104000]."""
+    def __init__(
+        self,
+        *,
+        task_type: _builtins.str = ...,
+        task_stage: _builtins.str = ...,
+        context: _builtins.str = ...,
+        priority: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "priority", b"priority", "task_stage", b"task_stage", "task_type", b"task_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskTemplate: _TypeAlias = TaskTemplate  # noqa: Y015
+
+@_typing.final
+class Schedule(_message.Message):
+    """Schedule creates one task from its template at each tick of a cron expression."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CRON_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    TASK_FIELD_NUMBER: _builtins.int
+    CATCH_UP_FIELD_NUMBER: _builtins.int
+    CATCH_UP_LIMIT_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    LAST_FIRE_TIME_FIELD_NUMBER: _builtins.int
+    NEXT_FIRE_TIME_FIELD_NUMBER: _builtins.int
+    LAST_TASK_ID_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    MODIFY_TIME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """^[a-z][a-z0-9-]{0,39}$. Each tick's task gets the idempotency key
+    "cron-<name>-<tick>", so a tick never creates two tasks.
+    """
+    cron: _builtins.str
+    """Five fields (minute hour day-of-month month day-of-week), a sixth for
+    seconds, or @hourly, @daily, @weekly, @monthly, @yearly, @annually, @midnight.
+    """
+    time_zone: _builtins.str
+    """IANA time zone the expression is read in, e.g. "Europe/Paris"; default UTC."""
+    catch_up: Global___CatchUpPolicy.ValueType
+    catch_up_limit: _builtins.int
+    """With CATCH_UP_POLICY_ALL: most missed ticks fired at once (1..1000)."""
+    paused: _builtins.bool
+    last_fire_time: _builtins.int
+    """Output only: the latest tick that created a task (Unix seconds; 0: none yet)."""
+    next_fire_time: _builtins.int
+    """Output only: the next tick (Unix seconds)."""
+    last_task_id: _builtins.str
+    """Output only: the task the latest tick created."""
+    create_time: _builtins.int
+    """Output only: Unix seconds."""
+    modify_time: _builtins.int
+    """Output only: Unix seconds."""
+    @_builtins.property
+    def task(self) -> Global___TaskTemplate: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        cron: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+        task: Global___TaskTemplate | None = ...,
+        catch_up: Global___CatchUpPolicy.ValueType = ...,
+        catch_up_limit: _builtins.int = ...,
+        paused: _builtins.bool = ...,
+        last_fire_time: _builtins.int = ...,
+        next_fire_time: _builtins.int = ...,
+        last_task_id: _builtins.str = ...,
+        create_time: _builtins.int = ...,
+        modify_time: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catch_up", b"catch_up", "catch_up_limit", b"catch_up_limit", "create_time", b"create_time", "cron", b"cron", "last_fire_time", b"last_fire_time", "last_task_id", b"last_task_id", "modify_time", b"modify_time", "name", b"name", "next_fire_time", b"next_fire_time", "paused", b"paused", "task", b"task", "time_zone", b"time_zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Schedule: _TypeAlias = Schedule  # noqa: Y015
+
+@_typing.final
+class CreateScheduleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CRON_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    TASK_FIELD_NUMBER: _builtins.int
+    CATCH_UP_FIELD_NUMBER: _builtins.int
+    CATCH_UP_LIMIT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    cron: _builtins.str
+    time_zone: _builtins.str
+    """Empty means UTC."""
+    catch_up: Global___CatchUpPolicy.ValueType
+    catch_up_limit: _builtins.int
+    """With CATCH_UP_POLICY_ALL; 0 means 10."""
+    @_builtins.property
+    def task(self) -> Global___TaskTemplate: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        cron: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+        task: Global___TaskTemplate | None = ...,
+        catch_up: Global___CatchUpPolicy.ValueType = ...,
+        catch_up_limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catch_up", b"catch_up", "catch_up_limit", b"catch_up_limit", "cron", b"cron", "name", b"name", "task", b"task", "time_zone", b"time_zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateScheduleRequest: _TypeAlias = CreateScheduleRequest  # noqa: Y015
+
+@_typing.final
+class CreateScheduleResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schedule(self) -> Global___Schedule: ...
+    def __init__(
+        self,
+        *,
+        schedule: Global___Schedule | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateScheduleResponse: _TypeAlias = CreateScheduleResponse  # noqa: Y015
+
+@_typing.final
+class UpdateScheduleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CRON_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    TASK_FIELD_NUMBER: _builtins.int
+    CATCH_UP_FIELD_NUMBER: _builtins.int
+    CATCH_UP_LIMIT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    cron: _builtins.str
+    time_zone: _builtins.str
+    catch_up: Global___CatchUpPolicy.ValueType
+    """UNSPECIFIED keeps the current policy."""
+    catch_up_limit: _builtins.int
+    @_builtins.property
+    def task(self) -> Global___TaskTemplate:
+        """When set, replaces the whole template."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        cron: _builtins.str | None = ...,
+        time_zone: _builtins.str | None = ...,
+        task: Global___TaskTemplate | None = ...,
+        catch_up: Global___CatchUpPolicy.ValueType = ...,
+        catch_up_limit: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_catch_up_limit", b"_catch_up_limit", "_cron", b"_cron", "_time_zone", b"_time_zone", "catch_up_limit", b"catch_up_limit", "cron", b"cron", "task", b"task", "time_zone", b"time_zone"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_catch_up_limit", b"_catch_up_limit", "_cron", b"_cron", "_time_zone", b"_time_zone", "catch_up", b"catch_up", "catch_up_limit", b"catch_up_limit", "cron", b"cron", "name", b"name", "task", b"task", "time_zone", b"time_zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__catch_up_limit: _TypeAlias = _typing.Literal["catch_up_limit"]  # noqa: Y015
+    _WhichOneofArgType__catch_up_limit: _TypeAlias = _typing.Literal["_catch_up_limit", b"_catch_up_limit"]  # noqa: Y015
+    _WhichOneofReturnType__cron: _TypeAlias = _typing.Literal["cron"]  # noqa: Y015
+    _WhichOneofArgType__cron: _TypeAlias = _typing.Literal["_cron", b"_cron"]  # noqa: Y015
+    _WhichOneofReturnType__time_zone: _TypeAlias = _typing.Literal["time_zone"]  # noqa: Y015
+    _WhichOneofArgType__time_zone: _TypeAlias = _typing.Literal["_time_zone", b"_time_zone"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__catch_up_limit) -> _WhichOneofReturnType__catch_up_limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cron) -> _WhichOneofReturnType__cron | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__time_zone) -> _WhichOneofReturnType__time_zone | None: ...
+
+Global___UpdateScheduleRequest: _TypeAlias = UpdateScheduleRequest  # noqa: Y015
+
+@_typing.final
+class UpdateScheduleResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schedule(self) -> Global___Schedule: ...
+    def __init__(
+        self,
+        *,
+        schedule: Global___Schedule | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateScheduleResponse: _TypeAlias = UpdateScheduleResponse  # noqa: Y015
+
+@_typing.final
+class ListSchedulesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSchedulesRequest: _TypeAlias = ListSchedulesRequest  # noqa: Y015
+
+@_typing.final
+class ListSchedulesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schedules(self) -> _containers.RepeatedCompositeFieldContainer[Global___Schedule]: ...
+    def __init__(
+        self,
+        *,
+        schedules: _abc.Iterable[Global___Schedule] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedules", b"schedules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSchedulesResponse: _TypeAlias = ListSchedulesResponse  # noqa: Y015
+
+@_typing.final
+class DeleteScheduleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteScheduleRequest: _TypeAlias = DeleteScheduleRequest  # noqa: Y015
+
+@_typing.final
+class DeleteScheduleResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteScheduleResponse: _TypeAlias = DeleteScheduleResponse  # noqa: Y015
+
+@_typing.final
+class PauseScheduleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseScheduleRequest: _TypeAlias = PauseScheduleRequest  # noqa: Y015
+
+@_typing.final
+class PauseScheduleResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schedule(self) -> Global___Schedule: ...
+    def __init__(
+        self,
+        *,
+        schedule: Global___Schedule | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseScheduleResponse: _TypeAlias = PauseScheduleResponse  # noqa: Y015
+
+@_typing.final
+class ResumeScheduleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeScheduleRequest: _TypeAlias = ResumeScheduleRequest  # noqa: Y015
+
+@_typing.final
+class ResumeScheduleResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schedule(self) -> Global___Schedule: ...
+    def __init__(
+        self,
+        *,
+        schedule: Global___Schedule | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeScheduleResponse: _TypeAlias = ResumeScheduleResponse  # noqa: Y015

@@ -95,6 +95,66 @@ class TaskServiceStub:
                 request_serializer=asyncflow_dot_v1_dot_task__service__pb2.WorkTasksRequest.SerializeToString,
                 response_deserializer=asyncflow_dot_v1_dot_task__service__pb2.WorkTasksResponse.FromString,
                 _registered_method=True)
+        self.CancelTask = channel.unary_unary(
+                '/asyncflow.v1.TaskService/CancelTask',
+                request_serializer=asyncflow_dot_v1_dot_task__service__pb2.CancelTaskRequest.SerializeToString,
+                response_deserializer=asyncflow_dot_v1_dot_task__service__pb2.CancelTaskResponse.FromString,
+                _registered_method=True)
+        self.CancelTasks = channel.unary_unary(
+                '/asyncflow.v1.TaskService/CancelTasks',
+                request_serializer=asyncflow_dot_v1_dot_task__service__pb2.CancelTasksRequest.SerializeToString,
+                response_deserializer=asyncflow_dot_v1_dot_task__service__pb2.CancelTasksResponse.FromString,
+                _registered_method=True)
+        self.RetryTask = channel.unary_unary(
+                '/asyncflow.v1.TaskService/RetryTask',
+                request_serializer=asyncflow_dot_v1_dot_task__service__pb2.RetryTaskRequest.SerializeToString,
+                response_deserializer=asyncflow_dot_v1_dot_task__service__pb2.RetryTaskResponse.FromString,
+                _registered_method=True)
+        self.RetryTasks = channel.unary_unary(
+                '/asyncflow.v1.TaskService/RetryTasks',
+                request_serializer=asyncflow_dot_v1_dot_task__service__pb2.RetryTasksRequest.SerializeToString,
+                response_deserializer=asyncflow_dot_v1_dot_task__service__pb2.RetryTasksResponse.FromString,
+                _registered_method=True)
+        self.PauseTaskType = channel.unary_unary(
+                '/asyncflow.v1.TaskService/PauseTaskType',
+                request_serializer=asyncflow_dot_v1_dot_task__service__pb2.PauseTaskTypeRequest.SerializeToString,
+                response_deserializer=asyncflow_dot_v1_dot_task__service__pb2.PauseTaskTypeResponse.FromString,
+                _registered_method=True)
+        self.ResumeTaskType = channel.unary_unary(
+                '/asyncflow.v1.TaskService/ResumeTaskType',
+                request_serializer=asyncflow_dot_v1_dot_task__service__pb2.ResumeTaskTypeRequest.SerializeToString,
+                response_deserializer=asyncflow_dot_v1_dot_task__service__pb2.ResumeTaskTypeResponse.FromString,
+                _registered_method=True)
+        self.CreateSchedule = channel.unary_unary(
+                '/asyncflow.v1.TaskService/CreateSchedule',
+                request_serializer=asyncflow_dot_v1_dot_task__service__pb2.CreateScheduleRequest.SerializeToString,
+                response_deserializer=asyncflow_dot_v1_dot_task__service__pb2.CreateScheduleResponse.FromString,
+                _registered_method=True)
+        self.UpdateSchedule = channel.unary_unary(
+                '/asyncflow.v1.TaskService/UpdateSchedule',
+                request_serializer=asyncflow_dot_v1_dot_task__service__pb2.UpdateScheduleRequest.SerializeToString,
+                response_deserializer=asyncflow_dot_v1_dot_task__service__pb2.UpdateScheduleResponse.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/asyncflow.v1.TaskService/ListSchedules',
+                request_serializer=asyncflow_dot_v1_dot_task__service__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=asyncflow_dot_v1_dot_task__service__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
+        self.DeleteSchedule = channel.unary_unary(
+                '/asyncflow.v1.TaskService/DeleteSchedule',
+                request_serializer=asyncflow_dot_v1_dot_task__service__pb2.DeleteScheduleRequest.SerializeToString,
+                response_deserializer=asyncflow_dot_v1_dot_task__service__pb2.DeleteScheduleResponse.FromString,
+                _registered_method=True)
+        self.PauseSchedule = channel.unary_unary(
+                '/asyncflow.v1.TaskService/PauseSchedule',
+                request_serializer=asyncflow_dot_v1_dot_task__service__pb2.PauseScheduleRequest.SerializeToString,
+                response_deserializer=asyncflow_dot_v1_dot_task__service__pb2.PauseScheduleResponse.FromString,
+                _registered_method=True)
+        self.ResumeSchedule = channel.unary_unary(
+                '/asyncflow.v1.TaskService/ResumeSchedule',
+                request_serializer=asyncflow_dot_v1_dot_task__service__pb2.ResumeScheduleRequest.SerializeToString,
+                response_deserializer=asyncflow_dot_v1_dot_task__service__pb2.ResumeScheduleResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -200,6 +260,104 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelTask(self, request, context):
+        """Operator control (docs/operations.md#operator-control). These were added
+        after 0.1; a client built before them never calls them, and an older
+        server answers them UNIMPLEMENTED.
+
+        CancelTask makes a PENDING or PROCESSING task CANCELLED (terminal). The
+        worker holding a PROCESSING task is told on its WorkTasks stream; any later
+        report for it is refused (FAILED_PRECONDITION, TASK_CANCELLED). Cancelling
+        a CANCELLED task returns it unchanged; a SUCCESS or FAILED one is refused.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelTasks(self, request, context):
+        """CancelTasks cancels one page of the PENDING/PROCESSING tasks of a type that
+        match a filter; call again with next_page_token until it is empty.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryTask(self, request, context):
+        """RetryTask puts a FAILED or CANCELLED task back to PENDING (due at once, its
+        retry counter reset, its schedule_log kept), optionally at another stage.
+        Any other status is refused (FAILED_PRECONDITION, TASK_NOT_RETRYABLE).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryTasks(self, request, context):
+        """RetryTasks retries one page of the FAILED/CANCELLED tasks of a type that
+        match a filter; call again with next_page_token until it is empty.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseTaskType(self, request, context):
+        """PauseTaskType stops holds and pushes of a type (creates are still
+        accepted; held tasks finish normally). Persisted; idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeTaskType(self, request, context):
+        """ResumeTaskType lets holds and pushes of a type go on, waking its waiting
+        streams at once (on every replica). Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSchedule(self, request, context):
+        """CreateSchedule adds a cron schedule that creates one task per tick.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSchedule(self, request, context):
+        """UpdateSchedule changes a schedule; fields left unset keep their value.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """ListSchedules returns every schedule, by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSchedule(self, request, context):
+        """DeleteSchedule removes a schedule (the tasks it created stay).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseSchedule(self, request, context):
+        """PauseSchedule stops a schedule from firing until it is resumed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeSchedule(self, request, context):
+        """ResumeSchedule lets a paused schedule fire again from its next tick after
+        now (the ticks of the pause are not caught up).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -262,6 +420,66 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.WorkTasks,
                     request_deserializer=asyncflow_dot_v1_dot_task__service__pb2.WorkTasksRequest.FromString,
                     response_serializer=asyncflow_dot_v1_dot_task__service__pb2.WorkTasksResponse.SerializeToString,
+            ),
+            'CancelTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelTask,
+                    request_deserializer=asyncflow_dot_v1_dot_task__service__pb2.CancelTaskRequest.FromString,
+                    response_serializer=asyncflow_dot_v1_dot_task__service__pb2.CancelTaskResponse.SerializeToString,
+            ),
+            'CancelTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelTasks,
+                    request_deserializer=asyncflow_dot_v1_dot_task__service__pb2.CancelTasksRequest.FromString,
+                    response_serializer=asyncflow_dot_v1_dot_task__service__pb2.CancelTasksResponse.SerializeToString,
+            ),
+            'RetryTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryTask,
+                    request_deserializer=asyncflow_dot_v1_dot_task__service__pb2.RetryTaskRequest.FromString,
+                    response_serializer=asyncflow_dot_v1_dot_task__service__pb2.RetryTaskResponse.SerializeToString,
+            ),
+            'RetryTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryTasks,
+                    request_deserializer=asyncflow_dot_v1_dot_task__service__pb2.RetryTasksRequest.FromString,
+                    response_serializer=asyncflow_dot_v1_dot_task__service__pb2.RetryTasksResponse.SerializeToString,
+            ),
+            'PauseTaskType': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseTaskType,
+                    request_deserializer=asyncflow_dot_v1_dot_task__service__pb2.PauseTaskTypeRequest.FromString,
+                    response_serializer=asyncflow_dot_v1_dot_task__service__pb2.PauseTaskTypeResponse.SerializeToString,
+            ),
+            'ResumeTaskType': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeTaskType,
+                    request_deserializer=asyncflow_dot_v1_dot_task__service__pb2.ResumeTaskTypeRequest.FromString,
+                    response_serializer=asyncflow_dot_v1_dot_task__service__pb2.ResumeTaskTypeResponse.SerializeToString,
+            ),
+            'CreateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSchedule,
+                    request_deserializer=asyncflow_dot_v1_dot_task__service__pb2.CreateScheduleRequest.FromString,
+                    response_serializer=asyncflow_dot_v1_dot_task__service__pb2.CreateScheduleResponse.SerializeToString,
+            ),
+            'UpdateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSchedule,
+                    request_deserializer=asyncflow_dot_v1_dot_task__service__pb2.UpdateScheduleRequest.FromString,
+                    response_serializer=asyncflow_dot_v1_dot_task__service__pb2.UpdateScheduleResponse.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=asyncflow_dot_v1_dot_task__service__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=asyncflow_dot_v1_dot_task__service__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchedule,
+                    request_deserializer=asyncflow_dot_v1_dot_task__service__pb2.DeleteScheduleRequest.FromString,
+                    response_serializer=asyncflow_dot_v1_dot_task__service__pb2.DeleteScheduleResponse.SerializeToString,
+            ),
+            'PauseSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSchedule,
+                    request_deserializer=asyncflow_dot_v1_dot_task__service__pb2.PauseScheduleRequest.FromString,
+                    response_serializer=asyncflow_dot_v1_dot_task__service__pb2.PauseScheduleResponse.SerializeToString,
+            ),
+            'ResumeSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSchedule,
+                    request_deserializer=asyncflow_dot_v1_dot_task__service__pb2.ResumeScheduleRequest.FromString,
+                    response_serializer=asyncflow_dot_v1_dot_task__service__pb2.ResumeScheduleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -589,6 +807,330 @@ class TaskService:
             '/asyncflow.v1.TaskService/WorkTasks',
             asyncflow_dot_v1_dot_task__service__pb2.WorkTasksRequest.SerializeToString,
             asyncflow_dot_v1_dot_task__service__pb2.WorkTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asyncflow.v1.TaskService/CancelTask',
+            asyncflow_dot_v1_dot_task__service__pb2.CancelTaskRequest.SerializeToString,
+            asyncflow_dot_v1_dot_task__service__pb2.CancelTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asyncflow.v1.TaskService/CancelTasks',
+            asyncflow_dot_v1_dot_task__service__pb2.CancelTasksRequest.SerializeToString,
+            asyncflow_dot_v1_dot_task__service__pb2.CancelTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asyncflow.v1.TaskService/RetryTask',
+            asyncflow_dot_v1_dot_task__service__pb2.RetryTaskRequest.SerializeToString,
+            asyncflow_dot_v1_dot_task__service__pb2.RetryTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asyncflow.v1.TaskService/RetryTasks',
+            asyncflow_dot_v1_dot_task__service__pb2.RetryTasksRequest.SerializeToString,
+            asyncflow_dot_v1_dot_task__service__pb2.RetryTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseTaskType(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asyncflow.v1.TaskService/PauseTaskType',
+            asyncflow_dot_v1_dot_task__service__pb2.PauseTaskTypeRequest.SerializeToString,
+            asyncflow_dot_v1_dot_task__service__pb2.PauseTaskTypeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeTaskType(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asyncflow.v1.TaskService/ResumeTaskType',
+            asyncflow_dot_v1_dot_task__service__pb2.ResumeTaskTypeRequest.SerializeToString,
+            asyncflow_dot_v1_dot_task__service__pb2.ResumeTaskTypeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asyncflow.v1.TaskService/CreateSchedule',
+            asyncflow_dot_v1_dot_task__service__pb2.CreateScheduleRequest.SerializeToString,
+            asyncflow_dot_v1_dot_task__service__pb2.CreateScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asyncflow.v1.TaskService/UpdateSchedule',
+            asyncflow_dot_v1_dot_task__service__pb2.UpdateScheduleRequest.SerializeToString,
+            asyncflow_dot_v1_dot_task__service__pb2.UpdateScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asyncflow.v1.TaskService/ListSchedules',
+            asyncflow_dot_v1_dot_task__service__pb2.ListSchedulesRequest.SerializeToString,
+            asyncflow_dot_v1_dot_task__service__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asyncflow.v1.TaskService/DeleteSchedule',
+            asyncflow_dot_v1_dot_task__service__pb2.DeleteScheduleRequest.SerializeToString,
+            asyncflow_dot_v1_dot_task__service__pb2.DeleteScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asyncflow.v1.TaskService/PauseSchedule',
+            asyncflow_dot_v1_dot_task__service__pb2.PauseScheduleRequest.SerializeToString,
+            asyncflow_dot_v1_dot_task__service__pb2.PauseScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asyncflow.v1.TaskService/ResumeSchedule',
+            asyncflow_dot_v1_dot_task__service__pb2.ResumeScheduleRequest.SerializeToString,
+            asyncflow_dot_v1_dot_task__service__pb2.ResumeScheduleResponse.FromString,
             options,
             channel_credentials,
             insecure,

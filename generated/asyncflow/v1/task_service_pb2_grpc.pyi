@@ -86,6 +86,51 @@ class TaskServiceStub:
     the worker acknowledges starts, reports outcomes and extends leases on the
     same stream. Leases follow the same rules as HoldTasks/SetTask.
     """
+    CancelTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.CancelTaskRequest, _task_service_pb2.CancelTaskResponse]
+    """Operator control (docs/operations.md#operator-control). These were added
+    after 0.1; a client built before them never calls them, and an older
+    server answers them UNIMPLEMENTED.
+
+    CancelTask makes a PENDING or PROCESSING task CANCELLED (terminal). The
+    worker holding a PROCESSING task is told on its WorkTasks stream; any later
+    report for it is refused (FAILED_PRECONDITION, TASK_CANCELLED). Cancelling
+    a CANCELLED task returns it unchanged; a SUCCESS or FAILED one is refused.
+    """
+    CancelTasks: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.CancelTasksRequest, _task_service_pb2.CancelTasksResponse]
+    """CancelTasks cancels one page of the PENDING/PROCESSING tasks of a type that
+    match a filter; call again with next_page_token until it is empty.
+    """
+    RetryTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.RetryTaskRequest, _task_service_pb2.RetryTaskResponse]
+    """RetryTask puts a FAILED or CANCELLED task back to PENDING (due at once, its
+    retry counter reset, its schedule_log kept), optionally at another stage.
+    Any other status is refused (FAILED_PRECONDITION, TASK_NOT_RETRYABLE).
+    """
+    RetryTasks: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.RetryTasksRequest, _task_service_pb2.RetryTasksResponse]
+    """RetryTasks retries one page of the FAILED/CANCELLED tasks of a type that
+    match a filter; call again with next_page_token until it is empty.
+    """
+    PauseTaskType: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.PauseTaskTypeRequest, _task_service_pb2.PauseTaskTypeResponse]
+    """PauseTaskType stops holds and pushes of a type (creates are still
+    accepted; held tasks finish normally). Persisted; idempotent.
+    """
+    ResumeTaskType: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ResumeTaskTypeRequest, _task_service_pb2.ResumeTaskTypeResponse]
+    """ResumeTaskType lets holds and pushes of a type go on, waking its waiting
+    streams at once (on every replica). Idempotent.
+    """
+    CreateSchedule: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.CreateScheduleRequest, _task_service_pb2.CreateScheduleResponse]
+    """CreateSchedule adds a cron schedule that creates one task per tick."""
+    UpdateSchedule: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.UpdateScheduleRequest, _task_service_pb2.UpdateScheduleResponse]
+    """UpdateSchedule changes a schedule; fields left unset keep their value."""
+    ListSchedules: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ListSchedulesRequest, _task_service_pb2.ListSchedulesResponse]
+    """ListSchedules returns every schedule, by name."""
+    DeleteSchedule: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.DeleteScheduleRequest, _task_service_pb2.DeleteScheduleResponse]
+    """DeleteSchedule removes a schedule (the tasks it created stay)."""
+    PauseSchedule: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.PauseScheduleRequest, _task_service_pb2.PauseScheduleResponse]
+    """PauseSchedule stops a schedule from firing until it is resumed."""
+    ResumeSchedule: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ResumeScheduleRequest, _task_service_pb2.ResumeScheduleResponse]
+    """ResumeSchedule lets a paused schedule fire again from its next tick after
+    now (the ticks of the pause are not caught up).
+    """
 
 @_typing.type_check_only
 class TaskServiceAsyncStub(TaskServiceStub):
@@ -138,6 +183,51 @@ class TaskServiceAsyncStub(TaskServiceStub):
     tasks as soon as they are due, never more than `window` un-reported ones;
     the worker acknowledges starts, reports outcomes and extends leases on the
     same stream. Leases follow the same rules as HoldTasks/SetTask.
+    """
+    CancelTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.CancelTaskRequest, _task_service_pb2.CancelTaskResponse]  # type: ignore[assignment]
+    """Operator control (docs/operations.md#operator-control). These were added
+    after 0.1; a client built before them never calls them, and an older
+    server answers them UNIMPLEMENTED.
+
+    CancelTask makes a PENDING or PROCESSING task CANCELLED (terminal). The
+    worker holding a PROCESSING task is told on its WorkTasks stream; any later
+    report for it is refused (FAILED_PRECONDITION, TASK_CANCELLED). Cancelling
+    a CANCELLED task returns it unchanged; a SUCCESS or FAILED one is refused.
+    """
+    CancelTasks: _aio.UnaryUnaryMultiCallable[_task_service_pb2.CancelTasksRequest, _task_service_pb2.CancelTasksResponse]  # type: ignore[assignment]
+    """CancelTasks cancels one page of the PENDING/PROCESSING tasks of a type that
+    match a filter; call again with next_page_token until it is empty.
+    """
+    RetryTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.RetryTaskRequest, _task_service_pb2.RetryTaskResponse]  # type: ignore[assignment]
+    """RetryTask puts a FAILED or CANCELLED task back to PENDING (due at once, its
+    retry counter reset, its schedule_log kept), optionally at another stage.
+    Any other status is refused (FAILED_PRECONDITION, TASK_NOT_RETRYABLE).
+    """
+    RetryTasks: _aio.UnaryUnaryMultiCallable[_task_service_pb2.RetryTasksRequest, _task_service_pb2.RetryTasksResponse]  # type: ignore[assignment]
+    """RetryTasks retries one page of the FAILED/CANCELLED tasks of a type that
+    match a filter; call again with next_page_token until it is empty.
+    """
+    PauseTaskType: _aio.UnaryUnaryMultiCallable[_task_service_pb2.PauseTaskTypeRequest, _task_service_pb2.PauseTaskTypeResponse]  # type: ignore[assignment]
+    """PauseTaskType stops holds and pushes of a type (creates are still
+    accepted; held tasks finish normally). Persisted; idempotent.
+    """
+    ResumeTaskType: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ResumeTaskTypeRequest, _task_service_pb2.ResumeTaskTypeResponse]  # type: ignore[assignment]
+    """ResumeTaskType lets holds and pushes of a type go on, waking its waiting
+    streams at once (on every replica). Idempotent.
+    """
+    CreateSchedule: _aio.UnaryUnaryMultiCallable[_task_service_pb2.CreateScheduleRequest, _task_service_pb2.CreateScheduleResponse]  # type: ignore[assignment]
+    """CreateSchedule adds a cron schedule that creates one task per tick."""
+    UpdateSchedule: _aio.UnaryUnaryMultiCallable[_task_service_pb2.UpdateScheduleRequest, _task_service_pb2.UpdateScheduleResponse]  # type: ignore[assignment]
+    """UpdateSchedule changes a schedule; fields left unset keep their value."""
+    ListSchedules: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ListSchedulesRequest, _task_service_pb2.ListSchedulesResponse]  # type: ignore[assignment]
+    """ListSchedules returns every schedule, by name."""
+    DeleteSchedule: _aio.UnaryUnaryMultiCallable[_task_service_pb2.DeleteScheduleRequest, _task_service_pb2.DeleteScheduleResponse]  # type: ignore[assignment]
+    """DeleteSchedule removes a schedule (the tasks it created stay)."""
+    PauseSchedule: _aio.UnaryUnaryMultiCallable[_task_service_pb2.PauseScheduleRequest, _task_service_pb2.PauseScheduleResponse]  # type: ignore[assignment]
+    """PauseSchedule stops a schedule from firing until it is resumed."""
+    ResumeSchedule: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ResumeScheduleRequest, _task_service_pb2.ResumeScheduleResponse]  # type: ignore[assignment]
+    """ResumeSchedule lets a paused schedule fire again from its next tick after
+    now (the ticks of the pause are not caught up).
     """
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -260,6 +350,123 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         tasks as soon as they are due, never more than `window` un-reported ones;
         the worker acknowledges starts, reports outcomes and extends leases on the
         same stream. Leases follow the same rules as HoldTasks/SetTask.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelTask(
+        self,
+        request: _task_service_pb2.CancelTaskRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.CancelTaskResponse, _abc.Awaitable[_task_service_pb2.CancelTaskResponse]]:
+        """Operator control (docs/operations.md#operator-control). These were added
+        after 0.1; a client built before them never calls them, and an older
+        server answers them UNIMPLEMENTED.
+
+        CancelTask makes a PENDING or PROCESSING task CANCELLED (terminal). The
+        worker holding a PROCESSING task is told on its WorkTasks stream; any later
+        report for it is refused (FAILED_PRECONDITION, TASK_CANCELLED). Cancelling
+        a CANCELLED task returns it unchanged; a SUCCESS or FAILED one is refused.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelTasks(
+        self,
+        request: _task_service_pb2.CancelTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.CancelTasksResponse, _abc.Awaitable[_task_service_pb2.CancelTasksResponse]]:
+        """CancelTasks cancels one page of the PENDING/PROCESSING tasks of a type that
+        match a filter; call again with next_page_token until it is empty.
+        """
+
+    @_abc_1.abstractmethod
+    def RetryTask(
+        self,
+        request: _task_service_pb2.RetryTaskRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.RetryTaskResponse, _abc.Awaitable[_task_service_pb2.RetryTaskResponse]]:
+        """RetryTask puts a FAILED or CANCELLED task back to PENDING (due at once, its
+        retry counter reset, its schedule_log kept), optionally at another stage.
+        Any other status is refused (FAILED_PRECONDITION, TASK_NOT_RETRYABLE).
+        """
+
+    @_abc_1.abstractmethod
+    def RetryTasks(
+        self,
+        request: _task_service_pb2.RetryTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.RetryTasksResponse, _abc.Awaitable[_task_service_pb2.RetryTasksResponse]]:
+        """RetryTasks retries one page of the FAILED/CANCELLED tasks of a type that
+        match a filter; call again with next_page_token until it is empty.
+        """
+
+    @_abc_1.abstractmethod
+    def PauseTaskType(
+        self,
+        request: _task_service_pb2.PauseTaskTypeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.PauseTaskTypeResponse, _abc.Awaitable[_task_service_pb2.PauseTaskTypeResponse]]:
+        """PauseTaskType stops holds and pushes of a type (creates are still
+        accepted; held tasks finish normally). Persisted; idempotent.
+        """
+
+    @_abc_1.abstractmethod
+    def ResumeTaskType(
+        self,
+        request: _task_service_pb2.ResumeTaskTypeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.ResumeTaskTypeResponse, _abc.Awaitable[_task_service_pb2.ResumeTaskTypeResponse]]:
+        """ResumeTaskType lets holds and pushes of a type go on, waking its waiting
+        streams at once (on every replica). Idempotent.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateSchedule(
+        self,
+        request: _task_service_pb2.CreateScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.CreateScheduleResponse, _abc.Awaitable[_task_service_pb2.CreateScheduleResponse]]:
+        """CreateSchedule adds a cron schedule that creates one task per tick."""
+
+    @_abc_1.abstractmethod
+    def UpdateSchedule(
+        self,
+        request: _task_service_pb2.UpdateScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.UpdateScheduleResponse, _abc.Awaitable[_task_service_pb2.UpdateScheduleResponse]]:
+        """UpdateSchedule changes a schedule; fields left unset keep their value."""
+
+    @_abc_1.abstractmethod
+    def ListSchedules(
+        self,
+        request: _task_service_pb2.ListSchedulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.ListSchedulesResponse, _abc.Awaitable[_task_service_pb2.ListSchedulesResponse]]:
+        """ListSchedules returns every schedule, by name."""
+
+    @_abc_1.abstractmethod
+    def DeleteSchedule(
+        self,
+        request: _task_service_pb2.DeleteScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.DeleteScheduleResponse, _abc.Awaitable[_task_service_pb2.DeleteScheduleResponse]]:
+        """DeleteSchedule removes a schedule (the tasks it created stay)."""
+
+    @_abc_1.abstractmethod
+    def PauseSchedule(
+        self,
+        request: _task_service_pb2.PauseScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.PauseScheduleResponse, _abc.Awaitable[_task_service_pb2.PauseScheduleResponse]]:
+        """PauseSchedule stops a schedule from firing until it is resumed."""
+
+    @_abc_1.abstractmethod
+    def ResumeSchedule(
+        self,
+        request: _task_service_pb2.ResumeScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.ResumeScheduleResponse, _abc.Awaitable[_task_service_pb2.ResumeScheduleResponse]]:
+        """ResumeSchedule lets a paused schedule fire again from its next tick after
+        now (the ticks of the pause are not caught up).
         """
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
