@@ -48,6 +48,19 @@ class TaskNotFound(NotFound):
     reason = "TASK_NOT_FOUND"
 
 
+class ScheduleNotFound(NotFound):
+    reason = "SCHEDULE_NOT_FOUND"
+
+
+class AlreadyExists(AsyncflowError):
+    code = "ALREADY_EXISTS"
+    reason = "ALREADY_EXISTS"
+
+
+class ScheduleAlreadyExists(AlreadyExists):
+    reason = "SCHEDULE_ALREADY_EXISTS"
+
+
 class FailedPrecondition(AsyncflowError):
     code = "FAILED_PRECONDITION"
     reason = "FAILED_PRECONDITION"
@@ -63,6 +76,31 @@ class TaskNotProcessing(FailedPrecondition):
     """The task is not held by anyone (pending, or terminal)."""
 
     reason = "TASK_NOT_PROCESSING"
+
+
+class TaskCancelled(FailedPrecondition):
+    """A report or renewal for a task an operator cancelled: stop its stage."""
+
+    reason = "TASK_CANCELLED"
+
+
+class TaskFinished(FailedPrecondition):
+    """A cancel of a task that already succeeded or failed."""
+
+    reason = "TASK_FINISHED"
+
+
+class TaskNotRetryable(FailedPrecondition):
+    """A retry of a task that is not FAILED or CANCELLED."""
+
+    reason = "TASK_NOT_RETRYABLE"
+
+
+class Aborted(AsyncflowError):
+    """Concurrent writers kept changing what the call was changing; call again."""
+
+    code = "ABORTED"
+    reason = "ABORTED"
 
 
 class ResourceExhausted(AsyncflowError):

@@ -20,16 +20,16 @@ from pathlib import Path
 from asyncflow._sdk.extras import needs_server
 
 with needs_server("asyncflow.testing"):
+    from asyncflow.clock import AlarmClock
     from asyncflow.config import CacheConfig, Config, ServerConfig, StoreConfig
     from asyncflow.core.governance import GovernanceSettings
-    from asyncflow.core.ports import Clock
     from asyncflow.server.app import AsyncflowServer
 
 __all__ = ["EmbeddedServer"]
 
 
 class EmbeddedServer:
-    def __init__(self, config: Config | None = None, clock: Clock | None = None) -> None:
+    def __init__(self, config: Config | None = None, clock: AlarmClock | None = None) -> None:
         self._given = config
         self._clock = clock
         self._tmp: tempfile.TemporaryDirectory[str] | None = None

@@ -22,10 +22,10 @@ import pytest
 import redis.asyncio as aioredis
 from fakes import FakeStore
 
-from asyncflow.clock import ManualClock
+from asyncflow.clock import AlarmClock, ManualClock
 from asyncflow.config import CacheConfig, Config, ServerConfig, StoreConfig
 from asyncflow.core.governance import GovernanceSettings
-from asyncflow.core.ports import Clock, TaskStore
+from asyncflow.core.ports import TaskStore
 from asyncflow.server.app import AsyncflowServer
 from asyncflow.store.mysql import MysqlStore
 from asyncflow.store.sqlite import SqliteStore
@@ -72,7 +72,7 @@ def reset_mysql(database: str) -> None:
         for (table,) in cur.fetchall():
             if table.startswith("t_") and "_task_" in table and table != "t_task_key":
                 cur.execute(f"DROP TABLE `{database}`.`{table}`")
-            elif table in ("t_schedule_cfg", "t_schedule_pos", "t_task_key"):
+            elif table in ("t_schedule_cfg", "t_schedule_pos", "t_task_key", "t_cron_schedule"):
                 cur.execute(f"DELETE FROM `{database}`.`{table}`")
     finally:
         conn.close()
@@ -172,7 +172,7 @@ async def start_server(clock: ManualClock) -> AsyncIterator[StartServer]:
     """Start servers on port 0 (the test's clock by default); all stopped at the end."""
     running: list[Running] = []
 
-    async def start(config: Config, clock_: Clock | None = None, **overrides: Any) -> Running:
+    async def start(config: Config, clock_: AlarmClock | None = None, **overrides: Any) -> Running:
         server = await AsyncflowServer.start(
             replace(config, **overrides) if overrides else config,
             clock=clock_ or clock,

@@ -15,6 +15,7 @@ from asyncflow.core.ids import new_task_id
 from asyncflow.core.model import (
     Claim,
     PageCursor,
+    Schedule,
     Task,
     TaskChange,
     TaskFilter,
@@ -22,7 +23,7 @@ from asyncflow.core.model import (
     TaskStatus,
     TaskTypeConfig,
 )
-from asyncflow.errors import TaskTypeNotFound, Unavailable
+from asyncflow.errors import ScheduleAlreadyExists, TaskTypeNotFound, Unavailable
 
 
 @dataclass
@@ -38,6 +39,7 @@ class FakeStore:
         self.tables: dict[tuple[str, int], Table] = {}
         self.keys: dict[tuple[str, str], tuple[str, int]] = {}
         """(task_type, idempotency_key) -> (task_id, create_time)."""
+        self.schedules: dict[str, Schedule] = {}
         self.closed = False
         self.calls: list[str] = []
         """Names of the methods called, in order."""
@@ -72,10 +74,10 @@ class FakeStore:
         current = self.types.get(config.task_type)
         if current is None:
             stored = replace(config, begin_pos=1, end_pos=1, data_begin_pos=1, create_time=now,
-                             modify_time=now)  # fmt: skip
+                             modify_time=now, paused=False)  # fmt: skip
         else:
             stored = replace(config, begin_pos=current.begin_pos, end_pos=current.end_pos,
-                             data_begin_pos=current.data_begin_pos,
+                             data_begin_pos=current.data_begin_pos, paused=current.paused,
                              create_time=current.create_time, modify_time=now)  # fmt: skip
         self.types[config.task_type] = stored
         self.tables.setdefault((config.task_type, stored.end_pos), Table())
@@ -88,6 +90,16 @@ class FakeStore:
     async def type_list(self) -> list[TaskTypeConfig]:
         self._enter("type_list")
         return [self.types[name] for name in sorted(self.types)]
+
+    async def type_set_paused(
+        self, task_type: str, paused: bool, now: int
+    ) -> TaskTypeConfig | None:
+        self._enter("type_set_paused")
+        current = self.types.get(task_type)
+        if current is None:
+            return None
+        self.types[task_type] = replace(current, paused=paused, modify_time=now)
+        return self.types[task_type]
 
     async def pos_split(self, config: TaskTypeConfig, now: int) -> bool:
         self._enter("pos_split")
@@ -200,6 +212,27 @@ class FakeStore:
             for task in due
         ]  # fmt: skip
 
+    async def task_update_fenced_many(
+        self, updates: list[tuple[Task, TaskChange]], now: int
+    ) -> list[Task | None]:
+        self._enter("task_update_fenced_many")
+        results: list[Task | None] = []
+        for task, change in updates:
+            current = self._current(task)
+            if current is None or current.version != task.version:
+                results.append(None)
+                continue
+            results.append(self._write(replace(
+                task, status=change.status, task_stage=change.task_stage,
+                context=change.context, crt_retry_num=change.crt_retry_num,
+                order_time=change.order_time, schedule_log=change.schedule_log,
+                lease_token="", lease_deadline=0, version=task.version + 1, modify_time=now,
+            )))  # fmt: skip
+            config = self.types[task.task_type]
+            if change.status is TaskStatus.PENDING and task.pos < config.begin_pos:
+                self.types[task.task_type] = replace(config, begin_pos=task.pos)
+        return results
+
     def _holds(self, task: Task, lease_token: str) -> bool:
         current = self._current(task)
         return (
@@ -249,6 +282,7 @@ class FakeStore:
                 and where.status in (None, task.status)
                 and where.task_stage in (None, task.task_stage)
                 and where.user_id in (None, task.user_id)
+                and (not where.status_in or task.status in where.status_in)
             ]  # fmt: skip
         return found[:limit]
 
@@ -270,6 +304,44 @@ class FakeStore:
                 key=lambda t: t.lease_deadline,
             )[:limit]  # fmt: skip
         return expired
+
+    # -- schedules ------------------------------------------------------------
+
+    async def schedule_insert(self, schedule: Schedule, now: int) -> Schedule:
+        self._enter("schedule_insert")
+        if schedule.name in self.schedules:
+            raise ScheduleAlreadyExists(f"schedule {schedule.name!r} already exists",
+                                        field="name")  # fmt: skip
+        stored = replace(schedule, version=1, create_time=now, modify_time=now)
+        self.schedules[schedule.name] = stored
+        return stored
+
+    async def schedule_get(self, name: str) -> Schedule | None:
+        self._enter("schedule_get")
+        return self.schedules.get(name)
+
+    async def schedule_list(self) -> list[Schedule]:
+        self._enter("schedule_list")
+        return [self.schedules[name] for name in sorted(self.schedules)]
+
+    async def schedule_list_due(self, now: int, limit: int) -> list[Schedule]:
+        self._enter("schedule_list_due")
+        due = [s for s in self.schedules.values() if not s.paused and s.next_fire_time <= now]
+        return sorted(due, key=lambda s: (s.next_fire_time, s.name))[:limit]
+
+    async def schedule_update(self, schedule: Schedule, now: int) -> Schedule | None:
+        self._enter("schedule_update")
+        current = self.schedules.get(schedule.name)
+        if current is None or current.version != schedule.version:
+            return None
+        stored = replace(schedule, version=schedule.version + 1,
+                         create_time=current.create_time, modify_time=now)  # fmt: skip
+        self.schedules[schedule.name] = stored
+        return stored
+
+    async def schedule_delete(self, name: str) -> bool:
+        self._enter("schedule_delete")
+        return self.schedules.pop(name, None) is not None
 
 
 class RecordingCache:

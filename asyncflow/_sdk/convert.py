@@ -42,6 +42,7 @@ def config_from_pb(config: pb.TaskTypeConfig) -> TaskTypeConfig:
         create_time=config.create_time,
         modify_time=config.modify_time,
         data_begin_pos=config.data_begin_pos,
+        paused=config.paused,
     )
 
 

@@ -22,10 +22,11 @@ class TaskStatus(enum.IntEnum):
     PROCESSING = pb.TASK_STATUS_PROCESSING
     SUCCESS = pb.TASK_STATUS_SUCCESS
     FAILED = pb.TASK_STATUS_FAILED
+    CANCELLED = pb.TASK_STATUS_CANCELLED
 
     @property
     def terminal(self) -> bool:
-        return self in (TaskStatus.SUCCESS, TaskStatus.FAILED)
+        return self in (TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.CANCELLED)
 
 
 class RetryStrategy(enum.IntEnum):
@@ -63,6 +64,8 @@ class TaskTypeConfig:
     modify_time: int
     data_begin_pos: int
     """Oldest table retention has not dropped (listing and counting start here)."""
+    paused: bool = False
+    """Paused (Client.pause_type): nothing of the type is held or pushed."""
 
 
 @dataclass(frozen=True)

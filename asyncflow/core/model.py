@@ -13,10 +13,12 @@ class TaskStatus(enum.IntEnum):
     PROCESSING = 2
     SUCCESS = 3
     FAILED = 4
+    CANCELLED = 5
+    """Cancelled by an operator; only an operator's retry brings it back."""
 
     @property
     def terminal(self) -> bool:
-        return self in (TaskStatus.SUCCESS, TaskStatus.FAILED)
+        return self in (TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.CANCELLED)
 
 
 class RetryStrategy(enum.Enum):
@@ -55,6 +57,8 @@ class TaskTypeConfig:
     """Oldest table not dropped by retention (listing and counting start here)."""
     create_time: int = 0
     modify_time: int = 0
+    paused: bool = False
+    """Nothing of the type is held or pushed while set (creates are still taken)."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,8 @@ class CreateRequest:
     priority: int = 0
     idempotency_key: str = ""
     """Empty: none."""
+    run_at: int = 0
+    """Unix seconds before which the task is not held; 0 (or past): at once."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,8 @@ class TaskFilter:
     status: TaskStatus | None = None
     task_stage: str | None = None
     user_id: str | None = None
+    status_in: frozenset[TaskStatus] = frozenset()
+    """When not empty, only tasks in one of these statuses (operators' bulk actions)."""
 
 
 @dataclass(frozen=True)
@@ -213,3 +221,59 @@ class TypeSettings:
     retry_strategy: RetryStrategy | None = None
     retry_interval: int | None = None
     max_retry_interval: int | None = None
+
+
+class CatchUp(enum.IntEnum):
+    """What a schedule does with ticks older than the misfire grace (stored as-is)."""
+
+    SKIP = 1
+    """Drop them."""
+    LATEST = 2
+    """Fire the latest of them once, unless a tick within the grace fires anyway."""
+    ALL = 3
+    """Fire each of them, the latest `catch_up_limit`."""
+
+
+@dataclass(frozen=True)
+class TaskTemplate:
+    """The task a schedule creates at each tick."""
+
+    task_type: str
+    task_stage: str = ""
+    context: str = ""
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One row of t_cron_schedule."""
+
+    name: str
+    cron: str
+    time_zone: str
+    """IANA name the cron expression is read in."""
+    template: TaskTemplate
+    catch_up: CatchUp
+    catch_up_limit: int
+    next_fire_time: int
+    """The next tick to fire (Unix seconds)."""
+    paused: bool = False
+    last_fire_time: int = 0
+    """The latest tick that created a task; 0 before the first."""
+    last_task_id: str = ""
+    version: int = 1
+    """Bumped by every write; updates are conditional on it."""
+    create_time: int = 0
+    modify_time: int = 0
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    """A CreateSchedule or UpdateSchedule request: None keeps the current (or default) value."""
+
+    name: str
+    cron: str | None = None
+    time_zone: str | None = None
+    template: TaskTemplate | None = None
+    catch_up: CatchUp | None = None
+    catch_up_limit: int | None = None

@@ -23,10 +23,24 @@ LOG_ERROR_CHARS = 256
 
 LEASE_EXPIRED = "lease expired before a report (stuck task recovered)"
 
+MAX_DELAY = 10 * 365 * 86_400
+"""How far ahead a task's run_at may be: ten years."""
+
 
 def order_time_for_run(now: int, priority: int) -> int:
     """A task (re)queued to run now: it keeps its priority advance."""
     return now - priority
+
+
+def order_time_for_create(now: int, priority: int, run_at: int) -> int:
+    """A new task: due now with its advance, or at a later run_at.
+
+    A later run_at is the order_time itself, priority not subtracted (as for a
+    retry back-off): a task must never be held before the time it was given.
+    Among due tasks it sorts like a task created at run_at; its later stages
+    get their advance back (next_stage).
+    """
+    return run_at if run_at > now else order_time_for_run(now, priority)
 
 
 def retry_delay(policy: RetryPolicy, retries_so_far: int) -> int:
@@ -118,6 +132,21 @@ def _again(
 
 def fail(task: Task, now: int, context: str, error: str) -> TaskChange:
     return _change(task, now, context, "fail", TaskStatus.FAILED, error)
+
+
+def cancel(task: Task, now: int, reason: str) -> TaskChange:
+    """An operator stops the task for good (until an operator retries it)."""
+    return _change(task, now, task.context, "cancel", TaskStatus.CANCELLED, reason)
+
+
+def requeue(task: Task, now: int, stage: str | None) -> TaskChange:
+    """An operator's retry of a FAILED or CANCELLED task: due at once with its
+    advance, at `stage` (None: where it stopped), with a fresh retry budget."""
+    return _change(
+        task, now, task.context, "operator_retry", TaskStatus.PENDING,
+        task_stage=task.task_stage if stage is None else stage, crt_retry_num=0,
+        order_time=order_time_for_run(now, task.priority),
+    )  # fmt: skip
 
 
 def release(task: Task, now: int, context: str) -> TaskChange:

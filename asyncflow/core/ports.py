@@ -13,6 +13,7 @@ from typing import Protocol
 from asyncflow.core.model import (
     Claim,
     PageCursor,
+    Schedule,
     Task,
     TaskChange,
     TaskFilter,
@@ -79,6 +80,12 @@ class TaskStore(Protocol):
     async def type_get(self, task_type: str) -> TaskTypeConfig | None: ...
 
     async def type_list(self) -> list[TaskTypeConfig]: ...
+
+    async def type_set_paused(
+        self, task_type: str, paused: bool, now: int
+    ) -> TaskTypeConfig | None:
+        """Set the type's paused flag (a single-column update); None if not registered."""
+        ...
 
     async def pos_split(self, config: TaskTypeConfig, now: int) -> bool:
         """Create table end_pos + 1 and move end_pos onto it, if end_pos is still
@@ -156,4 +163,39 @@ class TaskStore(Protocol):
         per table of begin_pos..end_pos, earliest deadline first. A plain read:
         the caller decides what becomes of each and writes it back with
         task_update_leased_many, which skips any task written in between."""
+        ...
+
+    async def task_update_fenced_many(
+        self, updates: list[tuple[Task, TaskChange]], now: int
+    ) -> list[Task | None]:
+        """An operator's changes (cancel, retry), in one transaction: apply each
+        change if the task is still at task.version, whatever its status, clearing
+        any lease. None for each one where the task moved meanwhile (its writer
+        keeps its write). A change that makes a task PENDING in a table below its
+        type's begin_pos moves begin_pos back to that table, serialised with
+        begin_pos advances, so that holds see the task again."""
+        ...
+
+    async def schedule_insert(self, schedule: Schedule, now: int) -> Schedule:
+        """Store a new schedule (version 1, created now); ScheduleAlreadyExists if
+        the name is taken."""
+        ...
+
+    async def schedule_get(self, name: str) -> Schedule | None: ...
+
+    async def schedule_list(self) -> list[Schedule]:
+        """Every schedule, by name."""
+        ...
+
+    async def schedule_list_due(self, now: int, limit: int) -> list[Schedule]:
+        """Schedules not paused whose next_fire_time <= now, earliest first, at most `limit`."""
+        ...
+
+    async def schedule_update(self, schedule: Schedule, now: int) -> Schedule | None:
+        """Write every field of `schedule` if its row is still at schedule.version;
+        the row as written (version + 1), or None if it moved or is gone."""
+        ...
+
+    async def schedule_delete(self, name: str) -> bool:
+        """False if there was no such schedule."""
         ...

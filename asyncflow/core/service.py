@@ -58,6 +58,7 @@ from asyncflow.errors import (
     AsyncflowError,
     InvalidArgument,
     LeaseLost,
+    TaskCancelled,
     TaskNotFound,
     TaskNotProcessing,
     TaskTypeNotFound,
@@ -200,13 +201,15 @@ class TaskCore:
         check_context(request.context, self.limits)
         check_range(request.priority, "priority", 0, policy.MAX_PRIORITY)
         key = check_idempotency_key(request.idempotency_key) if request.idempotency_key else None
+        now = self.clock.now()
+        check_range(request.run_at, "run_at", 0, now + policy.MAX_DELAY)
         return TaskInsert(
             task_type=check_task_type(request.task_type),
             user_id=request.user_id,
             task_stage=request.task_stage,
             priority=request.priority,
             context=request.context,
-            order_time=policy.order_time_for_run(self.clock.now(), request.priority),
+            order_time=policy.order_time_for_create(now, request.priority, request.run_at),
             idempotency_key=key,
         )
 
@@ -256,6 +259,8 @@ class TaskCore:
     async def hold_tasks(self, task_type: str, limit: int) -> list[Task]:
         """Lease up to `limit` due tasks (0: the type's schedule_limit) to one holder."""
         config = await self.task_type(task_type)
+        if config.paused:  # PauseTaskType: nothing held until ResumeTaskType
+            return []
         limit = min(limit or config.schedule_limit, self.limits.max_hold_limit)
         now = self.clock.now()
         claim = Claim(
@@ -378,6 +383,10 @@ def _leased(task: Task | None, task_id: str, lease_token: str) -> Task:
     """`task`, if `lease_token` is its current lease; else why the call is refused."""
     if task is None:
         raise TaskNotFound(f"task {task_id!r} does not exist", field="task_id")
+    if task.status is TaskStatus.CANCELLED:
+        raise TaskCancelled(
+            f"task {task_id} was cancelled: stop its stage, the call is refused", field="task_id"
+        )
     if task.status is not TaskStatus.PROCESSING:
         raise TaskNotProcessing(
             f"task {task_id} is {task.status.name}, not PROCESSING: the call is refused",

@@ -15,10 +15,10 @@ from grpc_health.v1 import health, health_pb2
 
 from asyncflow.cache.memory import MemoryTaskCache, NoTaskCache
 from asyncflow.cache.redis import RedisTaskCache
-from asyncflow.clock import SystemClock
+from asyncflow.clock import AlarmClock, SystemClock
 from asyncflow.config import CacheConfig, Config, StoreConfig
 from asyncflow.core.governance import Governance
-from asyncflow.core.ports import Clock, TaskCache, TaskStore
+from asyncflow.core.ports import TaskCache, TaskStore
 from asyncflow.core.service import TaskCore
 from asyncflow.errors import ConfigError
 from asyncflow.lock import LocalLock, LockBackend, RedisLock
@@ -112,7 +112,7 @@ class AsyncflowServer:
     stopped: bool = False
 
     @classmethod
-    async def start(cls, config: Config, clock: Clock | None = None) -> AsyncflowServer:
+    async def start(cls, config: Config, clock: AlarmClock | None = None) -> AsyncflowServer:
         """Build every part once, in dependency order, then serve.
 
         The one place where adapters meet the core: the store, cache and clock

@@ -64,6 +64,7 @@ def config_to_pb(config: TaskTypeConfig) -> pb.TaskTypeConfig:
         data_begin_pos=config.data_begin_pos,
         create_time=config.create_time,
         modify_time=config.modify_time,
+        paused=config.paused,
     )
 
 
@@ -142,4 +143,5 @@ def create_request_from_pb(request: pb.CreateTaskRequest) -> CreateRequest:
         context=request.context,
         priority=request.priority,
         idempotency_key=request.idempotency_key,
+        run_at=request.run_at,
     )

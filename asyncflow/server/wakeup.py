@@ -22,7 +22,7 @@ from typing import Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from asyncflow.core.ports import Clock
+from asyncflow.clock import Alarm, AlarmClock
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +58,11 @@ class WakeRelay(Protocol):
 class WakeHub:
     """The core's DueListener: wakes this replica's waiting streams, tells the others."""
 
-    def __init__(self, clock: Clock, relay: WakeRelay | None = None) -> None:
+    def __init__(self, clock: AlarmClock, relay: WakeRelay | None = None) -> None:
         self._clock = clock
         self._relay = relay
         self._waiting: dict[str, OrderedDict[str, Waiter]] = {}
-        self._timers: dict[tuple[str, int], asyncio.TimerHandle] = {}
+        self._timers: dict[tuple[str, int], Alarm] = {}
         self._timer_counts: dict[tuple[str, int], int] = {}
         self._publishing: set[asyncio.Task[None]] = set()
 
@@ -96,9 +96,8 @@ class WakeHub:
     # -- the core's DueListener -------------------------------------------------
 
     def tasks_due(self, task_type: str, when: int, count: int) -> None:
-        delay = when - self._clock.now()
-        if delay > 0:
-            self._later(task_type, when, count, delay)
+        if when > self._clock.now():
+            self._later(task_type, when, count)
             return
         self.wake(task_type, count)
         if self._relay is not None:
@@ -106,7 +105,7 @@ class WakeHub:
             self._publishing.add(publishing)
             publishing.add_done_callback(self._publishing.discard)
 
-    def _later(self, task_type: str, when: int, count: int, delay: int) -> None:
+    def _later(self, task_type: str, when: int, count: int) -> None:
         key = (task_type, when)
         if key in self._timers:
             self._timer_counts[key] += count
@@ -114,12 +113,14 @@ class WakeHub:
         if len(self._timers) >= MAX_TIMERS:
             return
         self._timer_counts[key] = count
-        self._timers[key] = asyncio.get_running_loop().call_later(delay, self._fire, key)
+        # The clock's alarm: a delayed task or a back-off comes due when the server's
+        # clock says so (a test's manual clock included), with no polling.
+        self._timers[key] = self._clock.call_at(when, lambda: self._fire(key))
 
     def _fire(self, key: tuple[str, int]) -> None:
         self._timers.pop(key, None)
         count = self._timer_counts.pop(key, 0)
-        self.tasks_due(key[0], self._clock.now(), count)
+        self.tasks_due(*key, count)  # an alarm a hair early is set again
 
     async def close(self) -> None:
         for timer in self._timers.values():

@@ -35,7 +35,7 @@ CONFIG_COLUMNS = (
     "c.task_type, c.schedule_limit, c.schedule_interval, c.max_processing_time,"
     " c.max_retry_num, c.retry_interval, c.max_retry_interval,"
     " p.schedule_begin_pos, p.schedule_end_pos, p.data_begin_pos, c.create_time,"
-    " c.modify_time"
+    " c.modify_time, c.paused"
 )
 
 _MIGRATION_RE = re.compile(r"(?P<dialect>[a-z]+)_(?P<version>\d{4})_(?P<name>\w+)\.sql")
@@ -131,6 +131,7 @@ def row_to_config(row: Sequence[Any]) -> TaskTypeConfig:
         data_begin_pos=int(row[9]),
         create_time=int(row[10]),
         modify_time=int(row[11]),
+        paused=bool(row[12]),
     )
 
 
@@ -162,6 +163,10 @@ def filter_sql(where: TaskFilter, mark: str) -> tuple[str, list[Any]]:
     if where.status is not None:
         clauses.append(f" AND status = {mark}")
         params.append(int(where.status))
+    if where.status_in:
+        statuses = sorted(int(s) for s in where.status_in)
+        clauses.append(f" AND status IN ({', '.join([mark] * len(statuses))})")
+        params += statuses
     for column, text in (("task_stage", where.task_stage), ("user_id", where.user_id)):
         if text is not None:
             clauses.append(f" AND {column} = {mark} AND LENGTH({column}) = LENGTH({mark})")
@@ -286,6 +291,31 @@ def leased_update_params(task: Task, lease_token: str, change: TaskChange, now: 
         lease_token,
         task.version,
     )
+
+
+def fenced_update_params(task: Task, change: TaskChange, now: int) -> tuple[Any, ...]:
+    """Parameters of a backend's UPDATE_FENCED, in its order."""
+    return (
+        int(change.status),
+        change.task_stage,
+        change.context,
+        change.crt_retry_num,
+        change.order_time,
+        change.schedule_log,
+        now,
+        task.row_id,
+        task.version,
+    )
+
+
+def lowest_requeued(updates: list[tuple[Task, TaskChange]], applied: list[Task | None]
+                    ) -> dict[str, int]:  # fmt: skip
+    """The lowest table position of each type where an applied change made a task PENDING."""
+    lowest: dict[str, int] = {}
+    for (task, change), done in zip(updates, applied, strict=True):
+        if done is not None and change.status is TaskStatus.PENDING:
+            lowest[task.task_type] = min(task.pos, lowest.get(task.task_type, task.pos))
+    return lowest
 
 
 def by_table(keys: list[tuple[str, int, str]]) -> dict[tuple[str, int], list[str]]:

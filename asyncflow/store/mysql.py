@@ -25,15 +25,17 @@ import aiomysql
 import pymysql
 
 from asyncflow.core.ids import new_task_id, task_table
-from asyncflow.core.model import Claim, Task, TaskChange, TaskInsert, TaskTypeConfig
+from asyncflow.core.model import Claim, Task, TaskChange, TaskInsert, TaskStatus, TaskTypeConfig
 from asyncflow.errors import ConfigError, Unavailable
 from asyncflow.store.common import (
     changed,
     claimed,
     config_params,
+    fenced_update_params,
     insert_target,
     inserted,
     leased_update_params,
+    lowest_requeued,
     migrations,
     oldest_first,
     row_to_config,
@@ -43,6 +45,7 @@ from asyncflow.store.common import (
 )
 from asyncflow.store.mysql_sql import (
     BEGIN_POS_ADVANCE,
+    BEGIN_POS_LOWER,
     CLAIM,
     CONFIG_SELECT,
     CONFIG_UPSERT,
@@ -62,11 +65,14 @@ from asyncflow.store.mysql_sql import (
     POS_INSERT,
     POS_LOCKED,
     QUIET_NOTES,
+    SCHEDULE_SQL,
     TABLE_SQL,
     TASK_INSERT,
+    UPDATE_FENCED,
     UPDATE_LEASED,
     UPDATE_LEASED_MANY,
 )
+from asyncflow.store.operator import OperatorRows
 from asyncflow.store.tables import ReadTable, Rows, TaskTableReads
 
 T = TypeVar("T")
@@ -135,10 +141,11 @@ def _batches(items: list[T], size: Callable[[T], int]) -> Iterator[list[T]]:
         yield batch
 
 
-class MysqlStore(TaskTableReads):
+class MysqlStore(TaskTableReads, OperatorRows):
     """TaskStore over an aiomysql pool (see module docstring)."""
 
     _sql = TABLE_SQL
+    _schedule_sql = SCHEDULE_SQL
 
     def __init__(self, pool: aiomysql.Pool) -> None:
         self._pool = pool
@@ -221,6 +228,16 @@ class MysqlStore(TaskTableReads):
     async def _reading(self) -> AsyncIterator[ReadTable]:
         async with self._cursor() as cur:
             yield partial(_table_rows, cur)
+
+    async def _statement(self, sql: str, params: Sequence[Any]) -> tuple[int, Rows]:
+        async with self._cursor() as cur:
+            changed = await cur.execute(sql, params)
+            rows: Rows = list(await cur.fetchall())
+        return int(changed), rows
+
+    async def _insert(self, sql: str, params: Sequence[Any]) -> bool:
+        async with self._cursor() as cur:
+            return await _inserted(cur, sql, params)
 
     # -- schema ---------------------------------------------------------------
 
@@ -444,3 +461,28 @@ class MysqlStore(TaskTableReads):
         if updated != 1:
             return None
         return replace(task, lease_deadline=deadline, version=task.version + 1, modify_time=now)
+
+    async def task_update_fenced_many(
+        self, updates: list[tuple[Task, TaskChange]], now: int
+    ) -> list[Task | None]:
+        results: list[Task | None] = [None] * len(updates)
+        requeuing = sorted({t.task_type for t, c in updates if c.status is TaskStatus.PENDING})
+        async with self._tx() as cur:
+            # The position rows first, as begin_pos advances lock them: neither can
+            # retire a table while the other puts a pending task into it.
+            for task_type in requeuing:
+                await cur.execute(POS_LOCKED, (task_type,))
+            # Rows in one order, so two bulk actions cannot deadlock each other.
+            order = sorted(range(len(updates)), key=lambda i: _row_key(updates[i][0]))
+            for index in order:
+                task, change = updates[index]
+                sql = UPDATE_FENCED.format(table=task_table(task.task_type, task.pos))
+                if await cur.execute(sql, fenced_update_params(task, change, now)) == 1:
+                    results[index] = changed(task, change, now)
+            for task_type, pos in lowest_requeued(updates, results).items():
+                await cur.execute(BEGIN_POS_LOWER, (pos, now, task_type, pos))
+        return results
+
+
+def _row_key(task: Task) -> tuple[str, int, int]:
+    return task.task_type, task.pos, task.row_id

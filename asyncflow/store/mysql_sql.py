@@ -7,6 +7,7 @@ and `{rows}` with placeholders; every value is bound.
 from __future__ import annotations
 
 from asyncflow.store.common import CONFIG_COLUMNS, TASK_COLUMNS
+from asyncflow.store.operator import schedule_sql
 from asyncflow.store.tables import table_sql
 
 # IF NOT EXISTS DDL raises a note when the object exists; aiomysql would turn each
@@ -109,4 +110,17 @@ UPDATE {table} t JOIN ({rows}) v ON t.id = v.id SET
     t.version = t.version + 1, t.modify_time = %s
 WHERE t.status = 2 AND t.lease_token = v.lease_token AND t.version = v.version
 """
+# An operator's write (cancel, retry): fenced by the version alone, whatever the status.
+UPDATE_FENCED = """
+UPDATE {table} SET status = %s, task_stage = %s, task_context = %s, crt_retry_num = %s,
+    order_time = %s, schedule_log = %s, lease_token = '', lease_deadline = 0,
+    version = version + 1, modify_time = %s
+WHERE id = %s AND version = %s
+"""
+# A retried task in a table holds no longer scan: scan it again.
+BEGIN_POS_LOWER = """
+UPDATE t_schedule_pos SET schedule_begin_pos = %s, modify_time = %s
+WHERE task_type = %s AND schedule_begin_pos > %s
+"""
 TABLE_SQL = table_sql("%s")
+SCHEDULE_SQL = schedule_sql("%s")

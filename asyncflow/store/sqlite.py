@@ -27,9 +27,11 @@ from asyncflow.errors import ConfigError, Unavailable
 from asyncflow.store.common import (
     changed,
     config_params,
+    fenced_update_params,
     insert_target,
     inserted,
     leased_update_params,
+    lowest_requeued,
     migrations,
     oldest_first,
     row_to_config,
@@ -37,8 +39,10 @@ from asyncflow.store.common import (
     sql_text,
     statements,
 )
+from asyncflow.store.operator import OperatorRows
 from asyncflow.store.sqlite_sql import (
     BEGIN_POS_ADVANCE,
+    BEGIN_POS_LOWER,
     CLAIM,
     CONFIG_SELECT,
     CONFIG_UPSERT,
@@ -54,8 +58,10 @@ from asyncflow.store.sqlite_sql import (
     NEWEST_CREATE,
     POS_INSERT,
     POS_SELECT,
+    SCHEDULE_SQL,
     TABLE_SQL,
     TASK_INSERT,
+    UPDATE_FENCED,
     UPDATE_LEASED,
 )
 from asyncflow.store.tables import ReadTable, Rows, TaskTableReads
@@ -118,10 +124,11 @@ def _inserted(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> int | 
     return cursor.lastrowid
 
 
-class SqliteStore(TaskTableReads):
+class SqliteStore(TaskTableReads, OperatorRows):
     """TaskStore over one SQLite file (see module docstring)."""
 
     _sql = TABLE_SQL
+    _schedule_sql = SCHEDULE_SQL
 
     def __init__(self, path: str, *, synchronous: str = "full", busy_timeout_ms: int = 5000
                  ) -> None:  # fmt: skip
@@ -193,6 +200,17 @@ class SqliteStore(TaskTableReads):
             return await self._run(lambda: _table_rows(self._db, sql, params))
 
         yield read
+
+    async def _statement(self, sql: str, params: Sequence[Any]) -> tuple[int, Rows]:
+        def run() -> tuple[int, Rows]:
+            cursor = self._db.execute(sql, params)
+            rows: Rows = cursor.fetchall()
+            return cursor.rowcount, rows
+
+        return await self._run(run)
+
+    async def _insert(self, sql: str, params: Sequence[Any]) -> bool:
+        return await self._run(lambda: _inserted(self._db, sql, params) is not None)
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -388,3 +406,21 @@ class SqliteStore(TaskTableReads):
         sql = EXTEND_LEASE.format(table=task_table(task.task_type, task.pos))
         row = _first(self._db.execute(sql, (deadline, now, task.row_id, lease_token, task.version)))
         return row_to_task(row, task.pos) if row else None
+
+    async def task_update_fenced_many(
+        self, updates: list[tuple[Task, TaskChange]], now: int
+    ) -> list[Task | None]:
+        return await self._run(self._task_update_fenced_many, updates, now)
+
+    def _task_update_fenced_many(
+        self, updates: list[tuple[Task, TaskChange]], now: int
+    ) -> list[Task | None]:
+        results: list[Task | None] = []
+        with self._tx() as db:  # one writer: begin_pos cannot move meanwhile
+            for task, change in updates:
+                sql = UPDATE_FENCED.format(table=task_table(task.task_type, task.pos))
+                updated = db.execute(sql, fenced_update_params(task, change, now)).rowcount
+                results.append(changed(task, change, now) if updated == 1 else None)
+            for task_type, pos in lowest_requeued(updates, results).items():
+                db.execute(BEGIN_POS_LOWER, (pos, now, task_type, pos))
+        return results

@@ -7,6 +7,7 @@ with placeholders; every value is bound.
 from __future__ import annotations
 
 from asyncflow.store.common import CONFIG_COLUMNS, TASK_COLUMNS
+from asyncflow.store.operator import schedule_sql
 from asyncflow.store.tables import table_sql
 
 CONFIG_UPSERT = """
@@ -93,4 +94,17 @@ WHERE id = ? AND status = 2 AND lease_token = ? AND version = ?
 RETURNING """
     + TASK_COLUMNS
 )
+# An operator's write (cancel, retry): fenced by the version alone, whatever the status.
+UPDATE_FENCED = """
+UPDATE {table} SET status = ?, task_stage = ?, task_context = ?, crt_retry_num = ?,
+    order_time = ?, schedule_log = ?, lease_token = '', lease_deadline = 0,
+    version = version + 1, modify_time = ?
+WHERE id = ? AND version = ?
+"""
+# A retried task in a table holds no longer scan: scan it again.
+BEGIN_POS_LOWER = """
+UPDATE t_schedule_pos SET schedule_begin_pos = ?, modify_time = ?
+WHERE task_type = ? AND schedule_begin_pos > ?
+"""
 TABLE_SQL = table_sql("?")
+SCHEDULE_SQL = schedule_sql("?")

@@ -69,6 +69,7 @@ async def test_no_task_is_held_twice_across_two_replicas(
         pb.TASK_STATUS_PROCESSING: 0,
         pb.TASK_STATUS_SUCCESS: TASKS,
         pb.TASK_STATUS_FAILED: 0,
+        pb.TASK_STATUS_CANCELLED: 0,
     }
 
 

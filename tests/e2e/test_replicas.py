@@ -100,6 +100,7 @@ async def test_rolling_tables_across_three_replicas(
         pb.TASK_STATUS_PROCESSING: 0,
         pb.TASK_STATUS_SUCCESS: TASKS,
         pb.TASK_STATUS_FAILED: 0,
+        pb.TASK_STATUS_CANCELLED: 0,
     }
 
     store = replicas[0].server.core.store

@@ -24,6 +24,7 @@ STATUSES = [
     pb.TASK_STATUS_PROCESSING,
     pb.TASK_STATUS_SUCCESS,
     pb.TASK_STATUS_FAILED,
+    pb.TASK_STATUS_CANCELLED,
 ]
 
 
@@ -638,6 +639,7 @@ async def test_count_tasks_by_status(stub: pb_grpc.TaskServiceStub) -> None:
         pb.TASK_STATUS_PROCESSING: 1,
         pb.TASK_STATUS_SUCCESS: 1,
         pb.TASK_STATUS_FAILED: 1,
+        pb.TASK_STATUS_CANCELLED: 0,
     }
     assert sorted(c.status for c in reply.counts) == STATUSES
     assert reply.total == 6

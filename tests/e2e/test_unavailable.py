@@ -141,6 +141,7 @@ async def test_store_outage_is_unavailable_on_unary_calls_and_streams(
             pb.TASK_STATUS_PROCESSING: 2,
             pb.TASK_STATUS_SUCCESS: 0,
             pb.TASK_STATUS_FAILED: 0,
+            pb.TASK_STATUS_CANCELLED: 0,
         }
     finally:
         worker.cancel()

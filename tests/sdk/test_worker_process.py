@@ -144,6 +144,7 @@ async def test_killed_worker_loses_no_task(
             TaskStatus.PROCESSING: 0,
             TaskStatus.SUCCESS: 3,
             TaskStatus.FAILED: 0,
+            TaskStatus.CANCELLED: 0,
         }
 
 
@@ -167,6 +168,7 @@ async def test_sigterm_finishes_in_flight_tasks(
             TaskStatus.PROCESSING: 0,
             TaskStatus.SUCCESS: len(done),
             TaskStatus.FAILED: 0,
+            TaskStatus.CANCELLED: 0,
         }
 
 

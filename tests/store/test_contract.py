@@ -9,20 +9,23 @@ from pathlib import Path
 import pytest
 
 from asyncflow.core.model import (
+    CatchUp,
     Claim,
     PageCursor,
     RetryPolicy,
     RetryStrategy,
+    Schedule,
     Task,
     TaskChange,
     TaskFilter,
     TaskInsert,
     TaskStatus,
+    TaskTemplate,
     TaskTypeConfig,
 )
 from asyncflow.core.ports import TaskStore
 from asyncflow.core.service import DEFAULT_TYPE
-from asyncflow.errors import TaskTypeNotFound, Unavailable
+from asyncflow.errors import ScheduleAlreadyExists, TaskTypeNotFound, Unavailable
 
 NOW = 1_800_000_000
 
@@ -380,6 +383,7 @@ async def test_count_by_status_over_all_tables(store: TaskStore) -> None:
         TaskStatus.PROCESSING: 1,
         TaskStatus.SUCCESS: 0,
         TaskStatus.FAILED: 0,
+        TaskStatus.CANCELLED: 0,
     }
 
 
@@ -519,6 +523,146 @@ async def test_extend_lease_needs_token_version_and_processing(store: TaskStore)
     assert await store.task_extend_lease(finished, "tok", NOW + 99, NOW + 8) is None
 
 
+async def test_type_set_paused_flips_the_flag_and_survives_upserts(store: TaskStore) -> None:
+    config = await registered(store)
+    assert not config.paused
+    paused = await store.type_set_paused("lark", True, NOW + 5)
+    assert paused is not None
+    assert (paused.paused, paused.modify_time) == (True, NOW + 5)
+    assert await store.type_get("lark") == paused
+    assert [c.paused for c in await store.type_list()] == [True]
+    # Re-registering changes settings, never the flag.
+    again = await store.type_upsert(lark(schedule_limit=9), NOW + 6)
+    assert (again.paused, again.schedule_limit) == (True, 9)
+    resumed = await store.type_set_paused("lark", False, NOW + 7)
+    assert resumed is not None
+    assert not resumed.paused
+    assert await store.type_set_paused("ghost", True, NOW) is None
+
+
+def cancelled(task: Task) -> TaskChange:
+    return TaskChange(TaskStatus.CANCELLED, task.task_stage, task.context, task.crt_retry_num,
+                      task.order_time, '{"c":1}')  # fmt: skip
+
+
+async def test_update_fenced_changes_any_status_at_its_version_only(store: TaskStore) -> None:
+    config = await registered(store)
+    await insert(store, new_task(config), NOW)
+    (held,) = await store.task_claim_due(config, 1, claim())
+    pending = await insert(store, new_task(config), NOW)
+    stale = replace(pending, version=pending.version + 5)
+    results = await store.task_update_fenced_many(
+        [(pending, cancelled(pending)), (held, cancelled(held)), (stale, cancelled(stale))],
+        NOW + 1,
+    )
+    assert [r is not None for r in results] == [True, True, False]
+    for before, after in zip((pending, held), results, strict=False):
+        assert after is not None
+        assert after == await store.task_get("lark", 1, before.task_id)
+        assert (after.status, after.schedule_log) == (TaskStatus.CANCELLED, '{"c":1}')
+        assert (after.lease_token, after.lease_deadline) == ("", 0)
+        assert (after.version, after.modify_time) == (before.version + 1, NOW + 1)
+    # The holder's lease is gone with it; the cancelled task is never held again.
+    assert held.lease_token
+    assert await store.task_update_leased_many([(held, "tok", cancelled(held))], NOW + 2) == [None]
+    assert await store.task_claim_due(config, 10, claim("later", now=NOW + 10**6)) == []
+
+
+async def test_update_fenced_back_to_pending_scans_a_retired_table_again(store: TaskStore) -> None:
+    config = await registered(store)
+    old = await insert(store, new_task(config), NOW)
+    config = await split(store, config)
+    (held,) = await store.task_claim_due(config, 1, claim())
+    failed = TaskChange(TaskStatus.FAILED, "first", "ctx", 0, NOW, "")
+    (old,) = await store.task_update_leased_many([(held, "tok", failed)], NOW)
+    assert old is not None
+    assert await store.pos_advance_begin(config, NOW)  # table 1 is finished: retired
+    config = await store.type_get("lark")
+    assert config is not None
+    assert config.begin_pos == 2
+    again = TaskChange(TaskStatus.PENDING, "first", "ctx", 0, NOW - 5, "")
+    (requeued,) = await store.task_update_fenced_many([(old, again)], NOW + 1)
+    assert requeued is not None
+    assert requeued.status is TaskStatus.PENDING
+    config = await store.type_get("lark")
+    assert config is not None
+    assert (config.begin_pos, config.end_pos) == (1, 2)
+    (taken,) = await store.task_claim_due(config, 5, claim("again", now=NOW + 1))
+    assert taken.task_id == old.task_id
+    assert not await store.pos_advance_begin(config, NOW + 1)  # table 1 is live again
+
+
+async def test_list_filters_by_a_set_of_statuses(store: TaskStore) -> None:
+    config = await registered(store)
+    made = [await insert(store, new_task(config), NOW) for _ in range(3)]
+    (held,) = await store.task_claim_due(config, 1, claim())
+    await store.task_update_fenced_many([(made[2], cancelled(made[2]))], NOW)
+    live = await store.task_list(
+        config, TaskFilter(status_in=frozenset({TaskStatus.PENDING, TaskStatus.PROCESSING})),
+        None, 10,
+    )  # fmt: skip
+    assert [t.task_id for t in live] == [made[0].task_id, made[1].task_id]
+    assert held.task_id == made[0].task_id
+    done = await store.task_list(config, TaskFilter(status_in=frozenset({TaskStatus.CANCELLED})),
+                                 None, 10)  # fmt: skip
+    assert [t.task_id for t in done] == [made[2].task_id]
+
+
+def nightly(**changes: object) -> Schedule:
+    schedule = Schedule(
+        name="nightly",
+        cron="0 3 * * *",
+        time_zone="Europe/Paris",
+        template=TaskTemplate("lark", "first", '{"a": 1}', 7),
+        catch_up=CatchUp.ALL,
+        catch_up_limit=5,
+        next_fire_time=NOW + 100,
+    )
+    return replace(schedule, **changes)  # type: ignore[arg-type]
+
+
+async def test_schedule_insert_get_and_list(store: TaskStore) -> None:
+    stored = await store.schedule_insert(nightly(version=9), NOW)
+    assert stored == nightly(version=1, create_time=NOW, modify_time=NOW)
+    assert await store.schedule_get("nightly") == stored
+    assert await store.schedule_get("nope") is None
+    with pytest.raises(ScheduleAlreadyExists):
+        await store.schedule_insert(nightly(cron="* * * * *"), NOW + 1)
+    other = await store.schedule_insert(nightly(name="alpha", paused=True), NOW)
+    assert other.paused
+    assert await store.schedule_list() == [other, stored]
+
+
+async def test_schedule_list_due_skips_paused_and_later_ones(store: TaskStore) -> None:
+    for name, fire, paused in (("b", NOW - 5, False), ("a", NOW - 1, False), ("c", NOW, False),
+                               ("d", NOW + 1, False), ("e", NOW - 9, True)):  # fmt: skip
+        await store.schedule_insert(nightly(name=name, next_fire_time=fire, paused=paused), NOW)
+    assert [s.name for s in await store.schedule_list_due(NOW, 10)] == ["b", "a", "c"]
+    assert [s.name for s in await store.schedule_list_due(NOW, 2)] == ["b", "a"]
+
+
+async def test_schedule_update_is_conditional_on_the_version(store: TaskStore) -> None:
+    stored = await store.schedule_insert(nightly(), NOW)
+    fired = replace(stored, last_fire_time=NOW + 100, next_fire_time=NOW + 86_500,
+                    last_task_id="cron-nightly-1_lark_1", paused=True, catch_up=CatchUp.SKIP,
+                    template=TaskTemplate("other", "", "", 0))  # fmt: skip
+    updated = await store.schedule_update(fired, NOW + 101)
+    assert updated == replace(fired, version=2, modify_time=NOW + 101)
+    assert await store.schedule_get("nightly") == updated
+    assert await store.schedule_update(fired, NOW + 102) is None  # version 1 is gone
+    assert await store.schedule_get("nightly") == updated
+    racing = await asyncio.gather(*(store.schedule_update(updated, NOW + 103) for _ in range(4)))
+    assert sum(r is not None for r in racing) == 1
+    assert await store.schedule_update(nightly(name="ghost"), NOW) is None
+
+
+async def test_schedule_delete(store: TaskStore) -> None:
+    await store.schedule_insert(nightly(), NOW)
+    assert await store.schedule_delete("nightly")
+    assert not await store.schedule_delete("nightly")
+    assert await store.schedule_get("nightly") is None
+
+
 async def test_close_makes_later_calls_unavailable(store: TaskStore) -> None:
     await store.type_list()
     await store.close()
@@ -530,5 +674,5 @@ async def test_close_makes_later_calls_unavailable(store: TaskStore) -> None:
 def test_every_store_method_has_a_contract_test() -> None:
     methods = {name for name in vars(TaskStore) if not name.startswith("_")}
     source = Path(__file__).read_text("utf-8")
-    assert len(methods) >= 19
+    assert len(methods) >= 27
     assert sorted(name for name in methods if f"store.{name}(" not in source) == []

@@ -1,0 +1,2 @@
+-- A paused task type (PauseTaskType): nothing of it is held or pushed while 1.
+ALTER TABLE t_schedule_cfg ADD COLUMN paused TINYINT NOT NULL DEFAULT 0;
