@@ -116,6 +116,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "governance.recover_batch": (1, 100_000),
     "governance.retention_days": (0, 36_500),
     "governance.lock_ttl_seconds": (0.1, 3600),
+    "governance.cron_interval": (0.001, 3600),
+    "governance.cron_misfire_seconds": (1, 86_400),
 }
 
 

@@ -46,6 +46,11 @@ class GovernanceSettings:
     when the cache is Redis, else local."""
     lock_ttl_seconds: float = 30.0
     """A dead replica's lock frees itself within this; renewed every third."""
+    cron_interval: float = 1.0
+    """Cron schedule pass period: a tick's task is created within this of the tick."""
+    cron_misfire_seconds: int = 60
+    """A tick older than this when a pass finds it was missed (the catch-up policy
+    decides); younger ones always fire."""
 
 
 Recover = Callable[[TaskTypeConfig, int], Awaitable[list[Task]]]

@@ -36,6 +36,15 @@ class DueListener(Protocol):
     def tasks_due(self, task_type: str, when: int, count: int) -> None: ...
 
 
+class CancelListener(Protocol):
+    """Told when an operator cancels tasks that were held, so that the stream
+    holding each one can tell its worker to stop the stage at once."""
+
+    def tasks_cancelled(self, held: list[tuple[str, str]], reason: str) -> None:
+        """`held`: (task_id, lease_token) of each task as it was held."""
+        ...
+
+
 class TaskCache(Protocol):
     """Task read cache with read-your-writes.
 

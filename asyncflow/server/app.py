@@ -17,16 +17,20 @@ from asyncflow.cache.memory import MemoryTaskCache, NoTaskCache
 from asyncflow.cache.redis import RedisTaskCache
 from asyncflow.clock import AlarmClock, SystemClock
 from asyncflow.config import CacheConfig, Config, StoreConfig
+from asyncflow.core.control import TaskControl
 from asyncflow.core.governance import Governance
 from asyncflow.core.ports import TaskCache, TaskStore
+from asyncflow.core.schedules import ScheduleCore
 from asyncflow.core.service import TaskCore
 from asyncflow.errors import ConfigError
 from asyncflow.lock import LocalLock, LockBackend, RedisLock
 from asyncflow.logs import ClientErrorLog
+from asyncflow.server.cancels import CancelNotices
 from asyncflow.server.decoding import guarded_handlers, register
 from asyncflow.server.dispatch import Dispatcher
 from asyncflow.server.governor import Governor
 from asyncflow.server.reflection import enable_reflection
+from asyncflow.server.relay import RedisRelay
 from asyncflow.server.servicer import TaskServicer
 from asyncflow.server.wakeup import RedisWakeRelay, WakeHub, WakeRelay
 from asyncflow.store.mysql import MysqlStore
@@ -89,6 +93,13 @@ def open_relay(config: CacheConfig) -> WakeRelay | None:
     return None
 
 
+def open_notice_relay(config: CacheConfig) -> RedisRelay | None:
+    """Cancel notices cross replicas through the Redis they share."""
+    if config.backend == "redis":
+        return RedisRelay(config.redis_url, config.key_prefix + "cancel")
+    return None
+
+
 def open_locks(config: Config) -> LockBackend:
     backend = config.governance.lock_backend
     if backend == "redis" or (backend == "auto" and config.cache.backend == "redis"):
@@ -108,6 +119,10 @@ class AsyncflowServer:
     port: int
     hub: WakeHub
     dispatcher: Dispatcher
+    notices: CancelNotices
+    control: TaskControl
+    """Cancel, retry, pause, resume (for the HTTP side too)."""
+    schedules: ScheduleCore
     governor: Governor | None = None
     stopped: bool = False
 
@@ -129,6 +144,9 @@ class AsyncflowServer:
         hub = WakeHub(clock, open_relay(config.cache))
         core = TaskCore(store, cache, clock, config.limits, on_due=hub)
         dispatcher = Dispatcher(core, hub)
+        notices = CancelNotices(dispatcher, open_notice_relay(config.cache))
+        control = TaskControl(core, on_cancel=notices)
+        schedules = ScheduleCore(core, config.governance.cron_misfire_seconds)
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", config.server.max_message_bytes),
@@ -140,7 +158,7 @@ class AsyncflowServer:
         client_log = ClientErrorLog(logging.getLogger("asyncflow.server.clients"), clock)
         health_servicer = HealthServicer()
         for service, servicer in (
-            (TASK_SERVICE, TaskServicer(core, dispatcher)),
+            (TASK_SERVICE, TaskServicer(core, dispatcher, control, schedules)),
             (HEALTH_SERVICE, health_servicer),
         ):
             register(server, service.full_name, guarded_handlers(service, servicer, client_log))
@@ -150,17 +168,22 @@ class AsyncflowServer:
             port = server.add_insecure_port(address)
         except RuntimeError as exc:
             await hub.close()
+            await notices.close()
             await cache.close()
             await store.close()
             raise ConfigError(f"server.port: cannot listen on {address}: {exc}") from None
         hub.start()
+        notices.start()
         await server.start()
         for service in ("", SERVICE_NAME):
             await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
         governor = None
         if config.governance.enabled:
             governance = Governance(store, clock, core.recover_stuck, config.governance)
-            governor = Governor(governance, open_locks(config), config.cache.key_prefix)
+            cron = (config.governance.cron_interval, schedules.fire_due)
+            governor = Governor(
+                governance, open_locks(config), config.cache.key_prefix, {"cron": cron}
+            )
             governor.start()
         log.info(
             "asyncflow serving on %s:%d (store=%s, cache=%s)",
@@ -178,6 +201,9 @@ class AsyncflowServer:
             port=port,
             hub=hub,
             dispatcher=dispatcher,
+            notices=notices,
+            control=control,
+            schedules=schedules,
             governor=governor,
         )
 
@@ -203,6 +229,7 @@ class AsyncflowServer:
         await self.dispatcher.shutdown(grace=5.0 if grace is None else grace)
         await self.server.stop(grace)
         await self.hub.close()
+        await self.notices.close()
         await self.cache.close()
         await self.store.close()
         log.info("asyncflow stopped")

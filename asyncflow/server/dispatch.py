@@ -45,6 +45,10 @@ class Outbox:
     async def put(self, response: Response) -> None:
         await self._queue.put(response)
 
+    def notify(self, response: Response) -> None:
+        """put() for callers outside the stream's tasks (the queue is unbounded)."""
+        self._queue.put_nowait(response)
+
     def close(self) -> None:
         """No more pushes: the responses already in the outbox are still sent."""
         self._queue.put_nowait(None)
@@ -134,6 +138,8 @@ class Dispatcher:
         self.core = core
         self.hub = hub
         self.sessions: dict[str, WorkSession] = {}
+        self.outboxes: dict[str, Outbox] = {}
+        """Of the open streams, by session key (for cancel notices)."""
         self.all_sessions: weakref.WeakSet[WorkSession] = weakref.WeakSet()
         """Open streams and streams still cleaning up."""
 
@@ -151,6 +157,7 @@ class Dispatcher:
             session.window,
         )  # fmt: skip
         outbox = Outbox()
+        self.outboxes[session.key] = outbox
         answerer = Answerer(session, outbox)
         reader = asyncio.create_task(RequestReader(session, answerer).run(requests))
         pusher = asyncio.create_task(push(session, outbox))
@@ -174,9 +181,22 @@ class Dispatcher:
         finally:
             session.close()
             self.sessions.pop(session.key, None)
+            self.outboxes.pop(session.key, None)
             # Shielded: the RPC may be cancelled again while we clean up, and the
             # un-started tasks must go back to the queue regardless.
             await asyncio.shield(self._finish(session, reader, pusher))
+
+    def cancelled(self, held: list[tuple[str, str]], reason: str) -> int:
+        """Tell each stream holding one of these (task_id, lease_token) that an
+        operator cancelled it (asyncflow.server.cancels); returns how many were told."""
+        told = 0
+        for key, session in list(self.sessions.items()):
+            task_ids = session.drop_cancelled(held)
+            if task_ids and key in self.outboxes:
+                cancelled = Response.Cancelled(task_ids=task_ids, reason=reason)
+                self.outboxes[key].notify(Response(cancelled=cancelled))
+                told += len(task_ids)
+        return told
 
     @staticmethod
     async def _finish(session: WorkSession, *tasks: asyncio.Task[None]) -> None:

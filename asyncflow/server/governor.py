@@ -13,7 +13,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from asyncflow.core.governance import Governance
 from asyncflow.lock import LockBackend, run_exclusive
@@ -26,24 +26,36 @@ def replica_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+Loop = tuple[float, Callable[[], Awaitable[int]]]
+"""A loop's interval in seconds, and its pass."""
+
+
 class Governor:
-    def __init__(self, governance: Governance, locks: LockBackend, key_prefix: str) -> None:
+    def __init__(
+        self,
+        governance: Governance,
+        locks: LockBackend,
+        key_prefix: str,
+        more_loops: Mapping[str, Loop] | None = None,
+    ) -> None:
         self.governance = governance
+        self.more_loops = dict(more_loops or {})
+        """Loops of other parts (the cron schedules), led under the same rules."""
         self.locks = locks
         self.key_prefix = key_prefix
         self.owner = replica_id()
         self._tasks: list[asyncio.Task[None]] = []
 
-    def loops(self) -> dict[str, tuple[float, Callable[[], Awaitable[int]]]]:
+    def loops(self) -> dict[str, Loop]:
         settings = self.governance.settings
-        loops: dict[str, tuple[float, Callable[[], Awaitable[int]]]] = {
+        loops: dict[str, Loop] = {
             "recover_stuck": (settings.long_process_interval, self.governance.recover_stuck),
             "split": (settings.split_interval, self.governance.split_tables),
             "advance_begin": (settings.move_interval, self.governance.advance_begin),
         }
         if settings.retention_days > 0:
             loops["retention"] = (settings.retention_interval, self.governance.drop_retired)
-        return loops
+        return loops | self.more_loops
 
     def lock_key(self, loop: str) -> str:
         return f"{self.key_prefix}lock:{loop}"

@@ -10,7 +10,9 @@ from typing import Any
 
 import grpc
 
+from asyncflow.core.control import TaskControl
 from asyncflow.core.model import TaskStatus
+from asyncflow.core.schedules import ScheduleCore
 from asyncflow.core.service import TaskCore
 from asyncflow.server.convert import (
     config_to_pb,
@@ -22,16 +24,27 @@ from asyncflow.server.convert import (
 )
 from asyncflow.server.dispatch import Dispatcher
 from asyncflow.server.errors import grpc_errors, grpc_stream_errors
+from asyncflow.server.operator_rpcs import OperatorRpcs
 from asyncflow.v1 import task_service_pb2 as pb
 from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-class TaskServicer(pb_grpc.TaskServiceServicer):
-    def __init__(self, core: TaskCore, dispatcher: Dispatcher) -> None:
+class TaskServicer(OperatorRpcs, pb_grpc.TaskServiceServicer):
+    """The RPCs of producers and workers; those of operators come from OperatorRpcs."""
+
+    def __init__(
+        self,
+        core: TaskCore,
+        dispatcher: Dispatcher,
+        control: TaskControl,
+        schedules: ScheduleCore,
+    ) -> None:
         self._core = core
         self._dispatcher = dispatcher
+        self._control = control
+        self._schedules = schedules
 
     @grpc_errors
     async def RegisterTaskType(

@@ -195,6 +195,20 @@ class WorkSession:
             return pb.ExtendResult(task_id=lease.task_id, error=error_to_pb(refused))
         return pb.ExtendResult(task_id=lease.task_id, lease=to_pb(task).lease)
 
+    def drop_cancelled(self, held: list[tuple[str, str]]) -> list[str]:
+        """Forget the pushed tasks an operator cancelled under the lease this stream
+        pushed them with: their slots are free. Returns their ids."""
+        dropped = [
+            task_id
+            for task_id, token in held
+            if (pushed := self.outstanding.get(task_id)) and pushed.lease_token == token
+        ]
+        for task_id in dropped:
+            del self.outstanding[task_id]
+        if dropped:
+            self.wake()
+        return dropped
+
     async def release_unstarted(self) -> int:
         """Give back every pushed task the worker never started."""
         unstarted = [(i, p) for i, p in self.outstanding.items() if not p.started]
