@@ -78,7 +78,7 @@ class LeaseKeeper:
     def lost(self, task_id: str) -> None:
         if task_id in self._leases:
             self.release(task_id)
-            log.warning("lease of %s was lost (the task was recovered)", task_id)
+            log.warning("lease of %s was lost (the task was recovered or cancelled)", task_id)
             self._on_lost(task_id)
 
     def close(self) -> None:

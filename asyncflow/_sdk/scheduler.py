@@ -98,6 +98,15 @@ class Scheduler:
         else:
             self._waiting = deque((t, o) for t, o in self._waiting if t.task_id != task_id)
 
+    def cancelled(self, task_id: str, reason: str) -> None:
+        """An operator cancelled the task: its handler is cancelled (it sees
+        asyncio.CancelledError) and nothing is reported, or it never starts."""
+        if task_id in self._leases:
+            log.info("task %s was cancelled by an operator%s", task_id,
+                     f": {reason}" if reason else "")  # fmt: skip
+            self._leases.release(task_id)
+        self.lease_lost(task_id)
+
     def forget(self, origin: Origin) -> None:
         """`origin` ended: the server gave back its un-started tasks itself."""
         for task, came_from in self._waiting:

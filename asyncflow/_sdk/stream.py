@@ -30,6 +30,8 @@ class StreamListener(Protocol):
 
     def lease_lost(self, task_id: str) -> None: ...
 
+    def tasks_cancelled(self, task_ids: list[str], reason: str) -> None: ...
+
 
 class StreamConnection:
     """Sends subscribe/started/reports/extends, and hands what the server sends on.
@@ -92,6 +94,9 @@ class StreamConnection:
                     _resolve(answers.pop(0), result)
                     if not answers:
                         del self.unacked[result.task_id]
+        elif which == "cancelled":
+            cancelled = message.cancelled
+            self._listener.tasks_cancelled(list(cancelled.task_ids), cancelled.reason)
         elif which == "extend_results":
             for extended in message.extend_results.results:
                 if not extended.HasField("error"):

@@ -112,3 +112,7 @@ class StreamRunner:
 
     def lease_lost(self, task_id: str) -> None:
         self._leases.lost(task_id)
+
+    def tasks_cancelled(self, task_ids: list[str], reason: str) -> None:
+        for task_id in task_ids:
+            self._scheduler.cancelled(task_id, reason)
