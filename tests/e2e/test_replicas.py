@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
-import signal
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +19,8 @@ import pymysql
 import pytest
 import redis.asyncio as aioredis
 from conftest import MYSQL, REDIS_URL, Running, StartServer
+from replicas import Replica
+from replicas import replica_env as make_replica_env
 from rpc import SUCCESS, counts, create, hold, register, report
 from waiting import eventually
 
@@ -131,51 +129,9 @@ async def test_rolling_tables_across_three_replicas(
 # -- leader takeover after SIGKILL --------------------------------------------
 
 
-class Replica:
-    """`asyncflow serve` in its own process."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.log = log_path.open("wb")
-        binary = Path(sys.executable).with_name("asyncflow")
-        self.process = subprocess.Popen(
-            [str(binary), "serve"], env=env, stdout=self.log, stderr=subprocess.STDOUT
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=30)
-        self.log.close()
-        return code
-
-
 @pytest.fixture
-def replica_env(config: Config, redis_prefix: str, tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ASYNCFLOW_")}
-    env.update(
-        {
-            "ASYNCFLOW_SERVER_PORT": "0",
-            "ASYNCFLOW_SERVER_SHUTDOWN_DELAY_SECONDS": "0",  # no load balancer to wait for
-            "ASYNCFLOW_STORE_BACKEND": "mysql",
-            "ASYNCFLOW_STORE_MYSQL_HOST": MYSQL["host"],
-            "ASYNCFLOW_STORE_MYSQL_PORT": str(MYSQL["port"]),
-            "ASYNCFLOW_STORE_MYSQL_USER": MYSQL["user"],
-            "ASYNCFLOW_STORE_MYSQL_PASSWORD": MYSQL["password"],
-            "ASYNCFLOW_STORE_MYSQL_DATABASE": config.store.mysql_database,
-            "ASYNCFLOW_CACHE_BACKEND": "redis",
-            "ASYNCFLOW_CACHE_REDIS_URL": REDIS_URL,
-            "ASYNCFLOW_CACHE_KEY_PREFIX": redis_prefix,
-            "ASYNCFLOW_GOVERNANCE_LONG_PROCESS_INTERVAL": "0.2",
-            "ASYNCFLOW_GOVERNANCE_SPLIT_INTERVAL": "0.2",
-            "ASYNCFLOW_GOVERNANCE_MOVE_INTERVAL": "0.2",
-            "ASYNCFLOW_GOVERNANCE_LOCK_TTL_SECONDS": "1.5",
-        }
-    )
-    return env
+def replica_env(config: Config, redis_prefix: str) -> dict[str, str]:
+    return make_replica_env(config.store.mysql_database, redis_prefix)
 
 
 @pytest.fixture
