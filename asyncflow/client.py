@@ -17,16 +17,33 @@ import grpc
 
 from asyncflow._sdk.convert import CHANNEL_OPTIONS, config_from_pb, spec_to_pb, task_from_pb
 from asyncflow._sdk.errors import call
-from asyncflow._sdk.types import RetryStrategy, TaskInfo, TaskSpec, TaskStatus, TaskTypeConfig
+from asyncflow._sdk.operator import OperatorMethods
+from asyncflow._sdk.types import (
+    CatchUp,
+    RetryStrategy,
+    ScheduleInfo,
+    TaskInfo,
+    TaskSpec,
+    TaskStatus,
+    TaskTemplate,
+    TaskTypeConfig,
+)
 from asyncflow.errors import (
+    Aborted,
+    AlreadyExists,
     AsyncflowError,
     FailedPrecondition,
     InvalidArgument,
     LeaseLost,
     NotFound,
     ResourceExhausted,
+    ScheduleAlreadyExists,
+    ScheduleNotFound,
+    TaskCancelled,
+    TaskFinished,
     TaskNotFound,
     TaskNotProcessing,
+    TaskNotRetryable,
     TaskTypeNotFound,
     Unavailable,
 )
@@ -34,7 +51,10 @@ from asyncflow.v1 import task_service_pb2 as pb
 from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
 
 __all__ = [
+    "Aborted",
+    "AlreadyExists",
     "AsyncflowError",
+    "CatchUp",
     "Client",
     "FailedPrecondition",
     "InvalidArgument",
@@ -42,11 +62,18 @@ __all__ = [
     "NotFound",
     "ResourceExhausted",
     "RetryStrategy",
+    "ScheduleAlreadyExists",
+    "ScheduleInfo",
+    "ScheduleNotFound",
+    "TaskCancelled",
+    "TaskFinished",
     "TaskInfo",
     "TaskNotFound",
     "TaskNotProcessing",
+    "TaskNotRetryable",
     "TaskSpec",
     "TaskStatus",
+    "TaskTemplate",
     "TaskTypeConfig",
     "TaskTypeNotFound",
     "Unavailable",
@@ -55,8 +82,9 @@ __all__ = [
 DEFAULT_ADDRESS = "localhost:50051"
 
 
-class Client:
-    """A connection to an asyncflow server; an async context manager."""
+class Client(OperatorMethods):
+    """A connection to an asyncflow server; an async context manager. The operator
+    methods (cancel, retry, pause_type, create_schedule, ...) are OperatorMethods'."""
 
     def __init__(self, address: str = DEFAULT_ADDRESS, *, timeout: float = 30.0) -> None:
         self.address = address
@@ -117,10 +145,12 @@ class Client:
         user_id: str = "",
         priority: int = 0,
         idempotency_key: str = "",
+        run_at: int = 0,
     ) -> TaskInfo:
         """Enqueue a task. With an idempotency_key, a repeated call returns the
-        task the first call created."""
-        spec = TaskSpec(task_type, context, stage, user_id, priority, idempotency_key)
+        task the first call created. With run_at (Unix seconds), it is not run
+        before then."""
+        spec = TaskSpec(task_type, context, stage, user_id, priority, idempotency_key, run_at)
         request = spec_to_pb(spec)
         reply = await call(lambda: self._stub.CreateTask(request, timeout=self.timeout))
         return task_from_pb(reply.task)

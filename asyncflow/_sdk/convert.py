@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from asyncflow._sdk.types import RetryStrategy, TaskInfo, TaskSpec, TaskStatus, TaskTypeConfig
+from asyncflow._sdk.types import (
+    CatchUp,
+    RetryStrategy,
+    ScheduleInfo,
+    TaskInfo,
+    TaskSpec,
+    TaskStatus,
+    TaskTemplate,
+    TaskTypeConfig,
+)
 from asyncflow.v1 import task_service_pb2 as pb
 
 
@@ -54,6 +63,35 @@ def spec_to_pb(spec: TaskSpec) -> pb.CreateTaskRequest:
         user_id=spec.user_id,
         priority=spec.priority,
         idempotency_key=spec.idempotency_key,
+        run_at=spec.run_at,
+    )
+
+
+def template_to_pb(template: TaskTemplate) -> pb.TaskTemplate:
+    return pb.TaskTemplate(
+        task_type=template.task_type,
+        task_stage=template.stage,
+        context=template.context,
+        priority=template.priority,
+    )
+
+
+def schedule_from_pb(schedule: pb.Schedule) -> ScheduleInfo:
+    task = schedule.task
+    return ScheduleInfo(
+        name=schedule.name,
+        cron=schedule.cron,
+        time_zone=schedule.time_zone,
+        task=TaskTemplate(task.task_type, task.task_stage, task.context, task.priority),
+        # The server always names a policy; UNSPECIFIED would be a server bug.
+        catch_up=CatchUp(schedule.catch_up or CatchUp.LATEST),
+        catch_up_limit=schedule.catch_up_limit,
+        paused=schedule.paused,
+        last_fire_time=schedule.last_fire_time,
+        next_fire_time=schedule.next_fire_time,
+        last_task_id=schedule.last_task_id,
+        create_time=schedule.create_time,
+        modify_time=schedule.modify_time,
     )
 
 

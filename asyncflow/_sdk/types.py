@@ -105,3 +105,46 @@ class TaskSpec:
     """Seconds of advance over tasks created at the same time."""
     idempotency_key: str = ""
     """When set, creating the same key again returns the first task."""
+    run_at: int = 0
+    """Unix seconds before which the task is not run (0: at once)."""
+
+
+class CatchUp(enum.IntEnum):
+    """What a schedule does with ticks missed while no server could fire them."""
+
+    SKIP = pb.CATCH_UP_POLICY_SKIP
+    """Drop them."""
+    LATEST = pb.CATCH_UP_POLICY_LATEST
+    """Fire the latest of them once (unless a later tick fires anyway)."""
+    ALL = pb.CATCH_UP_POLICY_ALL
+    """Fire each of them, the latest `catch_up_limit`."""
+
+
+@dataclass(frozen=True)
+class TaskTemplate:
+    """The task a schedule creates at each tick."""
+
+    task_type: str
+    stage: str = ""
+    context: str = ""
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class ScheduleInfo:
+    """A cron schedule (Client.create_schedule)."""
+
+    name: str
+    cron: str
+    time_zone: str
+    task: TaskTemplate
+    catch_up: CatchUp
+    catch_up_limit: int
+    paused: bool
+    last_fire_time: int
+    """The latest tick that created a task (Unix seconds; 0: none yet)."""
+    next_fire_time: int
+    """The next tick (Unix seconds)."""
+    last_task_id: str
+    create_time: int
+    modify_time: int
