@@ -32,9 +32,11 @@ async def client(server: Running) -> AsyncIterator[Client]:
 
 def test_public_surface_is_pinned() -> None:
     assert sorted(asyncflow.client.__all__) == [
-        "AsyncflowError", "Client", "FailedPrecondition", "InvalidArgument", "LeaseLost",
-        "NotFound", "ResourceExhausted", "RetryStrategy", "TaskInfo", "TaskNotFound",
-        "TaskNotProcessing", "TaskSpec", "TaskStatus", "TaskTypeConfig", "TaskTypeNotFound",
+        "Aborted", "AlreadyExists", "AsyncflowError", "CatchUp", "Client", "FailedPrecondition",
+        "InvalidArgument", "LeaseLost", "NotFound", "ResourceExhausted", "RetryStrategy",
+        "ScheduleAlreadyExists", "ScheduleInfo", "ScheduleNotFound", "TaskCancelled",
+        "TaskFinished", "TaskInfo", "TaskNotFound", "TaskNotProcessing", "TaskNotRetryable",
+        "TaskSpec", "TaskStatus", "TaskTemplate", "TaskTypeConfig", "TaskTypeNotFound",
         "Unavailable",
     ]  # fmt: skip
     assert sorted(asyncflow.worker.__all__) == [
