@@ -1,8 +1,9 @@
-"""The `asyncflow` command: serve, migrate, worker.
+"""The `asyncflow` command: serve, migrate, worker, and the operator commands
+task, type and schedule (asyncflow._cli.ops).
 
 `serve` and `migrate` import the server when they run, so that `asyncflow
-worker` works with the SDK alone (`pip install asyncflow`, without the
-`server` extra).
+worker` and the operator commands work with the SDK alone (`pip install
+asyncflow`, without the `server` extra).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from asyncflow._cli import ops
 from asyncflow._sdk.extras import needs_server
 from asyncflow.config import Config, LogConfig, load_config
 from asyncflow.errors import AsyncflowError, ConfigError
@@ -137,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--grace", type=float, default=30.0, help="seconds to finish on SIGTERM")
     worker.add_argument("--poll", action="store_true", help="unary polling instead of the stream")
     worker.add_argument("--log-level", default="INFO")
+    ops.add_commands(commands)
     args = parser.parse_args(argv)
+    if args.command in ops.COMMANDS:
+        return ops.run(args, parser)
     try:
         if args.command == "worker":
             loaded = load_worker(args.target, args)

@@ -10,7 +10,7 @@ import pytest
 from asyncflow import errors
 from asyncflow._sdk.convert import config_from_pb, spec_to_pb, task_from_pb
 from asyncflow._sdk.errors import _CLASSES, from_pb, from_rpc_error
-from asyncflow._sdk.types import RetryStrategy, TaskSpec, TaskStatus, TaskTypeConfig
+from asyncflow._sdk.types import CatchUp, RetryStrategy, TaskSpec, TaskStatus, TaskTypeConfig
 from asyncflow.server.convert import error_to_pb
 from asyncflow.server.errors import to_status
 from asyncflow.v1 import task_service_pb2 as pb
@@ -80,10 +80,12 @@ def test_a_status_without_error_info_maps_by_its_code(
     assert back.code == code.name
 
 
-@pytest.mark.parametrize(("ours", "theirs"), [(TaskStatus, pb.TaskStatus),
-                                              (RetryStrategy, pb.RetryStrategy)])  # fmt: skip
-def test_enums_have_every_protobuf_value(ours: type, theirs: type) -> None:
-    prefix = "TASK_STATUS_" if ours is TaskStatus else "RETRY_STRATEGY_"
+@pytest.mark.parametrize(("ours", "theirs", "prefix"), [
+    (TaskStatus, pb.TaskStatus, "TASK_STATUS_"),
+    (RetryStrategy, pb.RetryStrategy, "RETRY_STRATEGY_"),
+    (CatchUp, pb.CatchUpPolicy, "CATCH_UP_POLICY_"),
+])  # fmt: skip
+def test_enums_have_every_protobuf_value(ours: type, theirs: type, prefix: str) -> None:
     from_proto = {
         name.removeprefix(prefix): value
         for name, value in theirs.items()  # type: ignore[attr-defined]
