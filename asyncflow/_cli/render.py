@@ -42,13 +42,17 @@ def table(rows: Sequence[Any], columns: Sequence[Column]) -> str:
     )
 
 
-def fields(value: Any, times: Sequence[str]) -> str:
-    """One `name: value` line per field of a dataclass; `times` are Unix seconds."""
+def fields(value: Any, times: Sequence[str], prefix: str = "") -> str:
+    """One `name: value` line per field of a dataclass (a nested one's as
+    `outer.inner`); `times` are Unix seconds."""
     lines = []
     for field in dataclasses.fields(value):
         item = getattr(value, field.name)
+        if dataclasses.is_dataclass(item) and not isinstance(item, type):
+            lines.append(fields(item, times, prefix=f"{prefix}{field.name}."))
+            continue
         text = f"{when(item)} ({item})" if field.name in times and item else _text(item)
-        lines.append(f"{field.name + ':':<16} {text}".rstrip())
+        lines.append(f"{prefix + field.name + ':':<16} {text}".rstrip())
     return "\n".join(lines)
 
 
