@@ -276,9 +276,8 @@ def inserted(task: TaskInsert, task_id: str, target: InsertTarget, row_id: int, 
     )
 
 
-def leased_update_params(task: Task, lease_token: str, change: TaskChange, now: int
-                         ) -> tuple[Any, ...]:  # fmt: skip
-    """Parameters of a backend's UPDATE_LEASED, in its order."""
+def _set_params(change: TaskChange, now: int) -> tuple[Any, ...]:
+    """The SET values of UPDATE_LEASED and UPDATE_FENCED, in their order."""
     return (
         int(change.status),
         change.task_stage,
@@ -287,25 +286,18 @@ def leased_update_params(task: Task, lease_token: str, change: TaskChange, now: 
         change.order_time,
         change.schedule_log,
         now,
-        task.row_id,
-        lease_token,
-        task.version,
     )
+
+
+def leased_update_params(task: Task, lease_token: str, change: TaskChange, now: int
+                         ) -> tuple[Any, ...]:  # fmt: skip
+    """Parameters of a backend's UPDATE_LEASED, in its order."""
+    return (*_set_params(change, now), task.row_id, lease_token, task.version)
 
 
 def fenced_update_params(task: Task, change: TaskChange, now: int) -> tuple[Any, ...]:
     """Parameters of a backend's UPDATE_FENCED, in its order."""
-    return (
-        int(change.status),
-        change.task_stage,
-        change.context,
-        change.crt_retry_num,
-        change.order_time,
-        change.schedule_log,
-        now,
-        task.row_id,
-        task.version,
-    )
+    return (*_set_params(change, now), task.row_id, task.version)
 
 
 def lowest_requeued(updates: list[tuple[Task, TaskChange]], applied: list[Task | None]
