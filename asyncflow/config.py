@@ -56,6 +56,18 @@ class CacheConfig:
     key_prefix: str = "asyncflow:"
     ttl_seconds: int = 3 * 86_400
     memory_max_entries: int = 100_000
+    redis_max_connections: int = 64
+    """Connections to Redis per process, shared by the cache, locks and wake-ups;
+    beyond them a call waits for a free one."""
+    redis_wait_seconds: float = 1.0
+    """Longest wait for a free connection before the call fails."""
+    redis_timeout_seconds: float = 0.5
+    """Connect and read timeout of one Redis call."""
+    redis_lease_seconds: float = 2.0
+    """A replica's presence lease in Redis (see docs/semantics.md, Cache): a write
+    whose cache update failed returns at most this long after the failure."""
+    redis_probe_seconds: float = 1.0
+    """While Redis is unreachable, how often it is tried again."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,11 @@ RANGES: dict[str, tuple[float, float]] = {
     "store.mysql_pool_max": (1, 1000),
     "cache.ttl_seconds": (1, 365 * 86_400),
     "cache.memory_max_entries": (1, 1 << 30),
+    "cache.redis_max_connections": (1, 10_000),
+    "cache.redis_wait_seconds": (0.001, 60),
+    "cache.redis_timeout_seconds": (0.001, 60),
+    "cache.redis_lease_seconds": (0.1, 600),
+    "cache.redis_probe_seconds": (0.01, 600),
     "limits.max_hold_limit": (1, 100_000),
     "limits.max_context_bytes": (1, 16 * 1024 * 1024),
     "limits.max_page_size": (1, 100_000),
@@ -187,6 +204,10 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     config = Config(**built)
     if config.governance.lock_backend == "redis" and config.cache.backend != "redis":
         raise ConfigError("governance.lock_backend: redis locks need cache.backend = redis")
+    if config.cache.redis_lease_seconds < 3 * config.cache.redis_timeout_seconds:
+        raise ConfigError(
+            "cache.redis_lease_seconds: must be at least 3 x cache.redis_timeout_seconds"
+        )
     if config.store.mysql_pool_min > config.store.mysql_pool_max:
         raise ConfigError("store.mysql_pool_min: must not exceed store.mysql_pool_max")
     return config

@@ -225,9 +225,10 @@ class TaskCore:
         )
 
     async def _insert(self, news: list[NewTask]) -> list[tuple[Task, bool]]:
+        generation = self.cache.generation()
         results = await self.store.task_insert_many(news, self.clock.now())
         created = [r for r in results if isinstance(r, Task)]
-        await self.cache.put(created)
+        await self.cache.fill(created, generation)  # new rows: no older state to hide
         self._announce(created)
         # An idempotency key already used: that task, as it is now.
         return [
@@ -240,10 +241,11 @@ class TaskCore:
         task_type, pos = parse_task_id(task_id)
         task = await self.cache.get(task_id)
         if task is None:
+            generation = self.cache.generation()
             task = await self.store.task_get(task_type, pos, task_id)
             if task is None:
                 raise TaskNotFound(f"task {task_id!r} does not exist", field="task_id")
-            await self.cache.put([task])
+            await self.cache.fill([task], generation)
         return task
 
     async def list_tasks(
@@ -275,8 +277,9 @@ class TaskCore:
         claim = Claim(
             token=secrets.token_hex(16), deadline=now + config.max_processing_time, now=now
         )
+        generation = self.cache.generation()
         tasks = await self.store.task_claim_due(config, limit, claim)
-        await self.cache.put(tasks)
+        await self.cache.put(tasks, generation)
         return tasks
 
     async def set_task(
@@ -303,6 +306,7 @@ class TaskCore:
                 _check_outcome(report.outcome)
             except AsyncflowError as refused:
                 results[index] = refused
+        generation = self.cache.generation()
         for _ in range(LEASE_RACE_RETRIES):
             todo = [i for i, result in enumerate(results) if result is None]
             if not todo:
@@ -325,7 +329,7 @@ class TaskCore:
             for (i, _, _), updated in zip(changes, applied, strict=True):
                 results[i] = updated  # None: the row moved under us; read it again
         done = [r for r in results if isinstance(r, Task)]
-        await self.cache.put(done)
+        await self.cache.put(done, generation)
         self._announce([t for t in done if t.status is TaskStatus.PENDING])
         return [
             LeaseLost(f"task {reports[i].task_id} kept changing under the report",
@@ -345,6 +349,7 @@ class TaskCore:
         if not lease_token:
             raise InvalidArgument("lease_token is required", field="lease_token")
         config: TaskTypeConfig | None = None
+        generation = self.cache.generation()
         for _ in range(LEASE_RACE_RETRIES):
             task = _leased(await self.store.task_get(task_type, pos, task_id), task_id, lease_token)
             config = config or await self.task_type(task_type)
@@ -352,7 +357,7 @@ class TaskCore:
             deadline = now + config.max_processing_time
             updated = await self.store.task_extend_lease(task, lease_token, deadline, now)
             if updated is not None:
-                await self.cache.put([updated])
+                await self.cache.put([updated], generation)
                 return updated
         raise LeaseLost(f"task {task_id} kept changing under the renewal", field="lease_token")
 
@@ -360,8 +365,9 @@ class TaskCore:
 
     async def recover_stuck(self, config: TaskTypeConfig, batch: int) -> list[Task]:
         """Return the type's expired leases to the queue (or fail them); see the store."""
+        generation = self.cache.generation()
         tasks = await self.store.task_recover_stuck(config, self.clock.now(), batch)
-        await self.cache.put(tasks)
+        await self.cache.put(tasks, generation)
         self._announce([t for t in tasks if t.status is TaskStatus.PENDING])
         return tasks
 

@@ -14,6 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from asyncflow.cache import TaskCache
+from asyncflow.cache.connection import SharedPool, client, open_pool
 from asyncflow.cache.memory import MemoryTaskCache, NoTaskCache
 from asyncflow.cache.redis import RedisTaskCache
 from asyncflow.clock import Clock, SystemClock
@@ -51,20 +52,26 @@ async def open_store(config: StoreConfig) -> TaskStore:
     return await SqliteStore.open(config.sqlite_path)
 
 
-def open_cache(config: CacheConfig) -> TaskCache:
-    if config.backend == "redis":
-        return RedisTaskCache.from_url(
-            config.redis_url, key_prefix=config.key_prefix, ttl_seconds=config.ttl_seconds
+async def open_cache(config: CacheConfig, pool: SharedPool | None) -> TaskCache:
+    if pool is not None:
+        cache = RedisTaskCache(
+            pool,
+            key_prefix=config.key_prefix,
+            ttl_seconds=config.ttl_seconds,
+            lease_seconds=config.redis_lease_seconds,
+            probe_seconds=config.redis_probe_seconds,
         )
+        await cache.start()
+        return cache
     if config.backend == "memory":
         return MemoryTaskCache(config.memory_max_entries)
     return NoTaskCache()
 
 
-def open_locks(config: Config) -> LockBackend:
+def open_locks(config: Config, pool: SharedPool | None) -> LockBackend:
     backend = config.governance.lock_backend
-    if backend == "redis" or (backend == "auto" and config.cache.backend == "redis"):
-        return RedisLock.from_url(config.cache.redis_url)
+    if pool is not None and backend in ("redis", "auto"):
+        return RedisLock(client(pool))
     return LocalLock()
 
 
@@ -78,6 +85,8 @@ class AsyncflowServer:
     port: int
     dispatcher: Dispatcher
     governor: Governor | None = None
+    redis_pool: SharedPool | None = None
+    """The Redis connections shared by the cache, the locks and the wake-up relay."""
     stopped: bool = False
 
     @classmethod
@@ -86,7 +95,10 @@ class AsyncflowServer:
         applied = await store.migrate()
         if applied:
             log.info("applied migrations %s", ", ".join(applied))
-        core = TaskCore(store, open_cache(config.cache), clock or SystemClock(), config.limits)
+        pool = open_pool(config.cache) if config.cache.backend == "redis" else None
+        core = TaskCore(
+            store, await open_cache(config.cache, pool), clock or SystemClock(), config.limits
+        )
         size = config.server.max_message_bytes
         server = grpc.aio.server(
             options=[
@@ -98,8 +110,8 @@ class AsyncflowServer:
         )
         hub = WakeHub(core.clock)
         core.on_due = hub
-        if config.cache.backend == "redis":
-            relay = RedisWakeRelay(config.cache.redis_url, config.cache.key_prefix + "wake", hub)
+        if pool is not None:
+            relay = RedisWakeRelay(client(pool), config.cache.key_prefix + "wake", hub)
             relay.start()
             hub.relay = relay
         dispatcher = Dispatcher(core, hub)
@@ -118,7 +130,11 @@ class AsyncflowServer:
         try:
             port = server.add_insecure_port(address)
         except RuntimeError as exc:
+            await hub.close()
+            await core.cache.close()
             await core.store.close()
+            if pool is not None:
+                await pool.disconnect()
             raise ConfigError(f"server.port: cannot listen on {address}: {exc}") from None
         await server.start()
         for service in ("", SERVICE_NAME):
@@ -126,7 +142,9 @@ class AsyncflowServer:
         governor = None
         if config.governance.enabled:
             governor = Governor(
-                Governance(core, config.governance), open_locks(config), config.cache.key_prefix
+                Governance(core, config.governance),
+                open_locks(config, pool),
+                config.cache.key_prefix,
             )
             governor.start()
         log.info(
@@ -143,6 +161,7 @@ class AsyncflowServer:
             port=port,
             dispatcher=dispatcher,
             governor=governor,
+            redis_pool=pool,
         )
 
     async def stop(self, grace: float | None = None) -> None:
@@ -162,4 +181,6 @@ class AsyncflowServer:
         await self.dispatcher.hub.close()
         await self.core.cache.close()
         await self.core.store.close()
+        if self.redis_pool is not None:
+            await self.redis_pool.disconnect()
         log.info("asyncflow stopped")

@@ -119,8 +119,8 @@ class RedisWakeRelay:
     Messages are "<replica>|<task_type>|<count>"; a replica ignores its own.
     """
 
-    def __init__(self, url: str, channel: str, hub: WakeHub) -> None:
-        self._redis = aioredis.Redis.from_url(url, socket_connect_timeout=1.0)
+    def __init__(self, redis: aioredis.Redis, channel: str, hub: WakeHub) -> None:
+        self._redis = redis
         self._channel = channel
         self._hub = hub
         self._me = uuid.uuid4().hex

@@ -17,6 +17,7 @@ from conftest import REDIS_URL, Running, StartServer
 from rpc import SUCCESS, create, get, hold, next_stage, register, report
 
 from asyncflow.cache import TaskCache
+from asyncflow.cache.connection import open_pool
 from asyncflow.cache.memory import MemoryTaskCache
 from asyncflow.cache.redis import RedisTaskCache
 from asyncflow.config import CacheConfig, Config
@@ -59,7 +60,7 @@ async def evict(server: Running, config: Config, task_id: str) -> None:
         return
     client = aioredis.Redis.from_url(config.cache.redis_url)
     try:
-        assert await client.delete(f"{config.cache.key_prefix}task:{task_id}") == 1
+        assert await client.delete(f"{config.cache.key_prefix}cache1:task:{task_id}") == 1
     finally:
         await client.aclose()
 
@@ -126,22 +127,26 @@ def cache_task(version: int, stage: str) -> Task:
 @pytest.fixture(params=["memory", "redis"])
 async def task_cache(request: pytest.FixtureRequest, redis_prefix: str) -> AsyncIterator[TaskCache]:
     cache: TaskCache
+    pool = None
     if request.param == "memory":
         cache = MemoryTaskCache()
     else:
-        cache = RedisTaskCache.from_url(REDIS_URL, key_prefix=redis_prefix, ttl_seconds=60)
+        pool = open_pool(CacheConfig(backend="redis", redis_url=REDIS_URL))
+        cache = RedisTaskCache(pool, key_prefix=redis_prefix, ttl_seconds=60)
+        await cache.start()
     yield cache
     await cache.close()
+    if pool is not None:
+        await pool.disconnect()
 
 
 async def test_cache_keeps_the_newest_version(task_cache: TaskCache) -> None:
-    await task_cache.put([cache_task(3, "new")])
-    await task_cache.put([cache_task(2, "old")])  # a late reader's row
-    await task_cache.put([cache_task(3, "same-version")])
+    await task_cache.put([cache_task(3, "new")], task_cache.generation())
+    await task_cache.fill([cache_task(2, "old")], task_cache.generation())  # a late reader's row
     cached = await task_cache.get("k_lark_1")
     assert cached is not None
     assert (cached.version, cached.task_stage) == (3, "new")
-    await task_cache.put([cache_task(4, "newer")])
+    await task_cache.put([cache_task(4, "newer")], task_cache.generation())
     newer = await task_cache.get("k_lark_1")
     assert newer is not None
     assert newer.task_stage == "newer"
