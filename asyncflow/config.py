@@ -57,8 +57,8 @@ class CacheConfig:
     ttl_seconds: int = 3 * 86_400
     memory_max_entries: int = 100_000
     redis_max_connections: int = 64
-    """Connections to Redis per process, shared by the cache, locks and wake-ups;
-    beyond them a call waits for a free one."""
+    """Connections to Redis per process, shared by the cache, locks and wake-ups
+    (whose subscription keeps one); beyond them a call waits for a free one."""
     redis_wait_seconds: float = 1.0
     """Longest wait for a free connection before the call fails."""
     redis_timeout_seconds: float = 0.5
@@ -103,7 +103,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "store.mysql_pool_max": (1, 1000),
     "cache.ttl_seconds": (1, 365 * 86_400),
     "cache.memory_max_entries": (1, 1 << 30),
-    "cache.redis_max_connections": (1, 10_000),
+    "cache.redis_max_connections": (2, 10_000),
     "cache.redis_wait_seconds": (0.001, 60),
     "cache.redis_timeout_seconds": (0.001, 60),
     "cache.redis_lease_seconds": (0.1, 600),

@@ -19,7 +19,9 @@ class Breaker:
     def __init__(self, threshold: int = 3) -> None:
         self.threshold = threshold
         self.attempts = 0
-        """Round trips tried, successful or not (tests count them)."""
+        """Round trips tried by cache operations, successful or not."""
+        self.probes = 0
+        """Round trips tried by the heartbeat while open."""
         self._failures = 0
         self.open = False
 
@@ -28,7 +30,10 @@ class Breaker:
         return not self.open
 
     def trying(self) -> None:
-        self.attempts += 1
+        if self.open:
+            self.probes += 1
+        else:
+            self.attempts += 1
 
     def succeeded(self) -> None:
         self._failures = 0

@@ -110,6 +110,7 @@ class RedisTaskCache:
         self._progress = asyncio.Event()
         self._last_sent = -float("inf")
         self._heartbeat: asyncio.Task[None] | None = None
+        self._closing = False
         self._unavailable = _Warning(clock)
         self._undecodable = _Warning(clock)
 
@@ -170,6 +171,7 @@ class RedisTaskCache:
                     await asyncio.wait_for(progress.wait(), self._lease.until_lapse())
 
     async def close(self) -> None:
+        self._closing = True
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -235,7 +237,7 @@ class RedisTaskCache:
         return list(reply[2:])
 
     async def _beat(self) -> None:
-        while True:
+        while not self._closing:
             if self.breaker.open:
                 await asyncio.sleep(self._probe_seconds)
             elif not self._lease.lapsed():
@@ -265,8 +267,9 @@ class RedisTaskCache:
             reset = await connection.read_response()
         except BaseException:
             # Unchecked, the connection must not carry commands: the next use
-            # connects (and checks) again.
-            await connection.disconnect()
+            # connects (and checks) again. nowait: waiting for the close under
+            # redis-py's timeout could turn a cancellation into a TimeoutError.
+            await connection.disconnect(nowait=True)
             raise
         if reset == 1:
             log.warning("redis cache: another redis process (%s): new cache generation", run_id)
