@@ -20,6 +20,7 @@ import grpc
 import pymysql
 import pytest
 import redis.asyncio as aioredis
+from redis_tools import PrivateRedis, RedisProxy
 
 from asyncflow.clock import Clock, ManualClock
 from asyncflow.config import CacheConfig, Config, ServerConfig, StoreConfig
@@ -189,3 +190,25 @@ async def server(start_server: StartServer, config: Config) -> Running:
 @pytest.fixture
 def stub(server: Running) -> pb_grpc.TaskServiceStub:
     return server.stub
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A redis-server of the test's own, to stall or kill (never the shared one)."""
+    redis = PrivateRedis()
+    redis.start()
+    yield redis
+    if redis.process is not None:
+        redis.resume()
+        redis.kill()
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[RedisProxy]:
+    """A proxy to the shared Redis that the test can stall, cutting off one replica."""
+    port = int(REDIS_URL.rsplit(":", 1)[1].split("/")[0])
+    cut = RedisProxy(port)
+    await cut.start()
+    yield cut
+    cut.resume()
+    await cut.close()

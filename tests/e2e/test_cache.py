@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -219,15 +219,6 @@ async def test_cache_keeps_the_newest_version(task_cache: TaskCache) -> None:
 
 
 # -- Redis down ---------------------------------------------------------------
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    redis = PrivateRedis()
-    redis.start()
-    yield redis
-    if redis.process is not None:
-        redis.kill()
 
 
 @pytest.mark.parametrize("backend", ["mysql"])

@@ -10,11 +10,10 @@ replica, and reads must stop paying Redis timeouts once the breaker opens.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 
 import pytest
-from conftest import REDIS_URL, Running, StartServer
+from conftest import Running, StartServer
 from redis_tools import FAST, PrivateRedis, RedisProxy
 from rpc import create, get, hold, next_stage, register, report
 from waiting import eventually
@@ -34,16 +33,6 @@ def cache_of(replica: Running) -> RedisTaskCache:
 
 async def breaker_closed(replica: Running) -> bool:
     return not cache_of(replica).breaker.open
-
-
-@pytest.fixture
-async def proxy() -> AsyncIterator[RedisProxy]:
-    port = int(REDIS_URL.rsplit(":", 1)[1].split("/")[0])
-    cut = RedisProxy(port)
-    await cut.start()
-    yield cut
-    cut.resume()
-    await cut.close()
 
 
 async def held_and_cached(writer: Running, reader: Running) -> pb.Task:
@@ -100,16 +89,6 @@ async def test_a_report_whose_cache_write_finds_no_free_connection_is_read_back_
             await pool.release(connection)
     await eventually(lambda: breaker_closed(starved), within=10, what="the pool to serve again")
     assert (await get(starved.stub, held.task_id)).task_stage == "two"
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    redis = PrivateRedis()
-    redis.start()
-    yield redis
-    if redis.process is not None:
-        redis.resume()
-        redis.kill()
 
 
 async def test_reads_stop_trying_a_stalled_redis_and_nothing_older_is_served_after_it(

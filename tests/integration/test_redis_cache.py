@@ -64,19 +64,17 @@ async def replicas(redis_prefix: str) -> AsyncIterator[Replicas]:
     await opened.close()
 
 
+@pytest.fixture
+async def raw() -> AsyncIterator[aioredis.Redis]:
+    """A plain client on the shared Redis, to look at or change keys directly."""
+    client = aioredis.Redis.from_url(REDIS_URL)
+    yield client
+    await client.aclose()
+
+
 async def version_of(cache: RedisTaskCache) -> int | None:
     cached = await cache.get(TASK_ID)
     return None if cached is None else cached.version
-
-
-@pytest.fixture
-async def proxy() -> AsyncIterator[RedisProxy]:
-    port = int(REDIS_URL.rsplit(":", 1)[1].split("/")[0])
-    cut = RedisProxy(port)
-    await cut.start()
-    yield cut
-    cut.resume()
-    await cut.close()
 
 
 # -- codec versions and undecodable payloads ---------------------------------------
@@ -102,17 +100,16 @@ async def test_each_codec_version_reads_only_its_own_payloads(
 
 
 async def test_an_undecodable_entry_reads_as_a_miss_logged_once_then_replaced(
-    replicas: Replicas, redis_prefix: str, caplog: pytest.LogCaptureFixture
+    replicas: Replicas,
+    redis_prefix: str,
+    raw: aioredis.Redis,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     cache = await replicas.open()
     await cache.put([row(3)], cache.generation())
     # Same codec version, but not a Task of it (a field the code no longer has).
-    raw = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        key = f"{redis_prefix}cache1:task:{TASK_ID}"
-        await raw.hset(key, f"c{codec.CODEC_VERSION}", codec.encode(row(3))[:-1] + ',"gone":1}')
-    finally:
-        await raw.aclose()
+    key = f"{redis_prefix}cache1:task:{TASK_ID}"
+    await raw.hset(key, f"c{codec.CODEC_VERSION}", codec.encode(row(3))[:-1] + ',"gone":1}')
     with caplog.at_level(logging.WARNING, logger="asyncflow.cache.redis"):
         assert await cache.get(TASK_ID) is None
         assert await cache.get(TASK_ID) is None
@@ -126,21 +123,15 @@ async def test_an_undecodable_entry_reads_as_a_miss_logged_once_then_replaced(
 # -- generations ------------------------------------------------------------------
 
 
-async def bump(prefix: str) -> None:
-    raw = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        await raw.incr(f"{prefix}cache1:generation")
-    finally:
-        await raw.aclose()
-
-
 async def test_a_row_from_before_a_generation_change_is_not_served(
-    replicas: Replicas, redis_prefix: str
+    replicas: Replicas, redis_prefix: str, raw: aioredis.Redis
 ) -> None:
     cache = await replicas.open()
     await cache.put([row(1)], cache.generation())
     ticket = cache.generation()  # a reader misses and reads version 2 from the store...
-    await bump(redis_prefix)  # ...while a write it cannot see is forgotten with the generation
+    await raw.incr(
+        f"{redis_prefix}cache1:generation"
+    )  # ...while a write it cannot see is forgotten with the generation
     await cache.fill([row(2)], ticket)
     assert await version_of(cache) is None  # neither the old entry nor the late row
     # The late row still marks version 2: an older row filled in afterwards is refused too.
@@ -148,14 +139,6 @@ async def test_a_row_from_before_a_generation_change_is_not_served(
     assert await version_of(cache) is None
     await cache.fill([row(3)], cache.generation())
     assert await version_of(cache) == 3
-
-
-async def members(prefix: str) -> int:
-    raw = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        return int(await raw.zcard(f"{prefix}cache1:members"))
-    finally:
-        await raw.aclose()
 
 
 async def test_a_replica_that_vanishes_bumps_the_generation(
@@ -177,14 +160,15 @@ async def _missing(cache: RedisTaskCache) -> bool:
 
 
 async def test_a_replica_that_stops_cleanly_leaves_the_cache_as_it_is(
-    replicas: Replicas, redis_prefix: str
+    replicas: Replicas, redis_prefix: str, raw: aioredis.Redis
 ) -> None:
+    members = f"{redis_prefix}cache1:members"
     reader = await replicas.open()
     leaving = await replicas.open()
     await leaving.put([row(1)], leaving.generation())
-    assert await members(redis_prefix) == 2
+    assert await raw.zcard(members) == 2
     await leaving.close()
-    assert await members(redis_prefix) == 1  # no lease left behind to run out
+    assert await raw.zcard(members) == 1  # no lease left behind to run out
     assert await version_of(reader) == 1
 
 
