@@ -47,16 +47,20 @@ class Lease:
         self._sample: _Sample | None = None
         self._lapse_at: float | None = None
         """Local ms after which Redis certainly holds no live entry for us."""
+        self._renewed = -float("inf")
+        """Local ms when the last renewal was sent."""
 
     def now(self) -> float:
         return self._clock() * 1000.0
 
     def renewal(self, sent: float) -> int:
         """The Redis-clock expiry to ask for in a call sent at local ms `sent`
-        (0: no renewal, the offset is not known yet). Counted as granted at
-        once: the call may reach Redis even if we never see its reply."""
-        if self._sample is None:
+        (0: no renewal, because the offset is not known yet or the last one is
+        recent: a renewal makes the script write). Counted as granted at once:
+        the call may reach Redis even if we never see its reply."""
+        if self._sample is None or sent - self._renewed < self.ms / 4:
             return 0
+        self._renewed = sent
         expiry = sent + self._sample.high + self.ms
         lapse = expiry - self._sample.low + SLACK_MS
         self._lapse_at = lapse if self._lapse_at is None else max(self._lapse_at, lapse)

@@ -55,6 +55,10 @@ class _Put:
     version: int
     generation: int
     payload: str
+    sending: bool = False
+    """Carried by a round trip in flight."""
+    failed: bool = False
+    """A round trip carrying it failed: any call may carry it from now on."""
 
 
 class _Warning:
@@ -108,6 +112,7 @@ class RedisTaskCache:
         generation when it is higher than _covered."""
         self._covered = 0
         self._progress = asyncio.Event()
+        """Set (and replaced) whenever a round trip ends."""
         self._last_sent = -float("inf")
         self._heartbeat: asyncio.Task[None] | None = None
         self._closing = False
@@ -119,8 +124,8 @@ class RedisTaskCache:
         lease renewal when idle, probes while Redis is away. Redis being away
         at start is left to the heartbeat."""
         # The first reply calibrates the clocks (lease.py), the second renews.
-        if await self._round_trip([], []) is not None:
-            await self._round_trip([], [])
+        if await self._round_trip([], [], carry_all=True) is not None:
+            await self._round_trip([], [], carry_all=True)
         self._heartbeat = asyncio.create_task(self._beat(), name="asyncflow-cache-heartbeat")
 
     # -- the TaskCache protocol -------------------------------------------------
@@ -157,15 +162,16 @@ class RedisTaskCache:
                 self._pending[put.key] = put
         # Done once no put of these tasks is pending: each was delivered, or a
         # newer put of the same task was (or was covered by a generation bump).
-        while True:
-            if self.breaker.allows():
-                await self._round_trip([], [])
-            if not any(put.key in self._pending for put in mine):
-                return
+        while any(put.key in self._pending for put in mine):
             if self._lease.lapsed():
                 self._abandon(mine)
                 return
-            if not self.breaker.allows():
+            own = [p for p in mine if self._pending.get(p.key) is p and not p.sending]
+            if own and self.breaker.allows():
+                await self._round_trip(own, [])
+            else:
+                # Another call carries them (or a newer put of the task), or
+                # the breaker is open and the heartbeat will: wait for it.
                 progress = self._progress
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(progress.wait(), self._lease.until_lapse())
@@ -178,7 +184,7 @@ class RedisTaskCache:
                 await self._heartbeat
         if self.breaker.allows():
             if self._pending or self._abandoned > self._covered:
-                await self._round_trip([], [])
+                await self._round_trip([], [], carry_all=True)
             if not self._pending and self._abandoned == self._covered:
                 # Leaving cleanly: no generation bump for the others.
                 with contextlib.suppress(RedisError, OSError):
@@ -200,13 +206,23 @@ class RedisTaskCache:
             " the cache generation is bumped when redis is reachable again"
         )
 
-    async def _round_trip(self, fills: list[_Put], gets: list[str]) -> list[Any] | None:
-        """One script call carrying the pending puts, `fills` and `gets`; the
-        payloads read (None: a miss), or None when the call failed."""
+    async def _round_trip(
+        self, puts: list[_Put], gets: list[str], *, carry_all: bool = False
+    ) -> list[Any] | None:
+        """One script call with `puts`, the pending puts that failed before (all
+        pending puts not in flight with `carry_all`), and `gets`; the payloads
+        read (None: a miss), or None when the call failed."""
         pending = list(self._pending.values())
         abandoned = self._abandoned
         bump = abandoned > self._covered
-        puts = fills if bump else pending + fills
+        if bump:
+            # Everything pending now committed before this bump: it covers them.
+            puts = [p for p in puts if self._pending.get(p.key) is not p]
+        else:
+            extra = [p for p in pending if not p.sending and (carry_all or p.failed)]
+            puts = list({id(p): p for p in [*puts, *extra]}.values())
+        for put in puts:
+            put.sending = True
         args: list[str | int] = [self._member, 0, int(bump), self._ttl, self._field, len(puts)]
         for put in puts:
             args += [put.version, put.generation, put.payload]
@@ -219,21 +235,26 @@ class RedisTaskCache:
         try:
             reply = await self._script(keys=keys, args=args)
         except (RedisError, OSError) as exc:
+            for put in puts:
+                put.sending, put.failed = False, True
             self.breaker.failed(exc)
             self._unavailable("redis cache unavailable, reading from the store: %s", exc)
             return None
+        finally:
+            self._progress.set()
+            self._progress = asyncio.Event()
         self._lease.observe(sent, self._lease.now(), int(reply[1]))
         self._generation = int(reply[0])
         self.breaker.succeeded()
+        for put in puts:
+            put.sending = False
         # Delivered, or (with a bump) no longer needed.
-        for put in pending:
+        for put in pending if bump else puts:
             if self._pending.get(put.key) is put:
                 del self._pending[put.key]
         if bump:
             self._covered = abandoned
             log.warning("redis cache: generation bumped for writes that missed it")
-        self._progress.set()
-        self._progress = asyncio.Event()
         return list(reply[2:])
 
     async def _beat(self) -> None:
@@ -246,7 +267,7 @@ class RedisTaskCache:
                     await asyncio.sleep(wait)
                     continue
             try:
-                await self._round_trip([], [])
+                await self._round_trip([], [], carry_all=True)
             except Exception:
                 log.exception("redis cache heartbeat failed unexpectedly")
 

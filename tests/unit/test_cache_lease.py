@@ -89,3 +89,13 @@ def test_the_breaker_opens_after_failures_in_a_row_and_closes_on_success() -> No
     assert (breaker.attempts, breaker.probes) == (6, 1)
     breaker.succeeded()
     assert breaker.allows()
+
+
+def test_a_recent_renewal_is_not_repeated() -> None:
+    """Renewing makes the script write; under load every call would."""
+    lease, clock = lease_after_a_reply()
+    assert lease.renewal(lease.now()) > 0
+    clock.seconds += 0.4
+    assert lease.renewal(lease.now()) == 0  # within a quarter of the lease
+    clock.seconds += 0.2
+    assert lease.renewal(lease.now()) > 0
