@@ -163,18 +163,18 @@ class RedisTaskCache:
         # Done once no put of these tasks is pending: each was delivered, or a
         # newer put of the same task was (or was covered by a generation bump).
         while any(put.key in self._pending for put in mine):
-            if self._lease.lapsed():
-                self._abandon(mine)
-                return
             own = [p for p in mine if self._pending.get(p.key) is p and not p.sending]
             if own and self.breaker.allows():
                 await self._round_trip(own, [])
-            else:
-                # Another call carries them (or a newer put of the task), or
-                # the breaker is open and the heartbeat will: wait for it.
-                progress = self._progress
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(progress.wait(), self._lease.until_lapse())
+                continue
+            if self._lease.lapsed():
+                self._abandon(mine)
+                return
+            # Another call carries them (or a newer put of the task), or the
+            # breaker is open and the heartbeat will: wait for it.
+            progress = self._progress
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(progress.wait(), self._lease.until_lapse())
 
     async def close(self) -> None:
         self._closing = True
@@ -235,19 +235,18 @@ class RedisTaskCache:
         try:
             reply = await self._script(keys=keys, args=args)
         except (RedisError, OSError) as exc:
-            for put in puts:
-                put.sending, put.failed = False, True
             self.breaker.failed(exc)
             self._unavailable("redis cache unavailable, reading from the store: %s", exc)
             return None
         finally:
+            # Not delivered (failed, or cancelled): any call may carry them now.
+            for put in puts:
+                put.failed, put.sending = put.sending, False
             self._progress.set()
             self._progress = asyncio.Event()
         self._lease.observe(sent, self._lease.now(), int(reply[1]))
         self._generation = int(reply[0])
         self.breaker.succeeded()
-        for put in puts:
-            put.sending = False
         # Delivered, or (with a bump) no longer needed.
         for put in pending if bump else puts:
             if self._pending.get(put.key) is put:
