@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from fakes import FakeStore
 
 from asyncflow.clock import ManualClock
-from asyncflow.config import CacheConfig, Config, ServerConfig, StoreConfig
+from asyncflow.config import CacheConfig, Config, HttpConfig, ServerConfig, StoreConfig
 from asyncflow.core.governance import GovernanceSettings
 from asyncflow.core.ports import Clock, TaskStore
 from asyncflow.server.app import AsyncflowServer
@@ -41,6 +41,8 @@ REDIS_URL = os.environ.get("ASYNCFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0
 
 # Test servers run no governance loops unless a test turns them on.
 NO_GOVERNANCE = GovernanceSettings(enabled=False)
+# Their HTTP side listens on a free port, counting the queue depth every second.
+HTTP = HttpConfig(port=0, queue_depth_interval_seconds=1.0)
 
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
@@ -133,6 +135,7 @@ def config(backend: str, tmp_path: Path, mysql_database: str, redis_prefix: str)
             store=StoreConfig(backend="sqlite", sqlite_path=str(tmp_path / "asyncflow.db")),
             cache=CacheConfig(backend="memory"),
             governance=NO_GOVERNANCE,
+            http=HTTP,
         )
     reset_mysql(mysql_database)
     return Config(
@@ -148,6 +151,7 @@ def config(backend: str, tmp_path: Path, mysql_database: str, redis_prefix: str)
         ),
         cache=CacheConfig(backend="redis", redis_url=REDIS_URL, key_prefix=redis_prefix),
         governance=NO_GOVERNANCE,
+        http=HTTP,
     )
 
 

@@ -14,7 +14,7 @@ import logging
 import secrets
 from dataclasses import replace
 
-from asyncflow.core import policy
+from asyncflow.core import observe, policy
 from asyncflow.core.ids import check_idempotency_key, check_task_type, parse_task_id
 from asyncflow.core.model import (
     Claim,
@@ -37,7 +37,7 @@ from asyncflow.core.model import (
     TaskTypeConfig,
     TypeSettings,
 )
-from asyncflow.core.ports import Clock, DueListener, TaskCache, TaskStore
+from asyncflow.core.ports import Clock, DueListener, Metrics, NoMetrics, TaskCache, TaskStore
 from asyncflow.core.validate import (
     MAX_ERROR_CHARS,
     MAX_STAGE_CHARS,
@@ -87,12 +87,14 @@ class TaskCore:
         clock: Clock,
         limits: Limits | None = None,
         on_due: DueListener | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.cache = cache
         self.clock = clock
         self.limits = limits or Limits()
         self.on_due: DueListener = on_due or NoListener()
+        self.metrics: Metrics = metrics or NoMetrics()
 
     # -- task types -----------------------------------------------------------
 
@@ -208,15 +210,18 @@ class TaskCore:
         await self.cache.put(created)
         self._announce(created)
         # An idempotency key already used: that task, as it is now.
-        return [
+        final = [
             (r, True) if isinstance(r, Task) else (await self.get_task(r), False) for r in results
         ]
+        observe.tally(self.metrics, "created", observe.created(final))
+        return final
 
     # -- readers --------------------------------------------------------------
 
     async def get_task(self, task_id: str) -> Task:
         task_type, pos = parse_task_id(task_id)
         task = await self.cache.get(task_id)
+        self.metrics.cache_lookup(hit=task is not None)
         if task is None:
             task = await self.store.task_get(task_type, pos, task_id)
             if task is None:
@@ -255,6 +260,7 @@ class TaskCore:
         )
         tasks = await self.store.task_claim_due(config, limit, claim)
         await self.cache.put(tasks)
+        self.metrics.tasks("held", task_type, "", len(tasks))
         return tasks
 
     async def set_task(
@@ -305,11 +311,13 @@ class TaskCore:
         done = [r for r in results if isinstance(r, Task)]
         await self.cache.put(done)
         self._announce([t for t in done if t.status is TaskStatus.PENDING])
-        return [
+        final = [
             LeaseLost(f"task {reports[i].task_id} kept changing under the report",
                       field="lease_token") if result is None else result
             for i, result in enumerate(results)
         ]  # fmt: skip
+        observe.tally(self.metrics, "reported", observe.reported(reports, final))
+        return final
 
     def _announce(self, pending: list[Task]) -> None:
         """Tell the dispatcher about tasks that are (or will be) due again."""
@@ -352,6 +360,7 @@ class TaskCore:
         )
         recovered = [task for task in applied if task is not None]
         await self.cache.put(recovered)
+        observe.tally(self.metrics, "recovered", observe.recovered(recovered))
         self._announce([t for t in recovered if t.status is TaskStatus.PENDING])
         return recovered
 

@@ -20,10 +20,13 @@ from asyncflow.core.governance import Governance
 from asyncflow.core.ports import Clock, TaskCache, TaskStore
 from asyncflow.core.service import TaskCore
 from asyncflow.errors import ConfigError
+from asyncflow.http.metrics import PrometheusMetrics
+from asyncflow.http.server import HttpSide
 from asyncflow.lock import LocalLock, LockBackend, RedisLock
 from asyncflow.server.dispatch import Dispatcher
 from asyncflow.server.governor import Governor
 from asyncflow.server.reflection import enable_reflection
+from asyncflow.server.rpc_metrics import RpcMetricsInterceptor
 from asyncflow.server.servicer import TaskServicer
 from asyncflow.server.wakeup import RedisWakeRelay, WakeHub, WakeRelay
 from asyncflow.store.mysql import MysqlStore
@@ -91,6 +94,8 @@ class AsyncflowServer:
     hub: WakeHub
     dispatcher: Dispatcher
     governor: Governor | None = None
+    http: HttpSide | None = None
+    """/healthz, /readyz, /metrics, /v1 and /ui, when [http] is enabled."""
     stopped: bool = False
 
     @classmethod
@@ -109,15 +114,17 @@ class AsyncflowServer:
             log.info("applied migrations %s", ", ".join(applied))
         cache = open_cache(config.cache)
         hub = WakeHub(clock, open_relay(config.cache))
-        core = TaskCore(store, cache, clock, config.limits, on_due=hub)
+        metrics = PrometheusMetrics() if config.http.enabled else None
+        core = TaskCore(store, cache, clock, config.limits, on_due=hub, metrics=metrics)
         dispatcher = Dispatcher(core, hub)
         server = grpc.aio.server(
+            interceptors=[RpcMetricsInterceptor(metrics)] if metrics else None,
             options=[
                 ("grpc.max_receive_message_length", config.server.max_message_bytes),
                 ("grpc.max_send_message_length", config.server.max_message_bytes),
                 # Two servers must never share a port silently.
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         pb_grpc.add_TaskServiceServicer_to_server(TaskServicer(core, dispatcher), server)
         health_servicer = health.aio.HealthServicer()
@@ -137,17 +144,33 @@ class AsyncflowServer:
         await server.start()
         for service in ("", SERVICE_NAME):
             await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+        http = None
+        if metrics is not None:
+            try:
+                http = await HttpSide.start(
+                    config.http, core=core, store=store, metrics=metrics,
+                    streams=lambda: [(s.window, len(s.outstanding))
+                                     for s in dispatcher.sessions.values()],
+                    grace=config.server.grace_seconds,
+                )  # fmt: skip
+            except ConfigError:  # its port is taken
+                await server.stop(None)
+                await hub.close()
+                await cache.close()
+                await store.close()
+                raise
         governor = None
         if config.governance.enabled:
             governance = Governance(store, clock, core.recover_stuck, config.governance)
-            governor = Governor(governance, open_locks(config), config.cache.key_prefix)
+            governor = Governor(governance, open_locks(config), config.cache.key_prefix, metrics)
             governor.start()
         log.info(
-            "asyncflow serving on %s:%d (store=%s, cache=%s)",
+            "asyncflow serving on %s:%d (store=%s, cache=%s)%s",
             config.server.host,
             port,
             config.store.backend,
             config.cache.backend,
+            f"; dashboard at {http.url}/ui" if http else "",
         )
         return cls(
             server=server,
@@ -159,12 +182,15 @@ class AsyncflowServer:
             hub=hub,
             dispatcher=dispatcher,
             governor=governor,
+            http=http,
         )
 
     async def announce_shutdown(self) -> None:
         """Health turns NOT_SERVING, so that probes and load balancers stop sending
         new calls here; everything is still served until stop()."""
         await self.health.enter_graceful_shutdown()
+        if self.http is not None:
+            self.http.announce_shutdown()
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful: health turns NOT_SERVING (if announce_shutdown did not already),
@@ -182,6 +208,8 @@ class AsyncflowServer:
         # reconnect elsewhere; unary calls in flight get the grace period.
         await self.dispatcher.shutdown(grace=5.0 if grace is None else grace)
         await self.server.stop(grace)
+        if self.http is not None:  # last: probes and metrics answer while calls drain
+            await self.http.stop()
         await self.hub.close()
         await self.cache.close()
         await self.store.close()

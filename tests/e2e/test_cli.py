@@ -127,6 +127,7 @@ def serving(tmp_path: Path, **env: str) -> Iterator[tuple[Process, str]]:
         tmp_path,
         "serve",
         ASYNCFLOW_SERVER_PORT="0",
+        ASYNCFLOW_HTTP_PORT="0",
         ASYNCFLOW_STORE_SQLITE_PATH=str(tmp_path / "served.db"),
         **env,
     )
