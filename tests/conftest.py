@@ -16,11 +16,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import pymysql
 import pytest
 import redis.asyncio as aioredis
 from fakes import FakeStore
+from webclient import Web
 
 from asyncflow.clock import ManualClock
 from asyncflow.config import CacheConfig, Config, HttpConfig, ServerConfig, StoreConfig
@@ -200,3 +202,11 @@ async def server(start_server: StartServer, config: Config) -> Running:
 @pytest.fixture
 def stub(server: Running) -> pb_grpc.TaskServiceStub:
     return server.stub
+
+
+@pytest.fixture
+async def web(server: Running) -> AsyncIterator[Web]:
+    """A client of the test server's HTTP side."""
+    assert server.server.http is not None
+    async with aiohttp.ClientSession() as session:
+        yield Web(server.server.http.url, session)
