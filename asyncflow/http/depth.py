@@ -21,6 +21,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from asyncflow.core.model import TaskStatus
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 THROUGHPUT_WINDOW = 300.0
 """Seconds of counts the recent throughput is measured over."""
+THROUGHPUT_MIN_SPAN = 10.0
+"""Counts closer than this say nothing per minute worth showing."""
 
 Counts = dict[str, dict[TaskStatus, int]]
 
@@ -43,8 +46,15 @@ class Throughput:
 
 
 class QueueDepth:
-    def __init__(self, core: TaskCore, metrics: PrometheusMetrics, interval: float) -> None:
+    def __init__(
+        self,
+        core: TaskCore,
+        metrics: PrometheusMetrics,
+        interval: float,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.core = core
+        self.timer = timer
         self.metrics = metrics
         self.interval = interval
         self.counts: Counts = {}
@@ -68,17 +78,20 @@ class QueueDepth:
             return
         self.counts, self.counted_at = counts, self.core.clock.now()
         self.metrics.set_depth(counts, time.time(), time.perf_counter() - started)
-        now = time.monotonic()
+        now = self.timer()
         self._samples.append((now, counts))
         while len(self._samples) > 2 and self._samples[1][0] <= now - THROUGHPUT_WINDOW:
             self._samples.popleft()
 
     def throughput(self, task_type: str) -> Throughput | None:
-        """Per minute over the last few minutes' counts; None before two counts.
-        Retention dropping tables lowers counts: such a drop reads as zero."""
-        if len(self._samples) < 2:
+        """Per minute over the last few minutes' counts; None until the counts
+        span THROUGHPUT_MIN_SPAN. Retention dropping tables lowers counts: such a
+        drop reads as zero."""
+        if not self._samples:
             return None
         (first_time, first), (last_time, last) = self._samples[0], self._samples[-1]
+        if last_time - first_time < THROUGHPUT_MIN_SPAN:
+            return None
         minutes = (last_time - first_time) / 60
         before, after = first.get(task_type, {}), last.get(task_type, {})
 
