@@ -13,32 +13,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from asyncflow.cache.memory import NoTaskCache
-from asyncflow.clock import SystemClock
-from asyncflow.core.model import TypeSettings
-from asyncflow.core.service import TaskCore
-from asyncflow.store.mysql import MysqlStore
-from bench.common import MYSQL, scratch_database
-from bench.governance import fill, measure
+from bench.governance import big_table, measure
 
 
 async def main(rows: int) -> None:
-    with scratch_database() as database:
-        store = await MysqlStore.open(**MYSQL, database=database, pool_min=1, pool_max=1)  # type: ignore[arg-type]
-        try:
-            await store.migrate()
-            core = TaskCore(store, NoTaskCache(), SystemClock())
-            await core.register_type(TypeSettings("big"))
-            fill(database, rows, core.clock.now())
-            print(f"t_big_task_1: {rows:,} rows (0.1% processing, 0.1% pending, the rest "
-                  "succeeded)\n")  # fmt: skip
-            print("| count | statements | rows read | ms | result |")
-            print("|---|---|---|---|---|")
-            for run in ("first (cold)", "second", "third"):
-                counts = await measure(store, lambda: core.count_tasks("big"))
-                print(f"| {run} {counts}".replace("<TaskStatus.", "").replace(">", ""))
-        finally:
-            await store.close()
+    async with big_table(rows) as (_, store, core):
+        print(f"t_big_task_1: {rows:,} rows (0.1% processing, 0.1% pending, the rest "
+              "succeeded)\n")  # fmt: skip
+        print("| count | statements | rows read | ms | result |")
+        print("|---|---|---|---|---|")
+
+        async def count() -> dict[str, int]:
+            counts = await core.count_tasks("big")
+            return {status.name.lower(): n for status, n in counts.items()}
+
+        for run in ("first", "second", "third"):
+            print(f"| {run} " + await measure(store, count))
 
 
 if __name__ == "__main__":

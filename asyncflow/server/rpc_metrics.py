@@ -70,6 +70,11 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
                 return wrapped
         return handler
 
+    def _ended(self, service: str, method: str, context: Context, failure: BaseException | None,
+               started: float, *, streaming: bool) -> None:  # fmt: skip
+        elapsed = time.perf_counter() - started
+        self._observer.rpc(service, method, code_name(context, failure), elapsed, streaming)
+
     def _unary(
         self, behaviour: Callable[[Any, Context], Awaitable[Any]], service: str, method: str
     ) -> Callable[[Any, Context], Awaitable[Any]]:
@@ -81,8 +86,7 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
                 failure = exc
                 raise
             finally:
-                self._observer.rpc(service, method, code_name(context, failure),
-                                   time.perf_counter() - started, streaming=False)  # fmt: skip
+                self._ended(service, method, context, failure, started, streaming=False)
 
         return timed
 
@@ -98,7 +102,6 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
                 failure = exc
                 raise
             finally:
-                self._observer.rpc(service, method, code_name(context, failure),
-                                   time.perf_counter() - started, streaming=True)  # fmt: skip
+                self._ended(service, method, context, failure, started, streaming=True)
 
         return timed

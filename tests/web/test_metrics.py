@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
+from pathlib import Path
 
 import aiohttp
 import grpc
 import pytest
 from conftest import Running, StartServer
+from prometheus_client.parser import text_string_to_metric_families
 from rpc import SUCCESS, create, get, hold, register, report, retry
 from streams import RawWorker
 from waiting import eventually
@@ -178,3 +181,18 @@ async def test_replicas_count_their_own_calls_and_add_up(
             totals.append(scrape.value("asyncflow_tasks_created_total", task_type="lark",
                                        outcome="created"))  # fmt: skip
     assert totals == [3, 4]
+
+
+async def test_the_grafana_dashboard_graphs_only_metrics_that_exist(web: Web) -> None:
+    dashboard = (Path(__file__).parents[2] / "docs" / "grafana-dashboard.json").read_text()
+    used = set(re.findall(r"asyncflow_[a-z_]+", dashboard))
+    status, text = await web.get("/metrics")
+    assert status == 200
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+    exposed = {
+        family.name + suffix
+        for family in text_string_to_metric_families(text)
+        for suffix in suffixes.get(family.type, ("",))
+    }
+    assert len(used) >= 15
+    assert used - exposed == set()
