@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 THROUGHPUT_WINDOW = 300.0
 """Seconds of counts the recent throughput is measured over."""
+STOP_WAIT = 5.0
+"""Seconds stop() waits for a count in progress."""
 THROUGHPUT_MIN_SPAN = 10.0
 """Counts closer than this say nothing per minute worth showing."""
 
@@ -63,6 +65,7 @@ class QueueDepth:
         """When it was taken (the core's clock), None before the first."""
         self._samples: deque[tuple[float, Counts]] = deque()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def refresh(self) -> None:
         """Count once (a failure is logged, and the last count stays)."""
@@ -105,12 +108,17 @@ class QueueDepth:
         self._task = asyncio.create_task(self._run(), name="queue-depth")
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             await self.refresh()
-            await asyncio.sleep(self.interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.interval)
 
     async def stop(self) -> None:
+        """Let a count in progress end (a query cancelled inside the driver could
+        spoil its connection); cancel it only past STOP_WAIT."""
+        self._stopping.set()
         if self._task is not None:
+            await asyncio.wait({self._task}, timeout=STOP_WAIT)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task

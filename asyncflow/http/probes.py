@@ -29,6 +29,8 @@ class Probes:
         self.store = store
         self.metrics = metrics
         self.shutting_down = False
+        self._probe: asyncio.Future[bool] | None = None
+        """The store query in flight: concurrent /readyz calls share it."""
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -50,14 +52,24 @@ class Probes:
         """Why this server should get no calls now; "" when it should."""
         if self.shutting_down:
             return "shutting down"
-        try:
-            async with asyncio.timeout(READY_TIMEOUT):
-                current = await self.store.schema_ready()
-        except TimeoutError:
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.ensure_future(self.store.schema_ready())
+        # Waited for, never cancelled: a query cancelled inside the driver could
+        # leave its connection in a bad state. A slow one is shared by the next
+        # probes until it ends.
+        done, _ = await asyncio.wait({self._probe}, timeout=READY_TIMEOUT)
+        if not done:
             return f"the store did not answer within {READY_TIMEOUT:g}s"
+        try:
+            current = self._probe.result()
         except Unavailable as exc:
             return f"the store is unavailable: {exc}"
         return "" if current else "the database schema is not migrated (asyncflow migrate)"
+
+    async def settle(self) -> None:
+        """Let a probe in flight end (at most READY_TIMEOUT) before the store closes."""
+        if self._probe is not None and not self._probe.done():
+            await asyncio.wait({self._probe}, timeout=READY_TIMEOUT)
 
     async def prometheus(self, request: web.Request) -> web.Response:
         response = web.Response(body=self.metrics.exposition())

@@ -68,6 +68,7 @@ class HttpSide:
             ) from None
         port = runner.addresses[0][1]
         shown = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
+        shown = f"[{shown}]" if ":" in shown else shown  # an IPv6 address
         depth.start()
         return cls(runner, f"http://{shown}:{port}", probes, depth)
 
@@ -79,3 +80,4 @@ class HttpSide:
         self.announce_shutdown()
         await self.depth.stop()
         await self.runner.cleanup()
+        await self.probes.settle()

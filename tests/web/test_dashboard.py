@@ -99,6 +99,12 @@ async def test_task_page_shows_context_lease_and_history(server: Running, web: W
     assert "Retry, cancel: not yet" in page
 
 
+async def test_the_root_leads_to_the_dashboard(web: Web) -> None:
+    status, page = await web.get("/")
+    assert status == 200
+    assert "<h1>Task types</h1>" in page
+
+
 async def test_partial_is_the_live_part_alone(server: Running, web: Web) -> None:
     await register(server.stub)
     page = (await web.get("/ui/tasks", task_type="lark", partial="1"))[1]
