@@ -19,12 +19,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # pyproject.toml names README.md as the package description, and maps the
 # asyncflow.v1 subpackage onto generated/asyncflow/v1 (package-dir), so the
-# generated code must be copied along with asyncflow/.
+# generated code must be copied along with asyncflow/. The image runs the
+# server, so it installs the `server` extra (the SDK alone does without it).
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY asyncflow/ asyncflow/
 COPY generated/ generated/
-RUN pip install . \
+RUN pip install '.[server]' \
     && cd / && rm -rf /src \
     && python -c "import asyncflow.v1.task_service_pb2_grpc, asyncflow.cli"
 

@@ -1,4 +1,9 @@
-"""The `asyncflow` command: serve, migrate, worker."""
+"""The `asyncflow` command: serve, migrate, worker.
+
+`serve` and `migrate` import the server when they run, so that `asyncflow
+worker` works with the SDK alone (`pip install asyncflow`, without the
+`server` extra).
+"""
 
 from __future__ import annotations
 
@@ -14,10 +19,10 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from asyncflow._sdk.extras import needs_server
 from asyncflow.config import Config, LogConfig, load_config
 from asyncflow.errors import AsyncflowError, ConfigError
 from asyncflow.logs import setup_logging
-from asyncflow.server.app import AsyncflowServer, open_store
 from asyncflow.worker import Worker
 
 log = logging.getLogger("asyncflow")
@@ -33,6 +38,8 @@ def _config(path: str | None) -> Config:
 
 
 async def serve(config: Config) -> None:
+    with needs_server("asyncflow serve"):
+        from asyncflow.server.app import AsyncflowServer
     server = await AsyncflowServer.start(config)
     print(f"asyncflow listening on {config.server.host}:{server.port}", flush=True)
     if server.http is not None:
@@ -61,6 +68,8 @@ async def serve(config: Config) -> None:
 
 
 async def migrate(config: Config) -> None:
+    with needs_server("asyncflow migrate"):
+        from asyncflow.server.app import open_store
     store = await open_store(config.store)
     try:
         applied = await store.migrate()
@@ -142,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(serve(config) if args.command == "serve" else migrate(config))
     except ConfigError as exc:  # exit 2: fix the command or the configuration
         print(f"asyncflow: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:  # exit 2: serve/migrate without the server extra
+        print(f"asyncflow: {exc}", file=sys.stderr)
         return 2
     except AsyncflowError as exc:  # exit 1: a service (database, server) failed
         print(f"asyncflow {args.command}: {exc}", file=sys.stderr)

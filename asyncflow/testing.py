@@ -6,6 +6,9 @@
 
 No MySQL, no Redis: SQLite in a temporary directory, an in-process cache and
 lock, governance loops on (fast), so user handlers can be tested end to end.
+
+It runs the server, so it needs the server's dependencies:
+`pip install 'asyncflow[server]'` (the SDK alone does not install them).
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from asyncflow.config import CacheConfig, Config, ServerConfig, StoreConfig
-from asyncflow.core.governance import GovernanceSettings
-from asyncflow.core.ports import Clock
-from asyncflow.server.app import AsyncflowServer
+from asyncflow._sdk.extras import needs_server
+
+with needs_server("asyncflow.testing"):
+    from asyncflow.config import CacheConfig, Config, ServerConfig, StoreConfig
+    from asyncflow.core.governance import GovernanceSettings
+    from asyncflow.core.ports import Clock
+    from asyncflow.server.app import AsyncflowServer
 
 __all__ = ["EmbeddedServer"]
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 
 from asyncflow.cache.memory import MemoryTaskCache, NoTaskCache
 from asyncflow.cache.redis import RedisTaskCache
@@ -23,6 +24,8 @@ from asyncflow.errors import ConfigError
 from asyncflow.http.metrics import PrometheusMetrics
 from asyncflow.http.server import HttpSide
 from asyncflow.lock import LocalLock, LockBackend, RedisLock
+from asyncflow.logs import ClientErrorLog
+from asyncflow.server.decoding import guarded_handlers, register
 from asyncflow.server.dispatch import Dispatcher
 from asyncflow.server.governor import Governor
 from asyncflow.server.reflection import enable_reflection
@@ -32,11 +35,26 @@ from asyncflow.server.wakeup import RedisWakeRelay, WakeHub, WakeRelay
 from asyncflow.store.mysql import MysqlStore
 from asyncflow.store.sqlite import SqliteStore
 from asyncflow.v1 import task_service_pb2 as pb
-from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TaskService"].full_name
+TASK_SERVICE = pb.DESCRIPTOR.services_by_name["TaskService"]
+SERVICE_NAME = TASK_SERVICE.full_name
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"]
+
+
+class HealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
+    """grpc.health.v1 as grpcio-health-checking serves it, plus a List that answers.
+
+    Its asyncio servicer inherits the generated, synchronous List stub, which
+    raises NotImplementedError: grpc logs an ERROR with a traceback per call.
+    """
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> health_pb2.HealthListResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Health.List is not served: use Check")
+        raise AssertionError("unreachable: abort raises")
 
 
 async def open_store(config: StoreConfig) -> TaskStore:
@@ -126,12 +144,14 @@ class AsyncflowServer:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        pb_grpc.add_TaskServiceServicer_to_server(TaskServicer(core, dispatcher), server)
-        health_servicer = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        enable_reflection(
-            server, [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
-        )
+        client_log = ClientErrorLog(logging.getLogger("asyncflow.server.clients"), clock)
+        health_servicer = HealthServicer()
+        for service, servicer in (
+            (TASK_SERVICE, TaskServicer(core, dispatcher)),
+            (HEALTH_SERVICE, health_servicer),
+        ):
+            register(server, service.full_name, guarded_handlers(service, servicer, client_log))
+        enable_reflection(server, [SERVICE_NAME, HEALTH_SERVICE.full_name], client_log)
         address = f"{config.server.host}:{config.server.port}"
         try:
             port = server.add_insecure_port(address)

@@ -82,7 +82,7 @@ class WorkSession:
             types,
             window,
             poll_interval=float(min(c.schedule_interval for c in configs)),
-            worker_id=subscribe.worker_id[:128],
+            worker_id=loggable(subscribe.worker_id[:128]),
         )
 
     # -- waking -------------------------------------------------------------------
@@ -208,6 +208,11 @@ class WorkSession:
             if isinstance(result, BaseException) and not isinstance(result, AsyncflowError):
                 log.warning("stream %s could not release %s: %r", self.key, task_id, result)
         return len(unstarted)
+
+
+def loggable(text: str) -> str:
+    """Client text fit for a log line: a newline or control character could forge lines."""
+    return "".join(c if c.isprintable() else "\ufffd" for c in text)
 
 
 def to_pb(task: Task) -> pb.Task:
