@@ -8,6 +8,7 @@ unary calls report their handling time; streams report when they end.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
@@ -54,20 +55,28 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
             return handler
         service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
         kinds = (
-            ("unary_unary", grpc.unary_unary_rpc_method_handler, self._unary),
-            ("stream_unary", grpc.stream_unary_rpc_method_handler, self._unary),
-            ("unary_stream", grpc.unary_stream_rpc_method_handler, self._streaming),
-            ("stream_stream", grpc.stream_stream_rpc_method_handler, self._streaming),
+            ("unary_unary", grpc.unary_unary_rpc_method_handler, False),
+            ("stream_unary", grpc.stream_unary_rpc_method_handler, False),
+            ("unary_stream", grpc.unary_stream_rpc_method_handler, True),
+            ("stream_stream", grpc.stream_stream_rpc_method_handler, True),
         )
-        for kind, build, wrap in kinds:
+        for kind, build, streaming in kinds:
             behaviour = getattr(handler, kind)
-            if behaviour is not None:
-                wrapped: Handler = build(
-                    wrap(behaviour, service, method),
-                    request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer,
-                )
-                return wrapped
+            if behaviour is None:
+                continue
+            # A streaming handler yields its responses, or is a coroutine that
+            # writes them with context.write() (grpc's own Health.Watch).
+            timed: Callable[[Any, Context], Any]
+            if inspect.isasyncgenfunction(behaviour):
+                timed = self._streaming(behaviour, service, method)
+            else:
+                timed = self._unary(behaviour, service, method, streaming=streaming)
+            wrapped: Handler = build(
+                timed,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+            return wrapped
         return handler
 
     def _ended(self, service: str, method: str, context: Context, failure: BaseException | None,
@@ -76,7 +85,12 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
         self._observer.rpc(service, method, code_name(context, failure), elapsed, streaming)
 
     def _unary(
-        self, behaviour: Callable[[Any, Context], Awaitable[Any]], service: str, method: str
+        self,
+        behaviour: Callable[[Any, Context], Awaitable[Any]],
+        service: str,
+        method: str,
+        *,
+        streaming: bool = False,
     ) -> Callable[[Any, Context], Awaitable[Any]]:
         async def timed(request: Any, context: Context) -> Any:
             started, failure = time.perf_counter(), None
@@ -86,7 +100,7 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
                 failure = exc
                 raise
             finally:
-                self._ended(service, method, context, failure, started, streaming=False)
+                self._ended(service, method, context, failure, started, streaming=streaming)
 
         return timed
 

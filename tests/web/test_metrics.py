@@ -10,6 +10,7 @@ import aiohttp
 import grpc
 import pytest
 from conftest import Running, StartServer
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 from rpc import SUCCESS, create, get, hold, register, report, retry
 from streams import RawWorker
@@ -81,10 +82,14 @@ async def test_bad_calls_are_counted_by_code_and_unknown_methods_not_at_all(
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await unknown(b"")
     assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    health = health_pb2_grpc.HealthStub(server.channel)
+    await health.Check(health_pb2.HealthCheckRequest())
     scrape = await web.metrics()
     labels = {"service": SERVICE, "method": "CreateTask", "code": "INVALID_ARGUMENT"}
     assert scrape.value("asyncflow_rpc_handled_total", **labels) == 1
     assert scrape.total("asyncflow_rpc_handled_total", method="Nope") == 0
+    checks = {"service": "grpc.health.v1.Health", "method": "Check", "code": "OK"}
+    assert scrape.value("asyncflow_rpc_handled_total", **checks) == 1
 
 
 async def test_streams_show_pushes_window_and_outstanding_tasks(server: Running, web: Web) -> None:
