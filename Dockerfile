@@ -19,12 +19,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # pyproject.toml names README.md as the package description, and maps the
 # asyncflow.v1 subpackage onto generated/asyncflow/v1 (package-dir), so the
-# generated code must be copied along with asyncflow/.
+# generated code must be copied along with asyncflow/. The image runs the
+# server, so it installs the `server` extra (the SDK alone does without it).
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY asyncflow/ asyncflow/
 COPY generated/ generated/
-RUN pip install . \
+RUN pip install '.[server]' \
     && cd / && rm -rf /src \
     && python -c "import asyncflow.v1.task_service_pb2_grpc, asyncflow.cli"
 
@@ -42,13 +43,15 @@ RUN sed -i \
 USER asyncflow
 WORKDIR /var/lib/asyncflow
 VOLUME ["/var/lib/asyncflow"]
-EXPOSE 50051
+EXPOSE 50051 8080
 
 # grpc.health.v1 check of the whole server (NOT_SERVING while it drains).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s CMD ["python", "-c", "import os, sys, grpc; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; port = os.environ.get('ASYNCFLOW_SERVER_PORT', '50051'); reply = g.HealthStub(grpc.insecure_channel('127.0.0.1:' + port)).Check(h.HealthCheckRequest(), timeout=3); sys.exit(0 if reply.status == h.HealthCheckResponse.SERVING else 1)"]
 
-# SIGTERM (docker stop) drains in-flight calls for up to server.grace_seconds
-# (10 s by default); give `docker stop -t` more than that for a full drain.
+# SIGTERM (docker stop): health shows NOT_SERVING for
+# server.shutdown_delay_seconds (5 s) while everything is still served, then
+# streams end and in-flight calls get up to server.grace_seconds (10 s) each;
+# give `docker stop -t` more than delay + 2 x grace (e.g. -t 30) for a full drain.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["asyncflow"]
 CMD ["serve", "--config", "/etc/asyncflow/config.toml"]

@@ -1,9 +1,15 @@
-"""The `asyncflow` command: serve, migrate, worker."""
+"""The `asyncflow` command: serve, migrate, worker.
+
+`serve` and `migrate` import the server when they run, so that `asyncflow
+worker` works with the SDK alone (`pip install asyncflow`, without the
+`server` extra).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import importlib.util
 import logging
@@ -13,10 +19,10 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from asyncflow._sdk.extras import needs_server
 from asyncflow.config import Config, LogConfig, load_config
 from asyncflow.errors import AsyncflowError, ConfigError
 from asyncflow.logs import setup_logging
-from asyncflow.server.app import AsyncflowServer, open_store
 from asyncflow.worker import Worker
 
 log = logging.getLogger("asyncflow")
@@ -32,18 +38,38 @@ def _config(path: str | None) -> Config:
 
 
 async def serve(config: Config) -> None:
+    with needs_server("asyncflow serve"):
+        from asyncflow.server.app import AsyncflowServer
     server = await AsyncflowServer.start(config)
     print(f"asyncflow listening on {config.server.host}:{server.port}", flush=True)
-    stopping = asyncio.Event()
+    if server.http is not None:
+        print(f"asyncflow dashboard at {server.http.url}/ui", flush=True)
+    signalled = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    await stopping.wait()
-    log.info("signal received: draining for up to %.0fs", config.server.grace_seconds)
-    await server.stop(config.server.grace_seconds)
+        loop.add_signal_handler(sig, signalled.set)
+    await signalled.wait()
+    signalled.clear()
+    # Load balancers and probes need a moment to see NOT_SERVING and route new
+    # calls elsewhere; until then this replica serves as usual. A second signal
+    # ends the wait (Ctrl-C twice when running by hand).
+    delay, grace = config.server.shutdown_delay_seconds, config.server.grace_seconds
+    log.info(
+        "signal received: health is NOT_SERVING; streams end in %gs (or at the next"
+        " signal), then calls get up to %gs to finish",
+        delay,
+        grace,
+    )
+    await server.announce_shutdown()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(signalled.wait(), timeout=delay)
+    log.info("draining: ending streams, then in-flight calls")
+    await server.stop(grace)
 
 
 async def migrate(config: Config) -> None:
+    with needs_server("asyncflow migrate"):
+        from asyncflow.server.app import open_store
     store = await open_store(config.store)
     try:
         applied = await store.migrate()
@@ -125,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(serve(config) if args.command == "serve" else migrate(config))
     except ConfigError as exc:  # exit 2: fix the command or the configuration
         print(f"asyncflow: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:  # exit 2: serve/migrate without the server extra
+        print(f"asyncflow: {exc}", file=sys.stderr)
         return 2
     except AsyncflowError as exc:  # exit 1: a service (database, server) failed
         print(f"asyncflow {args.command}: {exc}", file=sys.stderr)

@@ -12,24 +12,19 @@ a raw gRPC one.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
 
 import grpc
 
-from asyncflow._sdk.convert import (
-    CHANNEL_OPTIONS,
-    TaskInfo,
-    config_from_pb,
-    task_from_pb,
-)
+from asyncflow._sdk.convert import CHANNEL_OPTIONS, config_from_pb, spec_to_pb, task_from_pb
 from asyncflow._sdk.errors import call
-from asyncflow.core.model import RetryStrategy, TaskStatus, TaskTypeConfig
+from asyncflow._sdk.types import RetryStrategy, TaskInfo, TaskSpec, TaskStatus, TaskTypeConfig
 from asyncflow.errors import (
     AsyncflowError,
     FailedPrecondition,
     InvalidArgument,
     LeaseLost,
     NotFound,
+    ResourceExhausted,
     TaskNotFound,
     TaskNotProcessing,
     TaskTypeNotFound,
@@ -37,7 +32,6 @@ from asyncflow.errors import (
 )
 from asyncflow.v1 import task_service_pb2 as pb
 from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
-from asyncflow.wire import STRATEGY_TO_PB
 
 __all__ = [
     "AsyncflowError",
@@ -45,12 +39,13 @@ __all__ = [
     "FailedPrecondition",
     "InvalidArgument",
     "LeaseLost",
-    "NewTask",
     "NotFound",
+    "ResourceExhausted",
     "RetryStrategy",
     "TaskInfo",
     "TaskNotFound",
     "TaskNotProcessing",
+    "TaskSpec",
     "TaskStatus",
     "TaskTypeConfig",
     "TaskTypeNotFound",
@@ -58,28 +53,6 @@ __all__ = [
 ]
 
 DEFAULT_ADDRESS = "localhost:50051"
-
-
-@dataclass(frozen=True)
-class NewTask:
-    """One task of a Client.create_many call."""
-
-    task_type: str
-    context: str = ""
-    stage: str = ""
-    user_id: str = ""
-    priority: int = 0
-    idempotency_key: str = ""
-
-    def to_pb(self) -> pb.CreateTaskRequest:
-        return pb.CreateTaskRequest(
-            task_type=self.task_type,
-            context=self.context,
-            task_stage=self.stage,
-            user_id=self.user_id,
-            priority=self.priority,
-            idempotency_key=self.idempotency_key,
-        )
 
 
 class Client:
@@ -125,7 +98,7 @@ class Client:
             if value is not None:
                 setattr(request, name, value)
         if retry_strategy is not None:
-            request.retry_strategy = STRATEGY_TO_PB[retry_strategy]
+            request.retry_strategy = pb.RetryStrategy.ValueType(retry_strategy)
         reply = await call(lambda: self._stub.RegisterTaskType(request, timeout=self.timeout))
         return config_from_pb(reply.task_type)
 
@@ -147,13 +120,14 @@ class Client:
     ) -> TaskInfo:
         """Enqueue a task. With an idempotency_key, a repeated call returns the
         task the first call created."""
-        request = NewTask(task_type, context, stage, user_id, priority, idempotency_key).to_pb()
+        spec = TaskSpec(task_type, context, stage, user_id, priority, idempotency_key)
+        request = spec_to_pb(spec)
         reply = await call(lambda: self._stub.CreateTask(request, timeout=self.timeout))
         return task_from_pb(reply.task)
 
-    async def create_many(self, tasks: Iterable[NewTask]) -> list[TaskInfo]:
+    async def create_many(self, tasks: Iterable[TaskSpec]) -> list[TaskInfo]:
         """Enqueue several tasks in one call: all are validated before any is created."""
-        request = pb.CreateTasksRequest(tasks=[t.to_pb() for t in tasks])
+        request = pb.CreateTasksRequest(tasks=[spec_to_pb(t) for t in tasks])
         reply = await call(lambda: self._stub.CreateTasks(request, timeout=self.timeout))
         return [task_from_pb(r.task) for r in reply.results]
 

@@ -1,19 +1,17 @@
-"""The injected clock: every rule that depends on time asks one of these."""
+"""Clocks: the real one, and one that tests move by hand.
+
+Both implement the core's Clock port (asyncflow.core.ports.Clock); every rule
+that depends on time asks the clock it was given.
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Protocol
-
-
-class Clock(Protocol):
-    def now(self) -> int:
-        """Current time as Unix seconds (UTC)."""
-        ...
 
 
 class SystemClock:
     def now(self) -> int:
+        """Current time as Unix seconds (UTC)."""
         return int(time.time())
 
 

@@ -27,8 +27,11 @@ class ServerConfig:
     """Interface to listen on; 0.0.0.0 for every interface."""
     port: int = 50051
     """0 picks a free port (printed at start)."""
+    shutdown_delay_seconds: float = 5.0
+    """On SIGTERM/SIGINT: how long health shows NOT_SERVING, while everything is
+    still served, before streams end (so that load balancers stop routing here)."""
     grace_seconds: float = 10.0
-    """On SIGTERM/SIGINT: how long in-flight calls may take to finish."""
+    """Then: how long streams may take to end, and in-flight calls to finish."""
     max_message_bytes: int = 32 * 1024 * 1024
     """Largest request/reply; a full HoldTasks batch (2000 tasks of 8 KiB) needs ~20 MiB."""
 
@@ -38,6 +41,13 @@ class StoreConfig:
     backend: str = "sqlite"
     """"sqlite" (embedded, one process) or "mysql" (MySQL 8 / MariaDB 10.6+)."""
     sqlite_path: str = "data/asyncflow.db"
+    sqlite_synchronous: str = "full"
+    """"full": every commit is synced, so an acknowledged write survives a power
+    loss. "normal": synced at WAL checkpoints only (faster; the last commits may
+    be lost on power loss, never on a process crash)."""
+    sqlite_busy_timeout_ms: int = 5000
+    """How long a write waits for another process's lock on the file before the
+    call fails with UNAVAILABLE."""
     mysql_host: str = "127.0.0.1"
     mysql_port: int = 3306
     mysql_user: str = "root"
@@ -71,6 +81,21 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """The HTTP side: /healthz, /readyz, /metrics, the original's /v1 routes, /ui."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    """Interface to listen on. Nothing on it asks for credentials yet: keep it
+    on loopback, or behind a proxy that does."""
+    port: int = 8080
+    """0 picks a free port (printed at start)."""
+    queue_depth_interval_seconds: float = 30.0
+    """How often this process counts tasks by type and status (asyncflow_queue_depth
+    and the dashboard's counts): they are at most this much (plus one count) old."""
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "INFO"
     format: str = "text"
@@ -84,11 +109,13 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     limits: Limits = field(default_factory=Limits)
     governance: GovernanceSettings = field(default_factory=GovernanceSettings)
+    http: HttpConfig = field(default_factory=HttpConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "store.backend": ("sqlite", "mysql"),
+    "store.sqlite_synchronous": ("full", "normal"),
     "cache.backend": ("memory", "redis", "none"),
     "log.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
     "log.format": ("text", "json"),
@@ -96,8 +123,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 RANGES: dict[str, tuple[float, float]] = {
     "server.port": (0, 65535),
+    "server.shutdown_delay_seconds": (0, 3600),
     "server.grace_seconds": (0, 3600),
     "server.max_message_bytes": (1024, 1 << 30),
+    "http.port": (0, 65535),
+    "http.queue_depth_interval_seconds": (1, 86_400),
+    "store.sqlite_busy_timeout_ms": (0, 600_000),
     "store.mysql_port": (1, 65535),
     "store.mysql_pool_min": (1, 1000),
     "store.mysql_pool_max": (1, 1000),

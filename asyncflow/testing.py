@@ -6,6 +6,9 @@
 
 No MySQL, no Redis: SQLite in a temporary directory, an in-process cache and
 lock, governance loops on (fast), so user handlers can be tested end to end.
+
+It runs the server, so it needs the server's dependencies:
+`pip install 'asyncflow[server]'` (the SDK alone does not install them).
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from asyncflow.clock import Clock
-from asyncflow.config import CacheConfig, Config, ServerConfig, StoreConfig
-from asyncflow.core.governance import GovernanceSettings
-from asyncflow.server.app import AsyncflowServer
+from asyncflow._sdk.extras import needs_server
+
+with needs_server("asyncflow.testing"):
+    from asyncflow.config import CacheConfig, Config, ServerConfig, StoreConfig
+    from asyncflow.core.governance import GovernanceSettings
+    from asyncflow.core.ports import Clock
+    from asyncflow.server.app import AsyncflowServer
 
 __all__ = ["EmbeddedServer"]
 
@@ -49,6 +55,7 @@ class EmbeddedServer:
         config = replace(
             config,
             server=ServerConfig(host="127.0.0.1", port=0),
+            http=replace(config.http, host="127.0.0.1", port=0),
             store=StoreConfig(backend="sqlite", sqlite_path=str(Path(self._tmp.name) / "af.db")),
             cache=CacheConfig(backend="memory"),
         )

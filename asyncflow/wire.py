@@ -1,4 +1,8 @@
-"""Enum mappings between the protobuf contract and domain values (server and SDK)."""
+"""Enum mappings between the protobuf contract and the core's domain values.
+
+Server side only: the SDK's enums (asyncflow._sdk.types) carry the protobuf
+values themselves and never import the core.
+"""
 
 from __future__ import annotations
 

@@ -35,46 +35,75 @@ def scratch_database() -> Iterator[str]:
         conn.close()
 
 
-@contextmanager
-def server_process(database: str, prefix: str) -> Iterator[tuple[str, int]]:
-    """`asyncflow serve` on MariaDB + Redis, port 0; yields (address, pid)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ASYNCFLOW_")}
-    env.update(
-        {
-            "ASYNCFLOW_SERVER_PORT": "0",
-            "ASYNCFLOW_STORE_BACKEND": "mysql",
-            "ASYNCFLOW_STORE_MYSQL_HOST": str(MYSQL["host"]),
-            "ASYNCFLOW_STORE_MYSQL_PORT": str(MYSQL["port"]),
-            "ASYNCFLOW_STORE_MYSQL_USER": str(MYSQL["user"]),
-            "ASYNCFLOW_STORE_MYSQL_PASSWORD": str(MYSQL["password"]),
-            "ASYNCFLOW_STORE_MYSQL_DATABASE": database,
-            "ASYNCFLOW_CACHE_BACKEND": "redis",
-            "ASYNCFLOW_CACHE_REDIS_URL": REDIS_URL,
-            "ASYNCFLOW_CACHE_KEY_PREFIX": prefix,
-            "ASYNCFLOW_LOG_LEVEL": "WARNING",
+def backend_env(backend: str, database: str, prefix: str) -> dict[str, str]:
+    """ASYNCFLOW_* settings of a benchmark server: "mysql" (MariaDB + Redis, the
+    production shape) or "sqlite" (the embedded default, `database` a file path)."""
+    if backend == "sqlite":
+        return {
+            "ASYNCFLOW_STORE_BACKEND": "sqlite",
+            "ASYNCFLOW_STORE_SQLITE_PATH": database,
+            "ASYNCFLOW_CACHE_BACKEND": "memory",
         }
-    )
-    binary = Path(sys.executable).with_name("asyncflow")
+    return {
+        "ASYNCFLOW_STORE_BACKEND": "mysql",
+        "ASYNCFLOW_STORE_MYSQL_HOST": str(MYSQL["host"]),
+        "ASYNCFLOW_STORE_MYSQL_PORT": str(MYSQL["port"]),
+        "ASYNCFLOW_STORE_MYSQL_USER": str(MYSQL["user"]),
+        "ASYNCFLOW_STORE_MYSQL_PASSWORD": str(MYSQL["password"]),
+        "ASYNCFLOW_STORE_MYSQL_DATABASE": database,
+        "ASYNCFLOW_CACHE_BACKEND": "redis",
+        "ASYNCFLOW_CACHE_REDIS_URL": REDIS_URL,
+        "ASYNCFLOW_CACHE_KEY_PREFIX": prefix,
+    }
+
+
+def listening(
+    command: list[str], env: dict[str, str], banner: str
+) -> tuple[subprocess.Popen[str], str]:
+    """Start a server process and wait for its "<banner> HOST:PORT" line."""
     process = subprocess.Popen(
-        [str(binary), "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     assert process.stdout is not None
     deadline = time.monotonic() + 30
-    address = ""
-    while time.monotonic() < deadline and not address:
+    while time.monotonic() < deadline:
         line = process.stdout.readline()
-        if line.startswith("asyncflow listening on "):
-            address = line.split()[-1]
-    if not address:
-        process.kill()
-        raise RuntimeError("the server did not start")
+        if line.startswith(banner):
+            return process, line.split()[-1]
+        if not line and process.poll() is not None:
+            break
+    process.kill()
+    raise RuntimeError(f"{command[0]} did not start")
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("ASYNCFLOW_")}
+
+
+@contextmanager
+def server_process(
+    database: str, prefix: str, backend: str = "mysql", **settings: str
+) -> Iterator[tuple[str, int]]:
+    """`asyncflow serve` on port 0 (see backend_env); yields (address, pid).
+    `settings` are more ASYNCFLOW_* variables."""
+    env = clean_env() | backend_env(backend, database, prefix) | settings
+    env |= {
+        "ASYNCFLOW_SERVER_PORT": "0",
+        "ASYNCFLOW_HTTP_PORT": "0",
+        "ASYNCFLOW_SERVER_SHUTDOWN_DELAY_SECONDS": "0",  # no load balancer to wait for
+        "ASYNCFLOW_LOG_LEVEL": "WARNING",
+    }
+    binary = Path(sys.executable).with_name("asyncflow")
+    process, address = listening([str(binary), "serve"], env, "asyncflow listening on ")
     try:
         yield address, process.pid
     finally:
         process.terminate()
         process.wait(30)
+        assert process.stdout is not None
         process.stdout.close()
-        forget_keys(prefix)
+        if backend == "mysql":
+            forget_keys(prefix)
 
 
 def forget_keys(prefix: str) -> None:

@@ -16,7 +16,7 @@ import asyncio
 import time
 import uuid
 
-from asyncflow.client import Client, NewTask
+from asyncflow.client import Client, TaskSpec
 from asyncflow.worker import Job, Worker
 from bench.common import percentiles, rss_mib, scratch_database, server_process
 
@@ -59,7 +59,7 @@ async def throughput(address: str, count: int) -> tuple[float, float]:
     async with Client(address) as client:
         start = time.perf_counter()
         for first in range(0, count, 500):
-            await client.create_many([NewTask("drain") for _ in range(min(500, count - first))])
+            await client.create_many([TaskSpec("drain") for _ in range(min(500, count - first))])
         create_rate = count / (time.perf_counter() - start)
         worker = Worker(address, handlers={"drain": noop}, concurrency=64, prefetch=64)
         start = time.perf_counter()

@@ -20,20 +20,20 @@ import random
 import sys
 
 from asyncflow.client import Client, TaskStatus
-from asyncflow.worker import Done, Job, NextStage, RetryLater, Worker
+from asyncflow.worker import Done, Job, RetryLater, RunNext, Worker
 
 ADDRESS = os.environ.get("ASYNCFLOW_ADDRESS", "localhost:50051")
 worker = Worker(ADDRESS, concurrency=8)
 
 
 @worker.handler("lark")
-async def lark(job: Job) -> NextStage | Done:
+async def lark(job: Job) -> RunNext | Done:
     context = json.loads(job.context or "{}")
     if job.stage == "sendmsg":
         if random.random() < 0.3:  # a flaky downstream: try again shortly
             raise RetryLater(f"mail server busy (attempt {job.attempt})", delay=1)
         context["message_id"] = f"msg-{job.task_id[:8]}"
-        return NextStage("record", context=json.dumps(context))
+        return RunNext("record", context=json.dumps(context))
     if job.stage == "record":
         context["recorded"] = True
         return Done(context=json.dumps(context))

@@ -16,17 +16,20 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import pymysql
 import pytest
 import redis.asyncio as aioredis
+from fakes import FakeStore
 from redis_tools import PrivateRedis, RedisProxy
+from webclient import Web
 
-from asyncflow.clock import Clock, ManualClock
-from asyncflow.config import CacheConfig, Config, ServerConfig, StoreConfig
+from asyncflow.clock import ManualClock
+from asyncflow.config import CacheConfig, Config, HttpConfig, ServerConfig, StoreConfig
 from asyncflow.core.governance import GovernanceSettings
+from asyncflow.core.ports import Clock, TaskStore
 from asyncflow.server.app import AsyncflowServer
-from asyncflow.store.base import TaskStore
 from asyncflow.store.mysql import MysqlStore
 from asyncflow.store.sqlite import SqliteStore
 from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
@@ -41,6 +44,8 @@ REDIS_URL = os.environ.get("ASYNCFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0
 
 # Test servers run no governance loops unless a test turns them on.
 NO_GOVERNANCE = GovernanceSettings(enabled=False)
+# Their HTTP side listens on a free port, counting the queue depth every second.
+HTTP = HttpConfig(port=0, queue_depth_interval_seconds=1.0)
 
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
@@ -90,9 +95,15 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-async def store(backend: str, tmp_path: Path, mysql_database: str) -> AsyncIterator[TaskStore]:
-    opened = await open_store(backend, tmp_path, mysql_database)
+@pytest.fixture(params=[*BACKENDS, pytest.param("fake", id="fake")])
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, mysql_database: str
+) -> AsyncIterator[TaskStore]:
+    """Each real backend, and the unit tier's fake (so the fake keeps the contract too)."""
+    opened: TaskStore = (
+        FakeStore() if request.param == "fake"
+        else await open_store(request.param, tmp_path, mysql_database)
+    )  # fmt: skip
     await opened.migrate()
     yield opened
     await opened.close()
@@ -127,6 +138,7 @@ def config(backend: str, tmp_path: Path, mysql_database: str, redis_prefix: str)
             store=StoreConfig(backend="sqlite", sqlite_path=str(tmp_path / "asyncflow.db")),
             cache=CacheConfig(backend="memory"),
             governance=NO_GOVERNANCE,
+            http=HTTP,
         )
     reset_mysql(mysql_database)
     return Config(
@@ -142,6 +154,7 @@ def config(backend: str, tmp_path: Path, mysql_database: str, redis_prefix: str)
         ),
         cache=CacheConfig(backend="redis", redis_url=REDIS_URL, key_prefix=redis_prefix),
         governance=NO_GOVERNANCE,
+        http=HTTP,
     )
 
 
@@ -190,6 +203,14 @@ async def server(start_server: StartServer, config: Config) -> Running:
 @pytest.fixture
 def stub(server: Running) -> pb_grpc.TaskServiceStub:
     return server.stub
+
+
+@pytest.fixture
+async def web(server: Running) -> AsyncIterator[Web]:
+    """A client of the test server's HTTP side."""
+    assert server.server.http is not None
+    async with aiohttp.ClientSession() as session:
+        yield Web(server.server.http.url, session)
 
 
 @pytest.fixture

@@ -2,35 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from asyncflow.core.model import RetryPolicy, RetryStrategy, TaskStatus, TaskTypeConfig
+from asyncflow._sdk.types import RetryStrategy, TaskInfo, TaskSpec, TaskStatus, TaskTypeConfig
 from asyncflow.v1 import task_service_pb2 as pb
-from asyncflow.wire import STRATEGY_FROM_PB
-
-
-@dataclass(frozen=True)
-class TaskInfo:
-    """A task as a producer or operator sees it."""
-
-    task_id: str
-    task_type: str
-    user_id: str
-    stage: str
-    status: TaskStatus
-    priority: int
-    retries: int
-    """Retries used in the current stage."""
-    max_retries: int
-    context: str
-    schedule_log: str
-    order_time: int
-    create_time: int
-    modify_time: int
-    attempt: int
-    """While PROCESSING: the current holder's attempt (1 = first hold); else 0."""
-    lease_deadline: int
-    """While PROCESSING: when stuck recovery may take it back; else 0."""
 
 
 def task_from_pb(task: pb.Task) -> TaskInfo:
@@ -60,15 +33,26 @@ def config_from_pb(config: pb.TaskTypeConfig) -> TaskTypeConfig:
         schedule_interval=config.schedule_interval_seconds,
         max_processing_time=config.max_processing_time_seconds,
         max_retry_num=config.max_retry_num,
-        retry=RetryPolicy(
-            STRATEGY_FROM_PB.get(config.retry_strategy, RetryStrategy.PROGRESSIVE),
-            config.retry_interval_seconds,
-            config.max_retry_interval_seconds,
-        ),
+        # The server always names a strategy; UNSPECIFIED would be a server bug.
+        retry_strategy=RetryStrategy(config.retry_strategy or RetryStrategy.PROGRESSIVE),
+        retry_interval=config.retry_interval_seconds,
+        max_retry_interval=config.max_retry_interval_seconds,
         begin_pos=config.begin_pos,
         end_pos=config.end_pos,
         create_time=config.create_time,
         modify_time=config.modify_time,
+        data_begin_pos=config.data_begin_pos,
+    )
+
+
+def spec_to_pb(spec: TaskSpec) -> pb.CreateTaskRequest:
+    return pb.CreateTaskRequest(
+        task_type=spec.task_type,
+        context=spec.context,
+        task_stage=spec.stage,
+        user_id=spec.user_id,
+        priority=spec.priority,
+        idempotency_key=spec.idempotency_key,
     )
 
 

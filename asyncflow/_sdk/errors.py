@@ -14,29 +14,25 @@ from asyncflow.v1 import task_service_pb2 as pb
 
 T = TypeVar("T")
 
-_CLASSES: list[type[errors.AsyncflowError]] = [
-    errors.InvalidArgument,
-    errors.NotFound,
-    errors.TaskTypeNotFound,
-    errors.TaskNotFound,
-    errors.FailedPrecondition,
-    errors.LeaseLost,
-    errors.TaskNotProcessing,
-    errors.ResourceExhausted,
-    errors.Unavailable,
-]
+
+def _subclasses(cls: type[errors.AsyncflowError]) -> list[type[errors.AsyncflowError]]:
+    return [cls, *(sub for direct in cls.__subclasses__() for sub in _subclasses(direct))]
+
+
+_CLASSES = _subclasses(errors.AsyncflowError)
+"""Every error class, found by walking the tree: a new one can never be left out."""
 BY_REASON = {cls.reason: cls for cls in _CLASSES}
-BY_CODE = {cls.code: cls for cls in _CLASSES if cls.reason == cls.code}
-"""The general class of each code (its reason is the code itself)."""
+BY_CODE = {
+    cls.code: cls
+    for cls in _CLASSES
+    if cls.code not in {getattr(base, "code", None) for base in cls.__bases__}
+}
+"""The most general class of each code (for a status without a known reason)."""
+BY_CODE["DEADLINE_EXCEEDED"] = errors.Unavailable  # the client's own deadline: worth a retry
 
 
 def _error(code: str, reason: str, field: str, message: str) -> errors.AsyncflowError:
-    cls = BY_REASON.get(reason) or BY_CODE.get(code)
-    if cls is None:
-        if code in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
-            cls = errors.Unavailable
-        else:
-            cls = errors.AsyncflowError
+    cls = BY_REASON.get(reason) or BY_CODE.get(code, errors.AsyncflowError)
     error = cls(message, field=field)
     error.code = code  # keep what the server said, even for the generic classes
     return error
@@ -54,7 +50,7 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> errors.AsyncflowError:
     return _error(code, reason, field, error.details() or code)
 
 
-def from_pb(error: pb.Error) -> errors.AsyncflowError:
+def from_pb(error: pb.ItemError) -> errors.AsyncflowError:
     """A refused item of a stream batch."""
     return _error(error.code, error.reason, error.field, error.message)
 

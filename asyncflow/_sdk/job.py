@@ -33,8 +33,9 @@ class Job:
 
 
 @dataclass(frozen=True)
-class NextStage:
-    """Return this from a handler: the stage is done, run `stage` next."""
+class RunNext:
+    """Return this from a handler: this stage is done; the task goes back to the
+    queue (due at once) to run `stage` next."""
 
     stage: str
     context: str | None = None
@@ -61,7 +62,7 @@ class NonRetryable(Exception):
     """Raise from a handler when the task can never succeed: it fails at once."""
 
 
-Result = NextStage | Done | None
+Result = RunNext | Done | None
 Handler = Callable[[Job], Awaitable[Result]]
 
 
@@ -106,7 +107,7 @@ async def run_handler(handler: Handler, task: pb.Task) -> pb.SetTaskRequest:
         log.warning("task %s stage %r failed: %r", task.task_id, task.task_stage, error)
         report.retry.error_message = repr(error)[:MAX_ERROR_CHARS]
         return report
-    if isinstance(result, NextStage):
+    if isinstance(result, RunNext):
         report.next_stage.task_stage = result.stage
         if result.context is not None:
             report.context = result.context

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from typing import Protocol
 
 import grpc
 
@@ -17,29 +17,37 @@ from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
 log = logging.getLogger("asyncflow.worker")
 
 Request = pb.WorkTasksRequest
+Answer = asyncio.Future[pb.ReportResult | None]
+"""The server's answer to one report; None if the stream ended without one."""
+
+
+class StreamListener(Protocol):
+    """What a stream hands on: pushed tasks and the answers to lease renewals."""
+
+    def tasks_pushed(self, tasks: list[pb.Task], connection: StreamConnection) -> None: ...
+
+    def lease_renewed(self, task_id: str, deadline: int) -> None: ...
+
+    def lease_lost(self, task_id: str) -> None: ...
 
 
 class StreamConnection:
-    """Sends subscribe/started/reports/extends; hands pushed tasks to `on_tasks`.
+    """Sends subscribe/started/reports/extends, and hands what the server sends on.
 
-    Reports stay "unacked" until the server answers them; when the stream dies
-    the worker re-sends those by unary SetTask, so no outcome is lost.
+    Each report gets an Answer, resolved when the server answers it, or with
+    None when the stream ends first (the report may or may not have been
+    applied: the Reporter sends it again).
     """
 
-    def __init__(
-        self,
-        stub: pb_grpc.TaskServiceAsyncStub,
-        on_tasks: Callable[[list[pb.Task], StreamConnection], None],
-        on_lease_lost: Callable[[str], None],
-    ) -> None:
+    def __init__(self, stub: pb_grpc.TaskServiceAsyncStub, listener: StreamListener) -> None:
         self._stub = stub
-        self._on_tasks = on_tasks
-        self._on_lease_lost = on_lease_lost
+        self._listener = listener
         self._outbox: asyncio.Queue[Request | None] = asyncio.Queue()
-        self.unacked: dict[str, pb.SetTaskRequest] = {}
+        self.unacked: dict[str, list[Answer]] = {}
+        """Answers awaited per task id, oldest first (a task re-pushed at once may be
+        reported again before the first answer is back)."""
         self.window = 0
         self.open = False
-        self._answered = asyncio.Event()
 
     async def _requests(self) -> AsyncIterator[Request]:
         while True:
@@ -65,6 +73,10 @@ class StreamConnection:
             self.open = False
             self._outbox.put_nowait(None)
             call.cancel()
+            for answers in self.unacked.values():
+                for answer in answers:
+                    _resolve(answer, None)
+            self.unacked.clear()
 
     def _receive(self, message: pb.WorkTasksResponse) -> None:
         which = message.WhichOneof("response")
@@ -72,19 +84,20 @@ class StreamConnection:
             self.open = True
             log.info("stream %s subscribed (window %d)", message.subscribed.stream_id, self.window)
         elif which == "tasks":
-            self._on_tasks(list(message.tasks.tasks), self)
+            self._listener.tasks_pushed(list(message.tasks.tasks), self)
         elif which == "report_results":
             for result in message.report_results.results:
-                self.unacked.pop(result.task_id, None)
-                if result.HasField("error"):
-                    log.warning("report for %s refused: %s", result.task_id, from_pb(result.error))
-            self._answered.set()
+                answers = self.unacked.get(result.task_id)
+                if answers:
+                    _resolve(answers.pop(0), result)
+                    if not answers:
+                        del self.unacked[result.task_id]
         elif which == "extend_results":
             for extended in message.extend_results.results:
-                if extended.HasField("error"):
-                    error = from_pb(extended.error)
-                    if isinstance(error, FailedPrecondition | NotFound):
-                        self._on_lease_lost(extended.task_id)
+                if not extended.HasField("error"):
+                    self._listener.lease_renewed(extended.task_id, extended.lease.deadline)
+                elif isinstance(from_pb(extended.error), FailedPrecondition | NotFound):
+                    self._listener.lease_lost(extended.task_id)
 
     def close(self) -> None:
         """End our side of the stream; the server then ends its side."""
@@ -92,28 +105,33 @@ class StreamConnection:
 
     async def acked(self, within: float) -> None:
         """Wait (up to `within` seconds) until every report has been answered."""
-        deadline = asyncio.get_running_loop().time() + within
-        while self.unacked and self.open and asyncio.get_running_loop().time() < deadline:
-            self._answered.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._answered.wait(), 0.1)
+        answers = [answer for waiting in self.unacked.values() for answer in waiting]
+        if answers:
+            await asyncio.wait(answers, timeout=within)
 
     def started(self, task_id: str) -> None:
         """Tell the server this pushed task now runs (it stays leased if we die)."""
         self._outbox.put_nowait(Request(started=Request.Started(task_ids=[task_id])))
 
-    def report(self, report: pb.SetTaskRequest) -> None:
-        self.unacked[report.task_id] = report
+    def report(self, report: pb.SetTaskRequest) -> Answer:
+        answer: Answer = asyncio.get_running_loop().create_future()
+        self.unacked.setdefault(report.task_id, []).append(answer)
         self._outbox.put_nowait(Request(reports=Request.Reports(reports=[report])))
+        return answer
 
-    def extend(self, task: pb.Task) -> None:
-        lease = pb.ExtendLeaseRequest(task_id=task.task_id, lease_token=task.lease.token)
+    def extend(self, task_id: str, lease_token: str) -> None:
+        lease = pb.ExtendLeaseRequest(task_id=task_id, lease_token=lease_token)
         self._outbox.put_nowait(Request(extend=Request.Extend(leases=[lease])))
 
     def set_window(self, window: int) -> None:
         if window != self.window:
             self.window = window
             self._outbox.put_nowait(Request(set_window=Request.SetWindow(window=window)))
+
+
+def _resolve(answer: Answer, result: pb.ReportResult | None) -> None:
+    if not answer.done():  # its reporter may have been cancelled (the worker stopped)
+        answer.set_result(result)
 
 
 def coalesce(batch: list[Request | None]) -> list[Request | None]:

@@ -9,11 +9,12 @@ wasting work. Each action logs what it did, with structured fields.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from asyncflow.core.ids import task_table
-from asyncflow.core.model import TaskStatus, TaskTypeConfig
-from asyncflow.core.service import TaskCore
+from asyncflow.core.model import Task, TaskStatus, TaskTypeConfig
+from asyncflow.core.ports import Clock, TaskStore
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +48,25 @@ class GovernanceSettings:
     """A dead replica's lock frees itself within this; renewed every third."""
 
 
+Recover = Callable[[TaskTypeConfig, int], Awaitable[list[Task]]]
+"""Recovers one type's stuck tasks (at most the int per table): TaskCore.recover_stuck,
+which applies the retry policy and publishes the rows it wrote."""
+
+
 class Governance:
-    def __init__(self, core: TaskCore, settings: GovernanceSettings) -> None:
-        self.core = core
+    def __init__(
+        self, store: TaskStore, clock: Clock, recover: Recover, settings: GovernanceSettings
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.recover = recover
         self.settings = settings
 
     async def recover_stuck(self) -> int:
         """Expired leases back to PENDING with a retry counted, or to FAILED."""
         total = 0
-        for config in await self.core.store.type_list():
-            tasks = await self.core.recover_stuck(config, self.settings.recover_batch)
+        for config in await self.store.type_list():
+            tasks = await self.recover(config, self.settings.recover_batch)
             if tasks:
                 failed = sum(t.status is TaskStatus.FAILED for t in tasks)
                 total += len(tasks)
@@ -71,12 +81,11 @@ class Governance:
     async def split_tables(self) -> int:
         """Open the next table for types whose newest table is full."""
         splits = 0
-        store = self.core.store
-        for config in await store.type_list():
-            rows = await store.task_table_rows(config.task_type, config.end_pos)
+        for config in await self.store.type_list():
+            rows = await self.store.task_table_rows(config.task_type, config.end_pos)
             if rows < self.settings.table_max_rows:
                 continue
-            if await store.pos_split(config, self.core.clock.now()):
+            if await self.store.pos_split(config, self.clock.now()):
                 splits += 1
                 log.info(
                     "split %s: new table %s after %d rows in %s",
@@ -91,11 +100,10 @@ class Governance:
     async def advance_begin(self) -> int:
         """Move begin_pos past tables whose tasks are all terminal."""
         moves = 0
-        store = self.core.store
-        for config in await store.type_list():
+        for config in await self.store.type_list():
             current: TaskTypeConfig | None = config
             while current is not None and current.begin_pos < current.end_pos:
-                if not await store.pos_advance_begin(current, self.core.clock.now()):
+                if not await self.store.pos_advance_begin(current, self.clock.now()):
                     break
                 moves += 1
                 log.info(
@@ -106,18 +114,17 @@ class Governance:
                            "table": task_table(current.task_type, current.begin_pos),
                            "begin_pos": current.begin_pos + 1},
                 )  # fmt: skip
-                current = await store.type_get(current.task_type)
+                current = await self.store.type_get(current.task_type)
         return moves
 
     async def drop_retired(self) -> int:
         """Retention: drop old tables wholly before begin_pos, and old idempotency keys."""
         if self.settings.retention_days <= 0:
             return 0
-        cutoff = self.core.clock.now() - self.settings.retention_days * DAY
+        cutoff = self.clock.now() - self.settings.retention_days * DAY
         dropped_total = 0
-        store = self.core.store
-        for config in await store.type_list():
-            for pos in await store.tables_drop_retired(config, cutoff):
+        for config in await self.store.type_list():
+            for pos in await self.store.tables_drop_retired(config, cutoff):
                 dropped_total += 1
                 log.info(
                     "retention dropped table %s (older than %d days, before begin_pos %d)",
@@ -126,7 +133,7 @@ class Governance:
                     extra={"action": "drop_table", "task_type": config.task_type,
                            "table": task_table(config.task_type, pos)},
                 )  # fmt: skip
-            keys = await store.keys_prune(config.task_type, cutoff, KEY_PRUNE_BATCH)
+            keys = await self.store.keys_prune(config.task_type, cutoff, KEY_PRUNE_BATCH)
             if keys:
                 log.info(
                     "retention forgot %d idempotency keys of %s", keys, config.task_type,

@@ -89,8 +89,22 @@ class Task:
 
 
 @dataclass(frozen=True)
-class NewTask:
-    """A task to insert.
+class CreateRequest:
+    """What a producer asks for (a CreateTask call, or an item of CreateTasks),
+    before the core checks it and turns it into a TaskInsert."""
+
+    task_type: str
+    user_id: str = ""
+    task_stage: str = ""
+    context: str = ""
+    priority: int = 0
+    idempotency_key: str = ""
+    """Empty: none."""
+
+
+@dataclass(frozen=True)
+class TaskInsert:
+    """A checked task for the store to insert, with its order_time computed.
 
     The store places it in the type's end table, read under a lock that keeps
     that table live until the insert commits (so begin_pos can never move past
@@ -137,6 +151,18 @@ class TaskFilter:
 
 
 @dataclass(frozen=True)
+class PoolUsage:
+    """A store's database connections, as the metrics show them."""
+
+    in_use: int
+    """Running an operation now."""
+    open: int
+    """Open, in use or idle."""
+    limit: int
+    """Most the store will open."""
+
+
+@dataclass(frozen=True)
 class PageCursor:
     """Position after the last task of a page: table pos and row id."""
 
@@ -151,6 +177,8 @@ class Success:
 
 @dataclass(frozen=True)
 class NextStage:
+    """This stage is done: queue the task again to run `task_stage`."""
+
     task_stage: str
 
 
@@ -172,6 +200,17 @@ class Release:
 
 
 Outcome = Success | NextStage | Retry | Fail | Release
+
+
+@dataclass(frozen=True)
+class Report:
+    """One outcome reported by a holder (a SetTask call, or an item of a batch)."""
+
+    task_id: str
+    lease_token: str
+    outcome: Outcome
+    context: str | None = None
+    """Replaces the task's context when set."""
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ LOG_HISTORY = 3
 LOG_ERROR_CHARS = 256
 """Error text kept per entry of the schedule log."""
 
+LEASE_EXPIRED = "lease expired before a report (stuck task recovered)"
+
 
 def order_time_for_run(now: int, priority: int) -> int:
     """A task (re)queued to run now: it keeps its priority advance."""
@@ -93,11 +95,23 @@ def retry(task: Task, now: int, context: str, error: str, delay: int | None) -> 
     The back-off deliberately ignores priority, so a failing high-priority task
     cannot starve the others (reference §4.1).
     """
+    return _again(task, now, context, "retry", error, delay)
+
+
+def recover(task: Task, now: int) -> TaskChange:
+    """A lease that expired unreported counts as a failed attempt (reference §7.1):
+    the task runs again after its back-off, or fails once its retries are used."""
+    return _again(task, now, task.context, "lease_expired", LEASE_EXPIRED, None)
+
+
+def _again(
+    task: Task, now: int, context: str, outcome: str, error: str, delay: int | None
+) -> TaskChange:
     if task.crt_retry_num >= task.max_retry_num:
         return fail(task, now, context, error or "retries exhausted")
     wait = retry_delay(task.retry, task.crt_retry_num) if delay is None else delay
     return _change(
-        task, now, context, "retry", TaskStatus.PENDING, error,
+        task, now, context, outcome, TaskStatus.PENDING, error,
         crt_retry_num=task.crt_retry_num + 1, order_time=now + wait,
     )  # fmt: skip
 

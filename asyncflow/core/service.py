@@ -12,21 +12,25 @@ import binascii
 import json
 import logging
 import secrets
-from dataclasses import dataclass, replace
-from typing import Protocol
+from dataclasses import replace
 
-from asyncflow.cache import TaskCache
-from asyncflow.clock import Clock
-from asyncflow.core import policy
-from asyncflow.core.ids import check_idempotency_key, check_task_type, parse_task_id
+from asyncflow.core import observe, policy
+from asyncflow.core.ids import (
+    MAX_POS,
+    MAX_ROW_ID,
+    check_idempotency_key,
+    check_task_type,
+    parse_task_id,
+)
 from asyncflow.core.model import (
     Claim,
+    CreateRequest,
     Fail,
-    NewTask,
     NextStage,
     Outcome,
     PageCursor,
     Release,
+    Report,
     Retry,
     RetryPolicy,
     RetryStrategy,
@@ -34,16 +38,19 @@ from asyncflow.core.model import (
     Task,
     TaskChange,
     TaskFilter,
+    TaskInsert,
     TaskStatus,
     TaskTypeConfig,
     TypeSettings,
 )
+from asyncflow.core.ports import Clock, DueListener, Metrics, NoMetrics, TaskCache, TaskStore
 from asyncflow.core.validate import (
     MAX_ERROR_CHARS,
     MAX_STAGE_CHARS,
     MAX_USER_ID_CHARS,
     Limits,
     check_context,
+    check_lease_token,
     check_range,
     check_text,
 )
@@ -55,7 +62,6 @@ from asyncflow.errors import (
     TaskNotProcessing,
     TaskTypeNotFound,
 )
-from asyncflow.store.base import TaskStore
 
 log = logging.getLogger(__name__)
 
@@ -71,50 +77,32 @@ DEFAULT_TYPE = TaskTypeConfig(
 
 DAY = 86_400
 LEASE_RACE_RETRIES = 3
-
-
-class DueListener(Protocol):
-    """Told when tasks of a type become due (now or at `when`), so that
-    streaming dispatch can push them at once instead of waiting for a poll."""
-
-    def tasks_due(self, task_type: str, when: int, count: int) -> None: ...
+MAX_PAGE_TOKEN_CHARS = 256
 
 
 class NoListener:
+    """No streaming dispatch to tell (tools and benchmarks that run the core alone)."""
+
     def tasks_due(self, task_type: str, when: int, count: int) -> None:
         return None
 
 
-@dataclass(frozen=True)
-class Report:
-    """One outcome reported by a holder (a SetTask call, or an item of a batch)."""
-
-    task_id: str
-    lease_token: str
-    outcome: Outcome
-    context: str | None = None
-    """Replaces the task's context when set."""
-
-
-@dataclass(frozen=True)
-class NewTaskRequest:
-    task_type: str
-    user_id: str = ""
-    task_stage: str = ""
-    context: str = ""
-    priority: int = 0
-    idempotency_key: str = ""
-
-
 class TaskCore:
     def __init__(
-        self, store: TaskStore, cache: TaskCache, clock: Clock, limits: Limits | None = None
+        self,
+        store: TaskStore,
+        cache: TaskCache,
+        clock: Clock,
+        limits: Limits | None = None,
+        on_due: DueListener | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.cache = cache
         self.clock = clock
         self.limits = limits or Limits()
-        self.on_due: DueListener = NoListener()
+        self.on_due: DueListener = on_due or NoListener()
+        self.metrics: Metrics = metrics or NoMetrics()
 
     # -- task types -----------------------------------------------------------
 
@@ -179,12 +167,12 @@ class TaskCore:
 
     # -- producers ------------------------------------------------------------
 
-    async def create_task(self, request: NewTaskRequest) -> tuple[Task, bool]:
+    async def create_task(self, request: CreateRequest) -> tuple[Task, bool]:
         """Insert a task; with an idempotency key already used, return that task instead."""
-        (created,) = await self._insert([self._new_task(request)])
+        (created,) = await self._insert([self._insertable(request)])
         return created
 
-    async def create_tasks(self, requests: list[NewTaskRequest]) -> list[tuple[Task, bool]]:
+    async def create_tasks(self, requests: list[CreateRequest]) -> list[tuple[Task, bool]]:
         """Validate every request first (nothing is created if one is bad), then insert."""
         if len(requests) > self.limits.max_hold_limit:
             raise InvalidArgument(
@@ -194,7 +182,7 @@ class TaskCore:
         news = []
         for index, request in enumerate(requests):
             try:
-                news.append(self._new_task(request))
+                news.append(self._insertable(request))
             except InvalidArgument as bad:
                 raise InvalidArgument(
                     f"tasks[{index}]: {bad.message}", field=f"tasks[{index}].{bad.field}"
@@ -208,13 +196,13 @@ class TaskCore:
                 f"tasks[{index}]: {missing.message}", field=f"tasks[{index}].task_type"
             ) from None
 
-    def _new_task(self, request: NewTaskRequest) -> NewTask:
+    def _insertable(self, request: CreateRequest) -> TaskInsert:
         check_text(request.user_id, "user_id", MAX_USER_ID_CHARS)
         check_text(request.task_stage, "task_stage", MAX_STAGE_CHARS)
         check_context(request.context, self.limits)
         check_range(request.priority, "priority", 0, policy.MAX_PRIORITY)
         key = check_idempotency_key(request.idempotency_key) if request.idempotency_key else None
-        return NewTask(
+        return TaskInsert(
             task_type=check_task_type(request.task_type),
             user_id=request.user_id,
             task_stage=request.task_stage,
@@ -224,22 +212,25 @@ class TaskCore:
             idempotency_key=key,
         )
 
-    async def _insert(self, news: list[NewTask]) -> list[tuple[Task, bool]]:
+    async def _insert(self, news: list[TaskInsert]) -> list[tuple[Task, bool]]:
         generation = self.cache.generation()
         results = await self.store.task_insert_many(news, self.clock.now())
         created = [r for r in results if isinstance(r, Task)]
         await self.cache.fill(created, generation)  # new rows: no older state to hide
         self._announce(created)
         # An idempotency key already used: that task, as it is now.
-        return [
+        final = [
             (r, True) if isinstance(r, Task) else (await self.get_task(r), False) for r in results
         ]
+        observe.tally(self.metrics, "created", observe.created(final))
+        return final
 
     # -- readers --------------------------------------------------------------
 
     async def get_task(self, task_id: str) -> Task:
         task_type, pos = parse_task_id(task_id)
         task = await self.cache.get(task_id)
+        self.metrics.cache_lookup(hit=task is not None)
         if task is None:
             generation = self.cache.generation()
             task = await self.store.task_get(task_type, pos, task_id)
@@ -280,6 +271,7 @@ class TaskCore:
         generation = self.cache.generation()
         tasks = await self.store.task_claim_due(config, limit, claim)
         await self.cache.put(tasks, generation)
+        self.metrics.tasks("held", task_type, "", len(tasks))
         return tasks
 
     async def set_task(
@@ -293,14 +285,25 @@ class TaskCore:
 
     async def set_tasks(self, reports: list[Report]) -> list[Task | AsyncflowError]:
         """Apply a batch of reports (a stream's Reports message), each exactly as
-        set_task would: one read per table, one transaction, one cache write."""
+        set_task would, in chunks of at most limits.max_hold_limit reports.
+
+        A message may hold any number of reports; chunks keep each transaction
+        (and each statement's list of bound values, which SQLite limits) bounded.
+        """
+        size = self.limits.max_hold_limit
+        results: list[Task | AsyncflowError] = []
+        for first in range(0, len(reports), size):
+            results.extend(await self._set_chunk(reports[first : first + size]))
+        return results
+
+    async def _set_chunk(self, reports: list[Report]) -> list[Task | AsyncflowError]:
+        """One read per table, one transaction, one cache write."""
         results: list[Task | AsyncflowError | None] = [None] * len(reports)
         where: dict[int, tuple[str, int]] = {}
         for index, report in enumerate(reports):
             try:
                 where[index] = parse_task_id(report.task_id)
-                if not report.lease_token:
-                    raise InvalidArgument("lease_token is required", field="lease_token")
+                check_lease_token(report.lease_token)
                 if report.context is not None:
                     check_context(report.context, self.limits)
                 _check_outcome(report.outcome)
@@ -331,11 +334,13 @@ class TaskCore:
         done = [r for r in results if isinstance(r, Task)]
         await self.cache.put(done, generation)
         self._announce([t for t in done if t.status is TaskStatus.PENDING])
-        return [
+        final = [
             LeaseLost(f"task {reports[i].task_id} kept changing under the report",
                       field="lease_token") if result is None else result
             for i, result in enumerate(results)
         ]  # fmt: skip
+        observe.tally(self.metrics, "reported", observe.reported(reports, final))
+        return final
 
     def _announce(self, pending: list[Task]) -> None:
         """Tell the dispatcher about tasks that are (or will be) due again."""
@@ -346,8 +351,7 @@ class TaskCore:
     async def extend_lease(self, task_id: str, lease_token: str) -> Task:
         """Renew a held task's lease: deadline = now + the type's max_processing_time."""
         task_type, pos = parse_task_id(task_id)
-        if not lease_token:
-            raise InvalidArgument("lease_token is required", field="lease_token")
+        check_lease_token(lease_token)
         config: TaskTypeConfig | None = None
         generation = self.cache.generation()
         for _ in range(LEASE_RACE_RETRIES):
@@ -364,12 +368,25 @@ class TaskCore:
     # -- governance -----------------------------------------------------------
 
     async def recover_stuck(self, config: TaskTypeConfig, batch: int) -> list[Task]:
-        """Return the type's expired leases to the queue (or fail them); see the store."""
+        """Return the type's expired leases to the queue, or fail them (policy.recover).
+
+        At most `batch` per table. A holder's report or renewal that lands
+        between the read and the write wins: that task is left as the holder
+        wrote it (and, if its lease is still expired, found again next pass).
+        """
+        now = self.clock.now()
         generation = self.cache.generation()
-        tasks = await self.store.task_recover_stuck(config, self.clock.now(), batch)
-        await self.cache.put(tasks, generation)
-        self._announce([t for t in tasks if t.status is TaskStatus.PENDING])
-        return tasks
+        expired = await self.store.task_list_expired(config, now, batch)
+        if not expired:
+            return []
+        applied = await self.store.task_update_leased_many(
+            [(task, task.lease_token, policy.recover(task, now)) for task in expired], now
+        )
+        recovered = [task for task in applied if task is not None]
+        await self.cache.put(recovered, generation)
+        observe.tally(self.metrics, "recovered", observe.recovered(recovered))
+        self._announce([t for t in recovered if t.status is TaskStatus.PENDING])
+        return recovered
 
 
 def _leased(task: Task | None, task_id: str, lease_token: str) -> Task:
@@ -381,6 +398,7 @@ def _leased(task: Task | None, task_id: str, lease_token: str) -> Task:
             f"task {task_id} is {task.status.name}, not PROCESSING: the call is refused",
             field="task_id",
         )
+    # Both are ASCII (check_lease_token): compare_digest raises on other strings.
     if not secrets.compare_digest(task.lease_token, lease_token):
         raise LeaseLost(
             f"lease_token is not the current lease of task {task_id}"
@@ -427,6 +445,10 @@ def _encode_page_token(task_type: str, cursor: PageCursor) -> str:
 
 def _decode_page_token(token: str, task_type: str) -> PageCursor:
     bad = InvalidArgument("page_token is not a token from this listing", field="page_token")
+    # Our tokens are about 130 characters; the bound also keeps json from nesting deep
+    # enough to raise RecursionError.
+    if len(token) > MAX_PAGE_TOKEN_CHARS:
+        raise bad
     try:
         data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     except (ValueError, binascii.Error):
@@ -434,8 +456,10 @@ def _decode_page_token(token: str, task_type: str) -> PageCursor:
     if (
         not isinstance(data, dict)
         or data.get("t") != task_type
-        or not all(type(data.get(k)) is int and data[k] >= 0 for k in ("p", "i"))
-        or data["p"] < 1
+        or not all(type(data.get(k)) is int for k in ("p", "i"))
+        # Ranges the stores can bind: SQLite overflows past 64 bits.
+        or not 1 <= data["p"] <= MAX_POS
+        or not 0 <= data["i"] <= MAX_ROW_ID
     ):
         raise bad
     return PageCursor(pos=data["p"], row_id=data["i"])

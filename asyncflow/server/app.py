@@ -1,41 +1,61 @@
-"""Wiring: build the store, cache and core from config, and run the gRPC server.
+"""Wiring: build the store, cache, core and dispatch from config, and run the gRPC server.
 
-The server also serves grpc.health.v1 and server reflection so that
-`grpcurl -plaintext HOST:PORT list` works with no .proto at hand.
+The server also serves grpc.health.v1 and server reflection (v1 and v1alpha)
+so that `grpcurl -plaintext HOST:PORT list` works with no .proto at hand.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health, health_pb2
 
-from asyncflow.cache import TaskCache
 from asyncflow.cache.connection import SharedPool, client, open_pool
 from asyncflow.cache.memory import MemoryTaskCache, NoTaskCache
 from asyncflow.cache.redis import RedisTaskCache
-from asyncflow.clock import Clock, SystemClock
+from asyncflow.clock import SystemClock
 from asyncflow.config import CacheConfig, Config, StoreConfig
 from asyncflow.core.governance import Governance
+from asyncflow.core.ports import Clock, TaskCache, TaskStore
 from asyncflow.core.service import TaskCore
 from asyncflow.errors import ConfigError
+from asyncflow.http.metrics import PrometheusMetrics
+from asyncflow.http.server import HttpSide
 from asyncflow.lock import LocalLock, LockBackend, RedisLock
+from asyncflow.logs import ClientErrorLog
+from asyncflow.server.decoding import guarded_handlers, register
+from asyncflow.server.dispatch import Dispatcher
 from asyncflow.server.governor import Governor
+from asyncflow.server.reflection import enable_reflection
+from asyncflow.server.rpc_metrics import RpcMetricsInterceptor
 from asyncflow.server.servicer import TaskServicer
-from asyncflow.server.session import Dispatcher
-from asyncflow.server.wakeup import RedisWakeRelay, WakeHub
-from asyncflow.store.base import TaskStore
+from asyncflow.server.wakeup import RedisWakeRelay, WakeHub, WakeRelay
 from asyncflow.store.mysql import MysqlStore
 from asyncflow.store.sqlite import SqliteStore
 from asyncflow.v1 import task_service_pb2 as pb
-from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TaskService"].full_name
+TASK_SERVICE = pb.DESCRIPTOR.services_by_name["TaskService"]
+SERVICE_NAME = TASK_SERVICE.full_name
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"]
+
+
+class HealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
+    """grpc.health.v1 as grpcio-health-checking serves it, plus a List that answers.
+
+    Its asyncio servicer inherits the generated, synchronous List stub, which
+    raises NotImplementedError: grpc logs an ERROR with a traceback per call.
+    """
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> health_pb2.HealthListResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Health.List is not served: use Check")
+        raise AssertionError("unreachable: abort raises")
 
 
 async def open_store(config: StoreConfig) -> TaskStore:
@@ -49,7 +69,11 @@ async def open_store(config: StoreConfig) -> TaskStore:
             pool_min=config.mysql_pool_min,
             pool_max=config.mysql_pool_max,
         )
-    return await SqliteStore.open(config.sqlite_path)
+    return await SqliteStore.open(
+        config.sqlite_path,
+        synchronous=config.sqlite_synchronous,
+        busy_timeout_ms=config.sqlite_busy_timeout_ms,
+    )
 
 
 async def open_cache(config: CacheConfig, pool: SharedPool | None) -> TaskCache:
@@ -68,6 +92,13 @@ async def open_cache(config: CacheConfig, pool: SharedPool | None) -> TaskCache:
     return NoTaskCache()
 
 
+def open_relay(config: CacheConfig, pool: SharedPool | None) -> WakeRelay | None:
+    """Wake-ups cross replicas through the Redis they share; alone, none is needed."""
+    if pool is not None:
+        return RedisWakeRelay(client(pool), config.key_prefix + "wake")
+    return None
+
+
 def open_locks(config: Config, pool: SharedPool | None) -> LockBackend:
     backend = config.governance.lock_backend
     if pool is not None and backend in ("redis", "auto"):
@@ -81,106 +112,143 @@ class AsyncflowServer:
 
     server: grpc.aio.Server
     health: health.aio.HealthServicer
+    store: TaskStore
+    cache: TaskCache
     core: TaskCore
     port: int
+    hub: WakeHub
     dispatcher: Dispatcher
     governor: Governor | None = None
+    http: HttpSide | None = None
+    """/healthz, /readyz, /metrics, /v1 and /ui, when [http] is enabled."""
     redis_pool: SharedPool | None = None
     """The Redis connections shared by the cache, the locks and the wake-up relay."""
     stopped: bool = False
 
     @classmethod
     async def start(cls, config: Config, clock: Clock | None = None) -> AsyncflowServer:
+        """Build every part once, in dependency order, then serve.
+
+        The one place where adapters meet the core: the store, cache and clock
+        are the core's ports, the wake hub its due listener (with the Redis relay
+        when replicas share a Redis), and the dispatcher, servicer and governance
+        are built on the core.
+        """
+        clock = clock or SystemClock()
         store = await open_store(config.store)
         applied = await store.migrate()
         if applied:
             log.info("applied migrations %s", ", ".join(applied))
         pool = open_pool(config.cache) if config.cache.backend == "redis" else None
-        core = TaskCore(
-            store, await open_cache(config.cache, pool), clock or SystemClock(), config.limits
-        )
-        size = config.server.max_message_bytes
+        cache = await open_cache(config.cache, pool)
+        hub = WakeHub(clock, open_relay(config.cache, pool))
+        metrics = PrometheusMetrics() if config.http.enabled else None
+        core = TaskCore(store, cache, clock, config.limits, on_due=hub, metrics=metrics)
+        dispatcher = Dispatcher(core, hub)
         server = grpc.aio.server(
+            interceptors=[RpcMetricsInterceptor(metrics)] if metrics else None,
             options=[
-                ("grpc.max_receive_message_length", size),
-                ("grpc.max_send_message_length", size),
+                ("grpc.max_receive_message_length", config.server.max_message_bytes),
+                ("grpc.max_send_message_length", config.server.max_message_bytes),
                 # Two servers must never share a port silently.
                 ("grpc.so_reuseport", 0),
-            ]
-        )
-        hub = WakeHub(core.clock)
-        core.on_due = hub
-        if pool is not None:
-            relay = RedisWakeRelay(client(pool), config.cache.key_prefix + "wake", hub)
-            relay.start()
-            hub.relay = relay
-        dispatcher = Dispatcher(core, hub)
-        pb_grpc.add_TaskServiceServicer_to_server(TaskServicer(core, dispatcher), server)
-        health_servicer = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            [
-                SERVICE_NAME,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
             ],
-            server,
         )
+        client_log = ClientErrorLog(logging.getLogger("asyncflow.server.clients"), clock)
+        health_servicer = HealthServicer()
+        for service, servicer in (
+            (TASK_SERVICE, TaskServicer(core, dispatcher)),
+            (HEALTH_SERVICE, health_servicer),
+        ):
+            register(server, service.full_name, guarded_handlers(service, servicer, client_log))
+        enable_reflection(server, [SERVICE_NAME, HEALTH_SERVICE.full_name], client_log)
         address = f"{config.server.host}:{config.server.port}"
         try:
             port = server.add_insecure_port(address)
         except RuntimeError as exc:
             await hub.close()
-            await core.cache.close()
-            await core.store.close()
+            await cache.close()
+            await store.close()
             if pool is not None:
                 await pool.disconnect()
             raise ConfigError(f"server.port: cannot listen on {address}: {exc}") from None
+        hub.start()
         await server.start()
         for service in ("", SERVICE_NAME):
             await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+        http = None
+        if metrics is not None:
+            try:
+                http = await HttpSide.start(
+                    config.http, core=core, store=store, metrics=metrics,
+                    streams=lambda: [(s.window, len(s.outstanding))
+                                     for s in dispatcher.sessions.values()],
+                    grace=config.server.grace_seconds,
+                )  # fmt: skip
+            except ConfigError:  # its port is taken
+                await server.stop(None)
+                await hub.close()
+                await cache.close()
+                await store.close()
+                if pool is not None:
+                    await pool.disconnect()
+                raise
         governor = None
         if config.governance.enabled:
-            governor = Governor(
-                Governance(core, config.governance),
-                open_locks(config, pool),
-                config.cache.key_prefix,
-            )
+            governance = Governance(store, clock, core.recover_stuck, config.governance)
+            locks = open_locks(config, pool)
+            governor = Governor(governance, locks, config.cache.key_prefix, metrics)
             governor.start()
         log.info(
-            "asyncflow serving on %s:%d (store=%s, cache=%s)",
+            "asyncflow serving on %s:%d (store=%s, cache=%s)%s",
             config.server.host,
             port,
             config.store.backend,
             config.cache.backend,
+            f"; dashboard at {http.url}/ui" if http else "",
         )
         return cls(
             server=server,
             health=health_servicer,
+            store=store,
+            cache=cache,
             core=core,
             port=port,
+            hub=hub,
             dispatcher=dispatcher,
             governor=governor,
+            http=http,
             redis_pool=pool,
         )
 
+    async def announce_shutdown(self) -> None:
+        """Health turns NOT_SERVING, so that probes and load balancers stop sending
+        new calls here; everything is still served until stop()."""
+        await self.health.enter_graceful_shutdown()
+        if self.http is not None:
+            self.http.announce_shutdown()
+
     async def stop(self, grace: float | None = None) -> None:
-        """Graceful: health turns NOT_SERVING, new calls are refused, in-flight
-        calls get `grace` seconds to finish, then the store and cache close.
+        """Graceful: health turns NOT_SERVING (if announce_shutdown did not already),
+        governance stops, streams end (waiting up to `grace` seconds for them to
+        release their un-started tasks), then new calls are refused and in-flight
+        calls get `grace` seconds to finish; then the store and cache close.
         Idempotent."""
         if self.stopped:
             return
         self.stopped = True
-        await self.health.enter_graceful_shutdown()
+        await self.announce_shutdown()
         if self.governor is not None:
             await self.governor.stop()
         # Streams end first (their un-started tasks released) so that workers
         # reconnect elsewhere; unary calls in flight get the grace period.
         await self.dispatcher.shutdown(grace=5.0 if grace is None else grace)
         await self.server.stop(grace)
-        await self.dispatcher.hub.close()
-        await self.core.cache.close()
-        await self.core.store.close()
+        if self.http is not None:  # last: probes and metrics answer while calls drain
+            await self.http.stop()
+        await self.hub.close()
+        await self.cache.close()
+        await self.store.close()
         if self.redis_pool is not None:
             await self.redis_pool.disconnect()
         log.info("asyncflow stopped")

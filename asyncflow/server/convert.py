@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from asyncflow.core.model import (
+    CreateRequest,
     Fail,
     NextStage,
     Outcome,
@@ -15,7 +16,6 @@ from asyncflow.core.model import (
     TaskTypeConfig,
     TypeSettings,
 )
-from asyncflow.core.service import NewTaskRequest
 from asyncflow.errors import AsyncflowError, InvalidArgument
 from asyncflow.v1 import task_service_pb2 as pb
 from asyncflow.wire import STRATEGY_FROM_PB, STRATEGY_TO_PB
@@ -61,6 +61,7 @@ def config_to_pb(config: TaskTypeConfig) -> pb.TaskTypeConfig:
         max_retry_interval_seconds=config.retry.max_interval,
         begin_pos=config.begin_pos,
         end_pos=config.end_pos,
+        data_begin_pos=config.data_begin_pos,
         create_time=config.create_time,
         modify_time=config.modify_time,
     )
@@ -126,13 +127,15 @@ def filter_from_pb(request: pb.ListTasksRequest) -> TaskFilter:
     )
 
 
-def error_to_pb(error: AsyncflowError) -> pb.Error:
+def error_to_pb(error: AsyncflowError) -> pb.ItemError:
     """A refused item of a stream batch, as the unary call's status would say it."""
-    return pb.Error(code=error.code, reason=error.reason, field=error.field, message=error.message)
+    return pb.ItemError(
+        code=error.code, reason=error.reason, field=error.field, message=error.message
+    )
 
 
-def new_task_request(request: pb.CreateTaskRequest) -> NewTaskRequest:
-    return NewTaskRequest(
+def create_request_from_pb(request: pb.CreateTaskRequest) -> CreateRequest:
+    return CreateRequest(
         task_type=request.task_type,
         user_id=request.user_id,
         task_stage=request.task_stage,

@@ -14,14 +14,14 @@ from asyncflow.core.model import TaskStatus
 from asyncflow.core.service import TaskCore
 from asyncflow.server.convert import (
     config_to_pb,
+    create_request_from_pb,
     filter_from_pb,
-    new_task_request,
     outcome_from_pb,
     settings_from_pb,
     task_to_pb,
 )
+from asyncflow.server.dispatch import Dispatcher
 from asyncflow.server.errors import grpc_errors, grpc_stream_errors
-from asyncflow.server.session import Dispatcher
 from asyncflow.v1 import task_service_pb2 as pb
 from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
 
@@ -44,14 +44,14 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     async def CreateTask(
         self, request: pb.CreateTaskRequest, context: Context
     ) -> pb.CreateTaskResponse:
-        task, created = await self._core.create_task(new_task_request(request))
+        task, created = await self._core.create_task(create_request_from_pb(request))
         return pb.CreateTaskResponse(task=task_to_pb(task), created=created)
 
     @grpc_errors
     async def CreateTasks(
         self, request: pb.CreateTasksRequest, context: Context
     ) -> pb.CreateTasksResponse:
-        results = await self._core.create_tasks([new_task_request(r) for r in request.tasks])
+        results = await self._core.create_tasks([create_request_from_pb(r) for r in request.tasks])
         return pb.CreateTasksResponse(
             results=[
                 pb.CreateTaskResponse(task=task_to_pb(task), created=created)

@@ -1,10 +1,11 @@
-"""One WorkTasks stream: push due tasks within the worker's window, take its reports.
+"""One WorkTasks session: push due tasks within the worker's window, take its reports.
 
 The window is enforced here, on the server: a stream never has more than
 `window` pushed tasks that are neither reported nor released. When the stream
 ends, pushed tasks the worker never started go back to PENDING at once; tasks
 it started stay leased until their deadline (or their report, which may arrive
-on another stream or by SetTask), then stuck recovery handles them.
+on another stream or by SetTask), then stuck recovery handles them. The
+messages of a stream move through asyncflow.server.dispatch.
 """
 
 from __future__ import annotations
@@ -14,13 +15,12 @@ import contextlib
 import itertools
 import logging
 import uuid
-import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from asyncflow.core.model import Release, Task
-from asyncflow.core.service import Report, TaskCore
+from asyncflow.core.model import Release, Report, Task
+from asyncflow.core.service import TaskCore
 from asyncflow.core.validate import check_range
 from asyncflow.errors import AsyncflowError, FailedPrecondition, InvalidArgument, NotFound
 from asyncflow.server.convert import error_to_pb, outcome_from_pb, task_to_pb
@@ -82,7 +82,7 @@ class WorkSession:
             types,
             window,
             poll_interval=float(min(c.schedule_interval for c in configs)),
-            worker_id=subscribe.worker_id[:128],
+            worker_id=loggable(subscribe.worker_id[:128]),
         )
 
     # -- waking -------------------------------------------------------------------
@@ -124,6 +124,7 @@ class WorkSession:
             tasks = await self.core.hold_tasks(task_type, room)
             if not tasks:
                 continue
+            self.core.metrics.tasks("pushed", task_type, "", len(tasks))
             for task in tasks:
                 self.outstanding[task.task_id] = Pushed(task_type, task.lease_token)
             self.max_outstanding = max(self.max_outstanding, len(self.outstanding))
@@ -209,6 +210,11 @@ class WorkSession:
         return len(unstarted)
 
 
+def loggable(text: str) -> str:
+    """Client text fit for a log line: a newline or control character could forge lines."""
+    return "".join(c if c.isprintable() else "\ufffd" for c in text)
+
+
 def to_pb(task: Task) -> pb.Task:
     return task_to_pb(task, with_token=True)
 
@@ -216,110 +222,3 @@ def to_pb(task: Task) -> pb.Task:
 def check_window(window: int, core: TaskCore, field: str) -> int:
     return check_range(window, field, 0 if field == "set_window.window" else 1,
                        core.limits.max_hold_limit)  # fmt: skip
-
-
-class Dispatcher:
-    """Owns the hub and every open stream of this server."""
-
-    def __init__(self, core: TaskCore, hub: WakeHub) -> None:
-        self.core = core
-        self.hub = hub
-        self.sessions: dict[str, WorkSession] = {}
-        self.all_sessions: weakref.WeakSet[WorkSession] = weakref.WeakSet()
-        """Open streams and streams still cleaning up."""
-
-    async def serve(self, requests: AsyncIterator[pb.WorkTasksRequest]) -> AsyncIterator[Response]:
-        """Run one WorkTasks stream, yielding what to send to the worker."""
-        first = await anext(requests, None)
-        if first is None or not first.HasField("subscribe"):
-            raise InvalidArgument("the first message must be subscribe", field="subscribe")
-        session = await WorkSession.open(self.core, self.hub, first.subscribe)
-        self.sessions[session.key] = session
-        self.all_sessions.add(session)
-        outbox: asyncio.Queue[Response | None] = asyncio.Queue()
-
-        answering: set[asyncio.Task[None]] = set()
-        failures: list[BaseException] = []
-
-        async def answer(request: pb.WorkTasksRequest) -> None:
-            try:
-                response = await session.handle(request)
-            except Exception as failure:  # a protocol error, or a bug: end the stream
-                failures.append(failure)
-                session.close()
-                return
-            if response is not None:
-                await outbox.put(response)
-
-        async def take_requests() -> None:
-            try:
-                async for request in requests:
-                    if request.WhichOneof("request") in ("reports", "extend"):
-                        # Batches touch disjoint tasks: answer them concurrently,
-                        # so one batch's round trips do not hold up the next.
-                        answering.add(asyncio.create_task(answer(request)))
-                        answering.difference_update({t for t in answering if t.done()})
-                    else:
-                        await answer(request)
-                    if session.closed:
-                        return
-            finally:
-                session.close()
-
-        async def push() -> None:
-            try:
-                await session.push_loop(outbox.put)
-            finally:
-                await outbox.put(None)
-
-        log.info(
-            "stream %s opened by %s for %s (window %d)",
-            session.key, session.worker_id or "a worker", ",".join(session.task_types),
-            session.window,
-        )  # fmt: skip
-        reader = asyncio.create_task(take_requests())
-        pusher = asyncio.create_task(push())
-        try:
-            yield Response(
-                subscribed=Response.Subscribed(stream_id=session.key, window=session.window)
-            )
-            while (response := await outbox.get()) is not None:
-                yield response
-            # The session is closed (the worker half-closed, a request failed, or
-            # the server shuts down): read nothing more, but apply and answer the
-            # batches already taken: a worker must not lose an outcome it sent.
-            await pusher
-            reader.cancel()
-            await asyncio.gather(reader, *answering, return_exceptions=True)
-            while not outbox.empty():
-                if (response := outbox.get_nowait()) is not None:
-                    yield response
-            if failures:
-                raise failures[0]
-        finally:
-            session.close()
-            self.sessions.pop(session.key, None)
-            # Shielded: the RPC may be cancelled again while we clean up, and the
-            # un-started tasks must go back to the queue regardless.
-            await asyncio.shield(self._finish(session, reader, pusher))
-
-    @staticmethod
-    async def _finish(session: WorkSession, *tasks: asyncio.Task[None]) -> None:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        try:
-            released = await session.release_unstarted()
-            log.info("stream %s closed; %d un-started tasks released", session.key, released)
-        finally:
-            session.finished.set()
-
-    async def shutdown(self, grace: float) -> None:
-        """End every stream and wait (up to `grace` seconds) until each has released its
-        un-started tasks; workers reconnect elsewhere."""
-        waiting = [s for s in self.all_sessions if not s.finished.is_set()]
-        for session in waiting:
-            session.close()
-        if waiting:
-            await asyncio.wait([asyncio.ensure_future(s.finished.wait()) for s in waiting],
-                               timeout=grace)  # fmt: skip

@@ -16,17 +16,20 @@ import contextlib
 import logging
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from asyncflow.clock import Clock
+from asyncflow.core.ports import Clock
 
 log = logging.getLogger(__name__)
 
 MAX_TIMERS = 10_000
 """Pending back-off timers per process; beyond that the fallback poll covers."""
+CLOSE_WAIT = 1.0
+"""Seconds close() gives the subscription to end on its own before closing it."""
 
 
 class Waiter(Protocol):
@@ -38,20 +41,37 @@ class Waiter(Protocol):
     def wake(self) -> None: ...
 
 
+Deliver = Callable[[str, int], object]
+"""Where a relay hands the wake-ups of other replicas: (task_type, count)."""
+
+
 class WakeRelay(Protocol):
+    """Carries wake-ups to and from the other replicas."""
+
+    def start(self, deliver: Deliver) -> None:
+        """Begin listening; hand every other replica's wake-up to `deliver`."""
+        ...
+
     async def publish(self, task_type: str, count: int) -> None: ...
 
     async def close(self) -> None: ...
 
 
 class WakeHub:
-    def __init__(self, clock: Clock) -> None:
+    """The core's DueListener: wakes this replica's waiting streams, tells the others."""
+
+    def __init__(self, clock: Clock, relay: WakeRelay | None = None) -> None:
         self._clock = clock
+        self._relay = relay
         self._waiting: dict[str, OrderedDict[str, Waiter]] = {}
         self._timers: dict[tuple[str, int], asyncio.TimerHandle] = {}
         self._timer_counts: dict[tuple[str, int], int] = {}
-        self.relay: WakeRelay | None = None
         self._publishing: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        """Take the other replicas' wake-ups (needs a running event loop)."""
+        if self._relay is not None:
+            self._relay.start(self.wake)
 
     # -- waiters ----------------------------------------------------------------
 
@@ -83,8 +103,8 @@ class WakeHub:
             self._later(task_type, when, count, delay)
             return
         self.wake(task_type, count)
-        if self.relay is not None:
-            publishing = asyncio.ensure_future(self.relay.publish(task_type, count))
+        if self._relay is not None:
+            publishing = asyncio.ensure_future(self._relay.publish(task_type, count))
             self._publishing.add(publishing)
             publishing.add_done_callback(self._publishing.discard)
 
@@ -109,8 +129,8 @@ class WakeHub:
         self._timers.clear()
         if self._publishing:
             await asyncio.gather(*self._publishing, return_exceptions=True)
-        if self.relay is not None:
-            await self.relay.close()
+        if self._relay is not None:
+            await self._relay.close()
 
 
 class RedisWakeRelay:
@@ -119,17 +139,17 @@ class RedisWakeRelay:
     Messages are "<replica>|<task_type>|<count>"; a replica ignores its own.
     """
 
-    def __init__(self, redis: aioredis.Redis, channel: str, hub: WakeHub) -> None:
+    def __init__(self, redis: aioredis.Redis, channel: str) -> None:
         self._redis = redis
         self._channel = channel
-        self._hub = hub
         self._me = uuid.uuid4().hex
         self._pubsub = self._redis.pubsub()
         self._listener: asyncio.Task[None] | None = None
         self._warned = False
+        self._closing = False
 
-    def start(self) -> None:
-        self._listener = asyncio.create_task(self._listen(), name="asyncflow-wake-relay")
+    def start(self, deliver: Deliver) -> None:
+        self._listener = asyncio.create_task(self._listen(deliver), name="asyncflow-wake-relay")
 
     async def publish(self, task_type: str, count: int) -> None:
         try:
@@ -139,29 +159,36 @@ class RedisWakeRelay:
                 self._warned = True
                 log.warning("wake-up relay unavailable, other replicas will poll: %s", exc)
 
-    async def _listen(self) -> None:
-        while True:
+    async def _listen(self, deliver: Deliver) -> None:
+        while not self._closing:
             try:
                 await self._pubsub.subscribe(self._channel)
                 async for message in self._pubsub.listen():
                     if message.get("type") == "message":
-                        self._deliver(message["data"])
+                        self._receive(message["data"], deliver)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
                 log.warning("wake-up relay lost its subscription, retrying: %s", exc)
                 await asyncio.sleep(1.0)
 
-    def _deliver(self, data: bytes | str) -> None:
+    def _receive(self, data: bytes | str, deliver: Deliver) -> None:
         text = data.decode() if isinstance(data, bytes) else data
         sender, _, rest = text.partition("|")
         task_type, _, count = rest.partition("|")
         if sender != self._me and count.isdigit():
-            self._hub.wake(task_type, int(count))
+            deliver(task_type, int(count))
 
     async def close(self) -> None:
+        self._closing = True
         if self._listener is not None:
             self._listener.cancel()
+            # redis-py's listen() can swallow a cancel (seen as a stop that never
+            # ended): then closing the subscription ends its read, and the flag
+            # ends the loop.
+            await asyncio.wait({self._listener}, timeout=CLOSE_WAIT)
+            if not self._listener.done():
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
         await self._pubsub.aclose()  # type: ignore[no-untyped-call]

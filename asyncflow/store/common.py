@@ -14,12 +14,12 @@ from typing import Any
 
 from asyncflow.core.model import (
     Claim,
-    NewTask,
     RetryPolicy,
     RetryStrategy,
     Task,
     TaskChange,
     TaskFilter,
+    TaskInsert,
     TaskStatus,
     TaskTypeConfig,
 )
@@ -79,6 +79,17 @@ def migrations(dialect: str) -> list[Migration]:
                 )
             )
     return sorted(found, key=lambda m: m.version)
+
+
+SCHEMA_VERSION = "SELECT MAX(version) FROM asyncflow_migrations"
+"""The newest migration applied (a primary-key read)."""
+
+
+def schema_current(dialect: str, rows: Sequence[Sequence[Any]] | None) -> bool:
+    """Whether SCHEMA_VERSION's rows (None: no migrations table yet) show every
+    migration of `dialect` applied."""
+    latest = max(m.version for m in migrations(dialect))
+    return rows is not None and int(rows[0][0] or 0) >= latest
 
 
 def encode_retry(policy: RetryPolicy) -> tuple[int, int]:
@@ -220,7 +231,7 @@ class InsertTarget:
     retry_interval: int
     max_retry_interval: int
 
-    def params(self, task: NewTask, task_id: str, now: int) -> tuple[Any, ...]:
+    def params(self, task: TaskInsert, task_id: str, now: int) -> tuple[Any, ...]:
         """Parameters of a backend's TASK_INSERT, in its column order."""
         return (
             task_id,
@@ -245,7 +256,7 @@ def insert_target(task_type: str, row: Sequence[Any] | None) -> InsertTarget:
     return InsertTarget(*row)
 
 
-def inserted(task: NewTask, task_id: str, target: InsertTarget, row_id: int, now: int) -> Task:
+def inserted(task: TaskInsert, task_id: str, target: InsertTarget, row_id: int, now: int) -> Task:
     """The row a task insert wrote (see claimed)."""
     return Task(
         row_id=row_id,

@@ -6,39 +6,32 @@ rows with SELECT ... FOR UPDATE SKIP LOCKED and update them in the same
 transaction, so concurrent holders (on any number of replicas) skip each
 other's rows instead of waiting or double-claiming. DDL runs outside
 transactions because MySQL commits implicitly on it.
+
+The statements are in mysql_sql.py; the reads that go table by table come from
+asyncflow.store.tables. Every operation runs in `_cursor`, where driver errors
+that mean the database cannot serve become Unavailable.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import aiomysql
 import pymysql
 
 from asyncflow.core.ids import new_task_id, task_table
-from asyncflow.core.model import (
-    Claim,
-    NewTask,
-    PageCursor,
-    Task,
-    TaskChange,
-    TaskFilter,
-    TaskStatus,
-    TaskTypeConfig,
-)
+from asyncflow.core.model import Claim, PoolUsage, Task, TaskChange, TaskInsert, TaskTypeConfig
 from asyncflow.errors import ConfigError, Unavailable
 from asyncflow.store.common import (
-    CONFIG_COLUMNS,
-    TASK_COLUMNS,
-    by_table,
+    SCHEMA_VERSION,
     changed,
     claimed,
     config_params,
-    filter_sql,
     insert_target,
     inserted,
     leased_update_params,
@@ -46,128 +39,69 @@ from asyncflow.store.common import (
     oldest_first,
     row_to_config,
     row_to_task,
+    schema_current,
     sql_text,
     statements,
 )
+from asyncflow.store.mysql_sql import (
+    BEGIN_POS_ADVANCE,
+    CLAIM,
+    CONFIG_SELECT,
+    CONFIG_UPSERT,
+    DATA_BEGIN_ADVANCE,
+    DUE_LOCKED,
+    END_POS_ADVANCE,
+    END_POS_SELECT,
+    EXTEND_LEASE,
+    INSERT_TARGET_LOCKED,
+    KEY_INSERT,
+    KEY_SELECT,
+    KEYS_PRUNE,
+    LEASED_LOCKED,
+    LEASED_ROW,
+    LIVE_TASK,
+    NEWEST_CREATE,
+    POS_INSERT,
+    POS_LOCKED,
+    QUIET_NOTES,
+    TABLE_SQL,
+    TASK_INSERT,
+    UPDATE_LEASED,
+    UPDATE_LEASED_MANY,
+)
+from asyncflow.store.tables import ReadTable, Rows, TaskTableReads
 
+T = TypeVar("T")
+
+BATCH_ROWS = 1000
+BATCH_BYTES = 4 << 20
+"""Bounds of one multi-row update: well under max_allowed_packet (16 MiB by default)."""
 ER_DUP_ENTRY = 1062
 ER_NO_SUCH_TABLE = 1146
 DATABASE_RE = re.compile(r"[A-Za-z0-9_]{1,64}")
 
-# IF NOT EXISTS DDL raises a note when the object exists; aiomysql would turn each
-# note into a Python warning plus a SHOW WARNINGS round trip.
-QUIET_NOTES = "SET SESSION sql_notes = 0"
-CONFIG_UPSERT = """
-INSERT INTO t_schedule_cfg (task_type, schedule_limit, schedule_interval, max_processing_time,
-    max_retry_num, retry_interval, max_retry_interval, create_time, modify_time)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON DUPLICATE KEY UPDATE
-    schedule_limit = VALUES(schedule_limit),
-    schedule_interval = VALUES(schedule_interval),
-    max_processing_time = VALUES(max_processing_time),
-    max_retry_num = VALUES(max_retry_num),
-    retry_interval = VALUES(retry_interval),
-    max_retry_interval = VALUES(max_retry_interval),
-    modify_time = VALUES(modify_time)
-"""
-POS_INSERT = """
-INSERT INTO t_schedule_pos (task_type, schedule_begin_pos, schedule_end_pos, create_time,
-    modify_time)
-VALUES (%s, 1, 1, %s, %s) ON DUPLICATE KEY UPDATE task_type = task_type
-"""
-END_POS_SELECT = "SELECT schedule_end_pos FROM t_schedule_pos WHERE task_type = %s"
-CONFIG_SELECT = f"""
-SELECT {CONFIG_COLUMNS} FROM t_schedule_cfg c JOIN t_schedule_pos p ON p.task_type = c.task_type
-"""
-END_POS_ADVANCE = """
-UPDATE t_schedule_pos SET schedule_end_pos = schedule_end_pos + 1, modify_time = %s
-WHERE task_type = %s AND schedule_end_pos = %s
-"""
-# The shared lock on the position row lasts until the insert commits; begin-advance
-# takes it exclusively, so it can never retire the table a create is writing to.
-INSERT_TARGET_LOCKED = """
-SELECT p.schedule_end_pos, c.max_retry_num, c.retry_interval, c.max_retry_interval
-FROM t_schedule_pos p JOIN t_schedule_cfg c ON c.task_type = p.task_type
-WHERE p.task_type = %s LOCK IN SHARE MODE
-"""
-POS_LOCKED = (
-    "SELECT schedule_begin_pos, schedule_end_pos, data_begin_pos FROM t_schedule_pos"
-    " WHERE task_type = %s FOR UPDATE"
-)
-BEGIN_POS_ADVANCE = """
-UPDATE t_schedule_pos SET schedule_begin_pos = schedule_begin_pos + 1, modify_time = %s
-WHERE task_type = %s AND schedule_begin_pos = %s AND schedule_begin_pos < schedule_end_pos
-"""
-DATA_BEGIN_ADVANCE = """
-UPDATE t_schedule_pos SET data_begin_pos = data_begin_pos + 1
-WHERE task_type = %s AND data_begin_pos = %s
-"""
-# Uses idx_status_order_time: stops at the first live task instead of counting.
-LIVE_TASK = "SELECT 1 FROM {table} WHERE status IN (1, 2) LIMIT 1"
-TABLE_ROWS = "SELECT MAX(id) FROM {table}"
-NEWEST_CREATE = "SELECT create_time FROM {table} ORDER BY id DESC LIMIT 1"
-KEYS_PRUNE = "DELETE FROM t_task_key WHERE task_type = %s AND create_time < %s LIMIT %s"
-KEY_INSERT = (
-    "INSERT INTO t_task_key (task_type, idempotency_key, task_id, create_time)"
-    " VALUES (%s, %s, %s, %s)"
-)
-KEY_SELECT = "SELECT task_id FROM t_task_key WHERE task_type = %s AND idempotency_key = %s"
-TASK_INSERT = """
-INSERT INTO {table} (task_id, task_type, user_id, task_stage, status, priority, crt_retry_num,
-    max_retry_num, retry_interval, max_retry_interval, schedule_log, task_context, order_time,
-    version, create_time, modify_time)
-VALUES (%s, %s, %s, %s, 1, %s, 0, %s, %s, %s, '', %s, %s, 1, %s, %s)
-"""
-TASK_BY_ID = "SELECT " + TASK_COLUMNS + " FROM {table} WHERE task_id = %s"
-TASKS_BY_ID = "SELECT " + TASK_COLUMNS + " FROM {table} WHERE task_id IN ({ids})"
-DUE_LOCKED = (
-    "SELECT " + TASK_COLUMNS + " FROM {table} WHERE status = 1 AND order_time <= %s"
-    " ORDER BY order_time, id LIMIT %s FOR UPDATE SKIP LOCKED"
-)
-CLAIM = """
-UPDATE {table} SET status = 2, lease_token = %s, hold_count = hold_count + 1,
-    lease_deadline = %s, version = version + 1, modify_time = %s
-WHERE status = 1 AND id IN ({ids})
-"""
-UPDATE_LEASED = """
-UPDATE {table} SET status = %s, task_stage = %s, task_context = %s, crt_retry_num = %s,
-    order_time = %s, schedule_log = %s, lease_token = '', lease_deadline = 0,
-    version = version + 1, modify_time = %s
-WHERE id = %s AND status = 2 AND lease_token = %s AND version = %s
-"""
-EXTEND_LEASE = """
-UPDATE {table} SET lease_deadline = %s, version = version + 1, modify_time = %s
-WHERE id = %s AND status = 2 AND lease_token = %s AND version = %s
-"""
-STUCK_LOCKED = (
-    "SELECT id FROM {table} WHERE status = 2 AND lease_deadline < %s"
-    " ORDER BY lease_deadline LIMIT %s FOR UPDATE SKIP LOCKED"
-)
-# MySQL evaluates single-table SET assignments left to right, so crt_retry_num is
-# assigned last: the expressions before it still see the old count.
-RECOVER_STUCK = """
-UPDATE {table} SET
-    order_time = CASE
-        WHEN crt_retry_num >= max_retry_num THEN order_time
-        WHEN retry_interval < 0 THEN %s - retry_interval
-        ELSE %s + LEAST(retry_interval << LEAST(crt_retry_num, 30), max_retry_interval) END,
-    status = CASE WHEN crt_retry_num >= max_retry_num THEN 4 ELSE 1 END,
-    lease_token = '', lease_deadline = 0, version = version + 1, modify_time = %s,
-    crt_retry_num = CASE WHEN crt_retry_num >= max_retry_num THEN crt_retry_num
-        ELSE crt_retry_num + 1 END
-WHERE status = 2 AND id IN ({ids})
-"""
-TASKS_BY_ROW_ID = "SELECT " + TASK_COLUMNS + " FROM {table} WHERE id IN ({ids})"
-COUNT_BY_STATUS = "SELECT status, COUNT(*) FROM {table} GROUP BY status"
-LIST_PAGE = "SELECT " + TASK_COLUMNS + " FROM {table} WHERE id > %s{filters} ORDER BY id LIMIT %s"
+_marks = TABLE_SQL.marks
+
+# Server errors that mean "the database cannot serve now", not "this statement
+# is wrong": too many connections, shutting down, lock wait timeout, deadlock
+# victim, read-only (a failover in progress), connection killed, statement
+# timeouts, idle connection closed. Client errors (2000-2999: cannot connect,
+# server gone, connection lost) all mean it too.
+UNAVAILABLE_CODES = frozenset({1040, 1053, 1205, 1213, 1290, 1836, 1927, 1969, 3024, 4031})
 
 
-def _marks(values: Sequence[object]) -> str:
-    return ", ".join(["%s"] * len(values))
+def _unavailable(exc: Exception) -> bool:
+    if isinstance(exc, pymysql.err.InterfaceError | OSError):  # TimeoutError included
+        return True
+    if isinstance(exc, pymysql.err.OperationalError | pymysql.err.InternalError) and exc.args:
+        code = exc.args[0]
+        return isinstance(code, int) and (2000 <= code < 3000 or code in UNAVAILABLE_CODES)
+    return False
 
 
-async def _inserted(cur: aiomysql.Cursor, sql: str, params: tuple[Any, ...]) -> bool:
-    """Run an INSERT; False if it hit a duplicate key."""
+async def _inserted(cur: aiomysql.Cursor, sql: str, params: Sequence[Any]) -> bool:
+    """Run an INSERT; False if it hit a unique key (the statement alone is undone,
+    not the transaction)."""
     try:
         await cur.execute(sql, params)
     except pymysql.err.IntegrityError as exc:
@@ -177,12 +111,36 @@ async def _inserted(cur: aiomysql.Cursor, sql: str, params: tuple[Any, ...]) -> 
     return True
 
 
-def _missing_table(exc: pymysql.err.ProgrammingError) -> bool:
-    return bool(exc.args) and exc.args[0] == ER_NO_SUCH_TABLE
+async def _table_rows(cur: aiomysql.Cursor, sql: str, params: Sequence[Any]) -> Rows | None:
+    """Rows of a read on one task table; None if the table does not exist."""
+    try:
+        await cur.execute(sql, params)
+    except pymysql.err.ProgrammingError as exc:
+        if exc.args and exc.args[0] == ER_NO_SUCH_TABLE:
+            return None
+        raise
+    rows: Rows = list(await cur.fetchall())
+    return rows
 
 
-class MysqlStore:
+def _batches(items: list[T], size: Callable[[T], int]) -> Iterator[list[T]]:
+    """`items` in runs of at most BATCH_ROWS items and (past the first) BATCH_BYTES."""
+    batch: list[T] = []
+    total = 0
+    for item in items:
+        if batch and (len(batch) == BATCH_ROWS or total + size(item) > BATCH_BYTES):
+            yield batch
+            batch, total = [], 0
+        batch.append(item)
+        total += size(item)
+    if batch:
+        yield batch
+
+
+class MysqlStore(TaskTableReads):
     """TaskStore over an aiomysql pool (see module docstring)."""
+
+    _sql = TABLE_SQL
 
     def __init__(self, pool: aiomysql.Pool) -> None:
         self._pool = pool
@@ -235,14 +193,27 @@ class MysqlStore:
         self._pool.close()
         await self._pool.wait_closed()
 
+    async def schema_ready(self) -> bool:
+        async with self._cursor() as cur:
+            return schema_current("mysql", await _table_rows(cur, SCHEMA_VERSION, ()))
+
+    def pool_usage(self) -> PoolUsage:
+        pool = self._pool
+        return PoolUsage(in_use=pool.size - pool.freesize, open=pool.size, limit=pool.maxsize)
+
     @asynccontextmanager
     async def _cursor(self) -> AsyncIterator[aiomysql.Cursor]:
-        """A cursor in autocommit; connection-level failures become Unavailable."""
+        """A cursor in autocommit. Every operation runs in one of these: the edge
+        where a database that cannot serve becomes Unavailable."""
+        if self._pool.closed:
+            raise Unavailable("the MySQL store is closed")
         try:
             async with self._pool.acquire() as conn, conn.cursor() as cur:
                 yield cur
-        except (pymysql.err.OperationalError, pymysql.err.InterfaceError) as exc:
-            raise Unavailable(f"MySQL unavailable: {exc}") from exc
+        except Exception as exc:
+            if _unavailable(exc):
+                raise Unavailable(f"MySQL unavailable: {exc}") from exc
+            raise
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[aiomysql.Cursor]:
@@ -255,6 +226,11 @@ class MysqlStore:
                 await cur.connection.rollback()
                 raise
             await cur.connection.commit()
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[ReadTable]:
+        async with self._cursor() as cur:
+            yield partial(_table_rows, cur)
 
     # -- schema ---------------------------------------------------------------
 
@@ -338,17 +314,6 @@ class MysqlStore:
             moved = await cur.execute(BEGIN_POS_ADVANCE, (now, config.task_type, begin))
         return bool(moved == 1)
 
-    async def task_table_rows(self, task_type: str, pos: int) -> int:
-        async with self._cursor() as cur:
-            try:
-                await cur.execute(TABLE_ROWS.format(table=task_table(task_type, pos)))
-            except pymysql.err.ProgrammingError as exc:
-                if _missing_table(exc):
-                    return 0
-                raise
-            row = await cur.fetchone()
-        return int(row[0] or 0)
-
     async def tables_drop_retired(self, config: TaskTypeConfig, created_before: int) -> list[int]:
         dropped: list[int] = []
         async with self._cursor() as cur:
@@ -360,14 +325,8 @@ class MysqlStore:
             await cur.execute(QUIET_NOTES)
             for retired in range(data_begin, begin):
                 table = task_table(config.task_type, retired)
-                try:
-                    await cur.execute(NEWEST_CREATE.format(table=table))
-                    newest = await cur.fetchone()
-                except pymysql.err.ProgrammingError as exc:
-                    if not _missing_table(exc):
-                        raise
-                    newest = None
-                if newest is not None and newest[0] >= created_before:
+                newest = await _table_rows(cur, NEWEST_CREATE.format(table=table), ())
+                if newest and newest[0][0] >= created_before:
                     break
                 # DDL commits on its own; the conditional update makes a rerun
                 # after a crash between the two statements harmless.
@@ -380,9 +339,9 @@ class MysqlStore:
         async with self._cursor() as cur:
             return int(await cur.execute(KEYS_PRUNE, (task_type, created_before, limit)))
 
-    # -- tasks ----------------------------------------------------------------
+    # -- tasks (the reads table by table come from TaskTableReads) ---------------
 
-    async def task_insert_many(self, tasks: list[NewTask], now: int) -> list[Task | str]:
+    async def task_insert_many(self, tasks: list[TaskInsert], now: int) -> list[Task | str]:
         results: list[Task | str] = []
         async with self._tx() as cur:
             targets = {}
@@ -406,17 +365,6 @@ class MysqlStore:
                 results.append(inserted(task, task_id, target, cur.lastrowid, now))
         return results
 
-    async def task_get(self, task_type: str, pos: int, task_id: str) -> Task | None:
-        async with self._cursor() as cur:
-            try:
-                await cur.execute(TASK_BY_ID.format(table=task_table(task_type, pos)), (task_id,))
-            except pymysql.err.ProgrammingError as exc:
-                if _missing_table(exc):
-                    return None
-                raise
-            row = await cur.fetchone()
-        return row_to_task(row, pos) if row else None
-
     async def task_claim_due(self, config: TaskTypeConfig, limit: int, claim: Claim) -> list[Task]:
         async with self._tx() as cur:
             locked: dict[tuple[int, int], Task] = {}
@@ -437,33 +385,63 @@ class MysqlStore:
         result.sort(key=lambda t: (t.order_time, t.pos, t.row_id))
         return result
 
-    async def task_get_many(self, keys: list[tuple[str, int, str]]) -> dict[str, Task]:
-        found: dict[str, Task] = {}
-        async with self._cursor() as cur:
-            for (task_type, pos), ids in by_table(keys).items():
-                sql = TASKS_BY_ID.format(table=task_table(task_type, pos), ids=_marks(ids))
-                try:
-                    await cur.execute(sql, ids)
-                except pymysql.err.ProgrammingError as exc:
-                    if _missing_table(exc):
-                        continue
-                    raise
-                found.update((row[1], row_to_task(row, pos)) for row in await cur.fetchall())
-        return found
-
     async def task_update_leased_many(
         self, updates: list[tuple[Task, str, TaskChange]], now: int
     ) -> list[Task | None]:
-        results: list[Task | None] = []
-        # A batch in one transaction: one log flush for all. A single update is
-        # atomic on its own, and autocommit spares the BEGIN/COMMIT round trips.
-        scope = self._tx() if len(updates) > 1 else self._cursor()
-        async with scope as cur:
-            for task, token, change in updates:
+        if len(updates) == 1:
+            # A single update is atomic on its own: autocommit spares the
+            # BEGIN/COMMIT round trips, and its WHERE clause is the fence.
+            ((task, token, change),) = updates
+            async with self._cursor() as cur:
                 sql = UPDATE_LEASED.format(table=task_table(task.task_type, task.pos))
                 updated = await cur.execute(sql, leased_update_params(task, token, change, now))
-                results.append(changed(task, change, now) if updated == 1 else None)
+            return [changed(task, change, now) if updated == 1 else None]
+        results: list[Task | None] = [None] * len(updates)
+        tables: dict[tuple[str, int], list[int]] = {}
+        for index, (task, _, _) in enumerate(updates):
+            tables.setdefault((task.task_type, task.pos), []).append(index)
+        async with self._tx() as cur:
+            for (task_type, pos), indices in sorted(tables.items()):  # one lock order
+                table = task_table(task_type, pos)
+                for index in await self._update_leased_table(cur, table, updates, indices, now):
+                    task, _, change = updates[index]
+                    results[index] = changed(task, change, now)
         return results
+
+    @staticmethod
+    async def _update_leased_table(
+        cur: aiomysql.Cursor,
+        table: str,
+        updates: list[tuple[Task, str, TaskChange]],
+        indices: list[int],
+        now: int,
+    ) -> list[int]:
+        """Apply the updates at `indices` (all in `table`) that still hold their
+        lease, each task at most once; return the indices applied."""
+        ids = sorted({updates[i][0].row_id for i in indices})
+        await cur.execute(LEASED_LOCKED.format(table=table, ids=_marks(ids)), ids)
+        current = {row[0]: (row[1], row[2]) for row in await cur.fetchall()}
+        applied = []
+        for index in indices:
+            task, token, _ = updates[index]
+            if current.get(task.row_id) == (token, task.version):
+                del current[task.row_id]  # a second report of the same task loses
+                applied.append(index)
+        for batch in _batches(applied, lambda i: len(updates[i][2].context) + 512):
+            params: list[Any] = []
+            for index in batch:
+                task, token, change = updates[index]
+                params += (task.row_id, token, task.version, int(change.status), change.task_stage,
+                           change.context, change.crt_retry_num, change.order_time,
+                           change.schedule_log)  # fmt: skip
+            rows = " UNION ALL ".join(
+                [LEASED_ROW] + ["SELECT " + _marks(range(9))] * (len(batch) - 1)
+            )
+            updated = await cur.execute(UPDATE_LEASED_MANY.format(table=table, rows=rows),
+                                        (*params, now))  # fmt: skip
+            if updated != len(batch):  # the rows are locked by us: cannot happen
+                raise RuntimeError(f"updated {updated} of {len(batch)} locked rows")
+        return applied
 
     async def task_extend_lease(
         self, task: Task, lease_token: str, deadline: int, now: int
@@ -476,56 +454,3 @@ class MysqlStore:
         if updated != 1:
             return None
         return replace(task, lease_deadline=deadline, version=task.version + 1, modify_time=now)
-
-    async def task_list(
-        self, config: TaskTypeConfig, where: TaskFilter, after: PageCursor | None, limit: int
-    ) -> list[Task]:
-        filters, params = filter_sql(where, "%s")
-        found: list[Task] = []
-        start = max(after.pos, config.data_begin_pos) if after else config.data_begin_pos
-        async with self._cursor() as cur:
-            for pos in range(start, config.end_pos + 1):
-                after_id = after.row_id if after and pos == after.pos else 0
-                sql = LIST_PAGE.format(table=task_table(config.task_type, pos), filters=filters)
-                try:
-                    await cur.execute(sql, (after_id, *params, limit - len(found)))
-                except pymysql.err.ProgrammingError as exc:
-                    if _missing_table(exc):
-                        continue
-                    raise
-                found.extend(row_to_task(row, pos) for row in await cur.fetchall())
-                if len(found) >= limit:
-                    break
-        return found
-
-    async def task_count(self, config: TaskTypeConfig) -> dict[TaskStatus, int]:
-        counts = dict.fromkeys(TaskStatus, 0)
-        async with self._cursor() as cur:
-            for pos in range(config.data_begin_pos, config.end_pos + 1):
-                try:
-                    await cur.execute(
-                        COUNT_BY_STATUS.format(table=task_table(config.task_type, pos))
-                    )
-                except pymysql.err.ProgrammingError as exc:
-                    if _missing_table(exc):
-                        continue
-                    raise
-                for status, count in await cur.fetchall():
-                    counts[TaskStatus(status)] += int(count)
-        return counts
-
-    async def task_recover_stuck(self, config: TaskTypeConfig, now: int, limit: int) -> list[Task]:
-        recovered: list[Task] = []
-        async with self._tx() as cur:
-            for pos in range(config.begin_pos, config.end_pos + 1):
-                table = task_table(config.task_type, pos)
-                await cur.execute(STUCK_LOCKED.format(table=table), (now, limit))
-                ids = [row[0] for row in await cur.fetchall()]
-                if not ids:
-                    continue
-                await cur.execute(
-                    RECOVER_STUCK.format(table=table, ids=_marks(ids)), (now, now, now, *ids)
-                )
-                await cur.execute(TASKS_BY_ROW_ID.format(table=table, ids=_marks(ids)), ids)
-                recovered.extend(row_to_task(row, pos) for row in await cur.fetchall())
-        return recovered

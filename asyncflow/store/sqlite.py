@@ -4,37 +4,30 @@ One dedicated thread owns the connection and runs every operation as a whole
 (a transaction where it writes more than one statement), so operations are
 serialised: SQLite has one writer anyway, and the event loop never blocks on
 disk. Claims use BEGIN IMMEDIATE and UPDATE ... RETURNING.
+
+The statements are in sqlite_sql.py; the reads that go table by table come from
+asyncflow.store.tables. Every operation runs through `_run`, where a locked,
+busy or failing database becomes Unavailable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from asyncflow.core.ids import new_task_id, task_table
-from asyncflow.core.model import (
-    Claim,
-    NewTask,
-    PageCursor,
-    Task,
-    TaskChange,
-    TaskFilter,
-    TaskStatus,
-    TaskTypeConfig,
-)
+from asyncflow.core.model import Claim, PoolUsage, Task, TaskChange, TaskInsert, TaskTypeConfig
+from asyncflow.errors import ConfigError, Unavailable
 from asyncflow.store.common import (
-    CONFIG_COLUMNS,
-    TASK_COLUMNS,
-    by_table,
+    SCHEMA_VERSION,
     changed,
     config_params,
-    filter_sql,
     insert_target,
     inserted,
     leased_update_params,
@@ -42,118 +35,53 @@ from asyncflow.store.common import (
     oldest_first,
     row_to_config,
     row_to_task,
+    schema_current,
     sql_text,
     statements,
 )
+from asyncflow.store.sqlite_sql import (
+    BEGIN_POS_ADVANCE,
+    CLAIM,
+    CONFIG_SELECT,
+    CONFIG_UPSERT,
+    DATA_BEGIN_ADVANCE,
+    DUE_CANDIDATES,
+    END_POS_ADVANCE,
+    EXTEND_LEASE,
+    INSERT_TARGET,
+    KEY_INSERT,
+    KEY_SELECT,
+    KEYS_PRUNE,
+    LIVE_TASK,
+    NEWEST_CREATE,
+    POS_INSERT,
+    POS_SELECT,
+    TABLE_SQL,
+    TASK_INSERT,
+    UPDATE_LEASED,
+)
+from asyncflow.store.tables import ReadTable, Rows, TaskTableReads
 
 T = TypeVar("T")
 
-CONFIG_UPSERT = """
-INSERT INTO t_schedule_cfg (task_type, schedule_limit, schedule_interval, max_processing_time,
-    max_retry_num, retry_interval, max_retry_interval, create_time, modify_time)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (task_type) DO UPDATE SET
-    schedule_limit = excluded.schedule_limit,
-    schedule_interval = excluded.schedule_interval,
-    max_processing_time = excluded.max_processing_time,
-    max_retry_num = excluded.max_retry_num,
-    retry_interval = excluded.retry_interval,
-    max_retry_interval = excluded.max_retry_interval,
-    modify_time = excluded.modify_time
-"""
-POS_INSERT = """
-INSERT INTO t_schedule_pos (task_type, schedule_begin_pos, schedule_end_pos, create_time,
-    modify_time)
-VALUES (?, 1, 1, ?, ?) ON CONFLICT (task_type) DO NOTHING
-"""
-CONFIG_SELECT = f"""
-SELECT {CONFIG_COLUMNS} FROM t_schedule_cfg c JOIN t_schedule_pos p ON p.task_type = c.task_type
-"""
-END_POS_ADVANCE = """
-UPDATE t_schedule_pos SET schedule_end_pos = schedule_end_pos + 1, modify_time = ?
-WHERE task_type = ? AND schedule_end_pos = ?
-"""
-# One connection, one writer: the read and the insert that follows are atomic.
-INSERT_TARGET = """
-SELECT p.schedule_end_pos, c.max_retry_num, c.retry_interval, c.max_retry_interval
-FROM t_schedule_pos p JOIN t_schedule_cfg c ON c.task_type = p.task_type
-WHERE p.task_type = ?
-"""
-BEGIN_POS_ADVANCE = """
-UPDATE t_schedule_pos SET schedule_begin_pos = schedule_begin_pos + 1, modify_time = ?
-WHERE task_type = ? AND schedule_begin_pos = ? AND schedule_begin_pos < schedule_end_pos
-"""
-POS_SELECT = (
-    "SELECT schedule_begin_pos, schedule_end_pos, data_begin_pos FROM t_schedule_pos"
-    " WHERE task_type = ?"
+# Failures of the database, not of the statement: another process holds the
+# lock past busy_timeout, the disk fails or is full, the file cannot be opened.
+UNAVAILABLE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+        sqlite3.SQLITE_READONLY,
+    }
 )
-DATA_BEGIN_ADVANCE = """
-UPDATE t_schedule_pos SET data_begin_pos = data_begin_pos + 1
-WHERE task_type = ? AND data_begin_pos = ?
-"""
-LIVE_TASK = "SELECT 1 FROM {table} WHERE status IN (1, 2) LIMIT 1"
-TABLE_ROWS = "SELECT MAX(id) FROM {table}"
-NEWEST_CREATE = "SELECT create_time FROM {table} ORDER BY id DESC LIMIT 1"
-KEYS_PRUNE = """
-DELETE FROM t_task_key WHERE rowid IN (
-    SELECT rowid FROM t_task_key WHERE task_type = ? AND create_time < ? LIMIT ?)
-"""
-KEY_INSERT = (
-    "INSERT INTO t_task_key (task_type, idempotency_key, task_id, create_time) VALUES (?, ?, ?, ?)"
-)
-KEY_SELECT = "SELECT task_id FROM t_task_key WHERE task_type = ? AND idempotency_key = ?"
-TASK_INSERT = """
-INSERT INTO {table} (task_id, task_type, user_id, task_stage, status, priority, crt_retry_num,
-    max_retry_num, retry_interval, max_retry_interval, schedule_log, task_context, order_time,
-    version, create_time, modify_time)
-VALUES (?, ?, ?, ?, 1, ?, 0, ?, ?, ?, '', ?, ?, 1, ?, ?)
-"""
-TASK_BY_ID = "SELECT " + TASK_COLUMNS + " FROM {table} WHERE task_id = ?"
-TASKS_BY_ID = "SELECT " + TASK_COLUMNS + " FROM {table} WHERE task_id IN ({ids})"
-DUE_CANDIDATES = """
-SELECT order_time, id FROM {table} WHERE status = 1 AND order_time <= ?
-ORDER BY order_time, id LIMIT ?
-"""
-CLAIM = (
-    """
-UPDATE {table} SET status = 2, lease_token = ?, hold_count = hold_count + 1,
-    lease_deadline = ?, version = version + 1, modify_time = ?
-WHERE status = 1 AND id IN ({ids})
-RETURNING """
-    + TASK_COLUMNS
-)
-UPDATE_LEASED = """
-UPDATE {table} SET status = ?, task_stage = ?, task_context = ?, crt_retry_num = ?,
-    order_time = ?, schedule_log = ?, lease_token = '', lease_deadline = 0,
-    version = version + 1, modify_time = ?
-WHERE id = ? AND status = 2 AND lease_token = ? AND version = ?
-"""
-EXTEND_LEASE = (
-    """
-UPDATE {table} SET lease_deadline = ?, version = version + 1, modify_time = ?
-WHERE id = ? AND status = 2 AND lease_token = ? AND version = ?
-RETURNING """
-    + TASK_COLUMNS
-)
-# Right-hand sides see the row as it was, so crt_retry_num below is the old count.
-RECOVER_STUCK = (
-    """
-UPDATE {table} SET
-    order_time = CASE
-        WHEN crt_retry_num >= max_retry_num THEN order_time
-        WHEN retry_interval < 0 THEN ? - retry_interval
-        ELSE ? + MIN(retry_interval << MIN(crt_retry_num, 30), max_retry_interval) END,
-    status = CASE WHEN crt_retry_num >= max_retry_num THEN 4 ELSE 1 END,
-    crt_retry_num = CASE WHEN crt_retry_num >= max_retry_num THEN crt_retry_num
-        ELSE crt_retry_num + 1 END,
-    lease_token = '', lease_deadline = 0, version = version + 1, modify_time = ?
-WHERE id IN (SELECT id FROM {table} WHERE status = 2 AND lease_deadline < ?
-             ORDER BY lease_deadline LIMIT ?)
-RETURNING """
-    + TASK_COLUMNS
-)
-COUNT_BY_STATUS = "SELECT status, COUNT(*) FROM {table} GROUP BY status"
-LIST_PAGE = "SELECT " + TASK_COLUMNS + " FROM {table} WHERE id > ?{filters} ORDER BY id LIMIT ?"
+SYNCHRONOUS = ("full", "normal")
+"""PRAGMA synchronous levels a config may choose: FULL (the default) syncs the
+WAL on every commit, so an acknowledged write survives a power loss; NORMAL
+syncs only at checkpoints (faster; the last commits may be lost on power loss,
+never on a process crash)."""
 
 
 def _first(cursor: sqlite3.Cursor) -> Any:
@@ -163,22 +91,63 @@ def _first(cursor: sqlite3.Cursor) -> Any:
     return rows[0] if rows else None
 
 
-def _missing_table(exc: sqlite3.OperationalError) -> bool:
-    return "no such table" in str(exc)
+def _unavailable(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in UNAVAILABLE_CODES
 
 
-class SqliteStore:
+def _table_rows(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Rows | None:
+    """Rows of a read on one task table; None if the table does not exist."""
+    try:
+        return db.execute(sql, params).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None
+        raise
+
+
+def _inserted(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> int | None:
+    """Run an INSERT: the new rowid, or None if it hit a unique key (the
+    statement alone is undone, not the transaction)."""
+    try:
+        cursor = db.execute(sql, params)
+    except sqlite3.IntegrityError as exc:
+        if exc.sqlite_errorcode in (sqlite3.SQLITE_CONSTRAINT_UNIQUE,
+                                    sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY):  # fmt: skip
+            return None
+        raise
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+class SqliteStore(TaskTableReads):
     """TaskStore over one SQLite file (see module docstring)."""
 
-    def __init__(self, path: str) -> None:
+    _sql = TABLE_SQL
+
+    def __init__(self, path: str, *, synchronous: str = "full", busy_timeout_ms: int = 5000
+                 ) -> None:  # fmt: skip
+        if synchronous not in SYNCHRONOUS:
+            raise ConfigError(f"store.sqlite_synchronous: must be one of {SYNCHRONOUS}")
         self._path = path
+        self._synchronous = synchronous
+        self._busy_timeout_ms = busy_timeout_ms
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asyncflow-sqlite")
         self._conn: sqlite3.Connection | None = None
+        self._closed = False
+        self._running = 0
+        """Operations submitted to the thread and not finished."""
 
     @classmethod
-    async def open(cls, path: str) -> SqliteStore:
-        store = cls(path)
-        await store._run(store._connect)
+    async def open(
+        cls, path: str, *, synchronous: str = "full", busy_timeout_ms: int = 5000
+    ) -> SqliteStore:
+        store = cls(path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
+        try:
+            await store._run(store._connect)
+        except BaseException:
+            store._executor.shutdown(wait=False)
+            raise
         return store
 
     def _connect(self) -> None:
@@ -186,17 +155,31 @@ class SqliteStore:
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute(f"PRAGMA synchronous = {self._synchronous.upper()}")  # one of SYNCHRONOUS
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
         self._conn = conn
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args))
+        """Run `fn` on the store's thread; the one edge where sqlite3 errors are
+        translated (a database that cannot serve becomes Unavailable)."""
+        if self._closed:
+            raise Unavailable("the SQLite store is closed")
+        self._running += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, partial(fn, *args)
+            )
+        except sqlite3.Error as exc:
+            if _unavailable(exc):
+                raise Unavailable(f"SQLite unavailable: {exc}") from exc
+            raise
+        finally:
+            self._running -= 1
 
     @property
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
-            raise RuntimeError("SqliteStore is closed")
+            raise Unavailable("the SQLite store is closed")
         return self._conn
 
     @contextmanager
@@ -205,18 +188,40 @@ class SqliteStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # COMMIT itself may have failed (busy, I/O)
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[ReadTable]:
+        async def read(sql: str, params: Sequence[Any]) -> Rows | None:
+            return await self._run(lambda: _table_rows(self._db, sql, params))
+
+        yield read
 
     async def close(self) -> None:
         if self._conn is not None:
             await self._run(self._db.close)
             self._conn = None
+        self._closed = True
         self._executor.shutdown(wait=True)
 
+    def pool_usage(self) -> PoolUsage:
+        connected = int(self._conn is not None)
+        return PoolUsage(in_use=min(self._running, connected), open=connected, limit=1)
+
     # -- schema ---------------------------------------------------------------
+
+    async def schema_ready(self) -> bool:
+        return await self._run(self._schema_ready)
+
+    def _schema_ready(self) -> bool:
+        # The write lock, not a read: in WAL mode reads go on while another
+        # process holds the file, but this server could then serve no write.
+        with self._tx() as db:
+            return schema_current("sqlite", _table_rows(db, SCHEMA_VERSION, ()))
 
     async def migrate(self) -> list[str]:
         return await self._run(self._migrate)
@@ -297,18 +302,6 @@ class SqliteStore:
             moved = db.execute(BEGIN_POS_ADVANCE, (now, config.task_type, begin)).rowcount
         return bool(moved == 1)
 
-    async def task_table_rows(self, task_type: str, pos: int) -> int:
-        return await self._run(self._task_table_rows, task_type, pos)
-
-    def _task_table_rows(self, task_type: str, pos: int) -> int:
-        try:
-            row = _first(self._db.execute(TABLE_ROWS.format(table=task_table(task_type, pos))))
-        except sqlite3.OperationalError as exc:
-            if _missing_table(exc):
-                return 0
-            raise
-        return int(row[0] or 0)
-
     async def tables_drop_retired(self, config: TaskTypeConfig, created_before: int) -> list[int]:
         return await self._run(self._tables_drop_retired, config, created_before)
 
@@ -321,13 +314,8 @@ class SqliteStore:
             begin, _, data_begin = pos
             for retired in range(data_begin, begin):
                 table = task_table(config.task_type, retired)
-                try:
-                    newest = _first(db.execute(NEWEST_CREATE.format(table=table)))
-                except sqlite3.OperationalError as exc:
-                    if not _missing_table(exc):
-                        raise
-                    newest = None
-                if newest is not None and newest[0] >= created_before:
+                newest = _table_rows(db, NEWEST_CREATE.format(table=table), ())
+                if newest and newest[0][0] >= created_before:
                     break
                 db.execute(f"DROP TABLE IF EXISTS {table}")
                 db.execute(DATA_BEGIN_ADVANCE, (config.task_type, retired))
@@ -340,12 +328,12 @@ class SqliteStore:
     def _keys_prune(self, task_type: str, created_before: int, limit: int) -> int:
         return int(self._db.execute(KEYS_PRUNE, (task_type, created_before, limit)).rowcount)
 
-    # -- tasks ----------------------------------------------------------------
+    # -- tasks (the reads table by table come from TaskTableReads) ---------------
 
-    async def task_insert_many(self, tasks: list[NewTask], now: int) -> list[Task | str]:
+    async def task_insert_many(self, tasks: list[TaskInsert], now: int) -> list[Task | str]:
         return await self._run(self._task_insert_many, tasks, now)
 
-    def _task_insert_many(self, tasks: list[NewTask], now: int) -> list[Task | str]:
+    def _task_insert_many(self, tasks: list[TaskInsert], now: int) -> list[Task | str]:
         results: list[Task | str] = []
         with self._tx() as db:
             targets = {}
@@ -356,39 +344,17 @@ class SqliteStore:
                 target = targets[task.task_type]
                 task_id = new_task_id(task.task_type, target.pos, task.idempotency_key)
                 if task.idempotency_key is not None:
-                    try:
-                        db.execute(KEY_INSERT, (task.task_type, task.idempotency_key, task_id, now))
-                    except sqlite3.IntegrityError:  # the statement alone is undone
-                        existing = _first(
-                            db.execute(KEY_SELECT, (task.task_type, task.idempotency_key))
-                        )
-                        results.append(existing[0])
+                    key = (task.task_type, task.idempotency_key)
+                    if _inserted(db, KEY_INSERT, (*key, task_id, now)) is None:
+                        results.append(_first(db.execute(KEY_SELECT, key))[0])
                         continue
-                try:
-                    cursor = db.execute(
-                        TASK_INSERT.format(table=task_table(task.task_type, target.pos)),
-                        target.params(task, task_id, now),
-                    )
-                except sqlite3.IntegrityError:
+                insert = TASK_INSERT.format(table=task_table(task.task_type, target.pos))
+                row_id = _inserted(db, insert, target.params(task, task_id, now))
+                if row_id is None:
                     results.append(task_id)  # the key names a task created without one
                     continue
-                assert cursor.lastrowid is not None
-                results.append(inserted(task, task_id, target, cursor.lastrowid, now))
+                results.append(inserted(task, task_id, target, row_id, now))
         return results
-
-    async def task_get(self, task_type: str, pos: int, task_id: str) -> Task | None:
-        return await self._run(self._task_get, task_type, pos, task_id)
-
-    def _task_get(self, task_type: str, pos: int, task_id: str) -> Task | None:
-        try:
-            row = _first(
-                self._db.execute(TASK_BY_ID.format(table=task_table(task_type, pos)), (task_id,))
-            )
-        except sqlite3.OperationalError as exc:
-            if _missing_table(exc):
-                return None
-            raise
-        return row_to_task(row, pos) if row else None
 
     async def task_claim_due(self, config: TaskTypeConfig, limit: int, claim: Claim) -> list[Task]:
         return await self._run(self._task_claim_due, config, limit, claim)
@@ -406,30 +372,12 @@ class SqliteStore:
             ]
             for pos, ids in oldest_first(candidates, limit).items():
                 sql = CLAIM.format(
-                    table=task_table(config.task_type, pos), ids=", ".join("?" * len(ids))
+                    table=task_table(config.task_type, pos), ids=TABLE_SQL.marks(ids)
                 )
                 rows = db.execute(sql, (claim.token, claim.deadline, claim.now, *ids))
                 claimed.extend(row_to_task(row, pos) for row in rows)
         claimed.sort(key=lambda t: (t.order_time, t.pos, t.row_id))
         return claimed
-
-    async def task_get_many(self, keys: list[tuple[str, int, str]]) -> dict[str, Task]:
-        return await self._run(self._task_get_many, keys)
-
-    def _task_get_many(self, keys: list[tuple[str, int, str]]) -> dict[str, Task]:
-        found: dict[str, Task] = {}
-        for (task_type, pos), ids in by_table(keys).items():
-            sql = TASKS_BY_ID.format(
-                table=task_table(task_type, pos), ids=", ".join("?" * len(ids))
-            )
-            try:
-                rows = self._db.execute(sql, ids).fetchall()
-            except sqlite3.OperationalError as exc:
-                if _missing_table(exc):
-                    continue
-                raise
-            found.update((row[1], row_to_task(row, pos)) for row in rows)
-        return found
 
     async def task_update_leased_many(
         self, updates: list[tuple[Task, str, TaskChange]], now: int
@@ -439,6 +387,8 @@ class SqliteStore:
     def _task_update_leased_many(
         self, updates: list[tuple[Task, str, TaskChange]], now: int
     ) -> list[Task | None]:
+        # One writer and no round trips: a statement per task costs nothing more
+        # than a multi-row one would.
         results: list[Task | None] = []
         with self._tx() as db:
             for task, token, change in updates:
@@ -458,58 +408,3 @@ class SqliteStore:
         sql = EXTEND_LEASE.format(table=task_table(task.task_type, task.pos))
         row = _first(self._db.execute(sql, (deadline, now, task.row_id, lease_token, task.version)))
         return row_to_task(row, task.pos) if row else None
-
-    async def task_list(
-        self, config: TaskTypeConfig, where: TaskFilter, after: PageCursor | None, limit: int
-    ) -> list[Task]:
-        return await self._run(self._task_list, config, where, after, limit)
-
-    def _task_list(
-        self, config: TaskTypeConfig, where: TaskFilter, after: PageCursor | None, limit: int
-    ) -> list[Task]:
-        filters, params = filter_sql(where, "?")
-        found: list[Task] = []
-        start = max(after.pos, config.data_begin_pos) if after else config.data_begin_pos
-        for pos in range(start, config.end_pos + 1):
-            after_id = after.row_id if after and pos == after.pos else 0
-            sql = LIST_PAGE.format(table=task_table(config.task_type, pos), filters=filters)
-            try:
-                rows = self._db.execute(sql, (after_id, *params, limit - len(found)))
-            except sqlite3.OperationalError as exc:
-                if _missing_table(exc):
-                    continue
-                raise
-            found.extend(row_to_task(row, pos) for row in rows)
-            if len(found) >= limit:
-                break
-        return found
-
-    async def task_count(self, config: TaskTypeConfig) -> dict[TaskStatus, int]:
-        return await self._run(self._task_count, config)
-
-    def _task_count(self, config: TaskTypeConfig) -> dict[TaskStatus, int]:
-        counts = dict.fromkeys(TaskStatus, 0)
-        for pos in range(config.data_begin_pos, config.end_pos + 1):
-            try:
-                rows = self._db.execute(
-                    COUNT_BY_STATUS.format(table=task_table(config.task_type, pos))
-                )
-            except sqlite3.OperationalError as exc:
-                if _missing_table(exc):
-                    continue
-                raise
-            for status, count in rows:
-                counts[TaskStatus(status)] += count
-        return counts
-
-    async def task_recover_stuck(self, config: TaskTypeConfig, now: int, limit: int) -> list[Task]:
-        return await self._run(self._task_recover_stuck, config, now, limit)
-
-    def _task_recover_stuck(self, config: TaskTypeConfig, now: int, limit: int) -> list[Task]:
-        recovered: list[Task] = []
-        with self._tx() as db:
-            for pos in range(config.begin_pos, config.end_pos + 1):
-                sql = RECOVER_STUCK.format(table=task_table(config.task_type, pos))
-                rows = db.execute(sql, (now, now, now, now, limit))
-                recovered.extend(row_to_task(row, pos) for row in rows)
-        return recovered

@@ -17,14 +17,13 @@ from redis_tools import FAST, PrivateRedis
 from rpc import SUCCESS, create, get, hold, next_stage, register, report
 from waiting import eventually
 
-from asyncflow.cache import TaskCache
 from asyncflow.cache.connection import open_pool
 from asyncflow.cache.memory import MemoryTaskCache
 from asyncflow.cache.redis import RedisTaskCache
 from asyncflow.config import CacheConfig, Config
 from asyncflow.core.model import Task, TaskStatus
+from asyncflow.core.ports import TaskCache, TaskStore
 from asyncflow.core.service import DEFAULT_TYPE
-from asyncflow.store.base import TaskStore
 from asyncflow.v1 import task_service_pb2 as pb
 
 READS = 10_000

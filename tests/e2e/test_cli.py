@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -11,7 +12,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -19,6 +22,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from waiting import eventually
 
 from asyncflow.v1 import task_service_pb2 as pb
 from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
@@ -28,6 +32,7 @@ ASYNCFLOW = BIN / "asyncflow"
 GRPCURL = BIN / "grpcurl"
 SERVICE = "asyncflow.v1.TaskService"
 LISTENING = re.compile(r"asyncflow listening on (?P<host>[\w.:\[\]]+):(?P<port>\d+)$")
+DASHBOARD = re.compile(r"asyncflow dashboard at (?P<url>http://127\.0\.0\.1:\d+/ui)$")
 START_TIMEOUT = 60.0
 CALL_TIMEOUT = 30.0
 
@@ -117,14 +122,16 @@ class Process:
                 stream.close()
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[Process, str]]:
+@contextmanager
+def serving(tmp_path: Path, **env: str) -> Iterator[tuple[Process, str]]:
     """`asyncflow serve` on port 0 and a SQLite file in tmp_path: (process, address)."""
     process = Process(
         tmp_path,
         "serve",
         ASYNCFLOW_SERVER_PORT="0",
+        ASYNCFLOW_HTTP_PORT="0",
         ASYNCFLOW_STORE_SQLITE_PATH=str(tmp_path / "served.db"),
+        **env,
     )
     try:
         line = process.wait_for_line("stdout", LISTENING.search, START_TIMEOUT)
@@ -135,6 +142,13 @@ def served(tmp_path: Path) -> Iterator[tuple[Process, str]]:
         yield process, f"127.0.0.1:{found['port']}"
     finally:
         process.close()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Process, str]]:
+    # A short shutdown delay: the SIGTERM below ends the server once it elapses.
+    with serving(tmp_path, ASYNCFLOW_SERVER_SHUTDOWN_DELAY_SECONDS="0.1") as started:
+        yield started
 
 
 def test_serve_health_reflection_round_trip_and_sigterm(
@@ -182,8 +196,64 @@ def test_serve_health_reflection_round_trip_and_sigterm(
     assert (tmp_path / "served.db").is_file()
     process.proc.send_signal(signal.SIGTERM)
     assert process.finish(START_TIMEOUT) == 0
-    assert any("signal received: draining" in line for line in process.lines["stderr"])
+    assert any("signal received: health is NOT_SERVING" in line for line in process.lines["stderr"])
     assert any("asyncflow stopped" in line for line in process.lines["stderr"])
+
+
+def test_serve_prints_the_dashboard_url(served: tuple[Process, str]) -> None:
+    process, _ = served
+    line = process.wait_for_line("stdout", DASHBOARD.search, START_TIMEOUT)
+    found = DASHBOARD.search(line)
+    assert found is not None
+    with urllib.request.urlopen(found["url"], timeout=CALL_TIMEOUT) as page:
+        assert page.status == 200
+        assert "Task types" in page.read().decode()
+
+
+async def test_sigterm_shows_not_serving_while_streams_and_calls_still_work(
+    tmp_path: Path,
+) -> None:
+    """What a load balancer needs: after SIGTERM, health checks see NOT_SERVING for
+    server.shutdown_delay_seconds while calls and streams are served as usual; then
+    (here: at the second signal) streams end with OK, un-started tasks released."""
+    with serving(tmp_path, ASYNCFLOW_SERVER_SHUTDOWN_DELAY_SECONDS="3600") as (process, address):
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = pb_grpc.TaskServiceStub(channel)
+            health = health_pb2_grpc.HealthStub(channel)
+            await stub.RegisterTaskType(pb.RegisterTaskTypeRequest(task_type="lark"))
+            requests: asyncio.Queue[pb.WorkTasksRequest | None] = asyncio.Queue()
+
+            async def sent() -> AsyncIterator[pb.WorkTasksRequest]:
+                while (request := await requests.get()) is not None:
+                    yield request
+
+            stream = stub.WorkTasks(sent())
+            subscribe = pb.WorkTasksRequest.Subscribe(task_types=["lark"], window=1)
+            await requests.put(pb.WorkTasksRequest(subscribe=subscribe))
+            assert (await stream.read()).HasField("subscribed")
+
+            process.proc.send_signal(signal.SIGTERM)
+
+            async def not_serving() -> bool:
+                replies = [
+                    await health.Check(health_pb2.HealthCheckRequest(service=name))
+                    for name in ("", SERVICE)
+                ]
+                return all(r.status == health_pb2.HealthCheckResponse.NOT_SERVING for r in replies)
+
+            await eventually(not_serving, what="health NOT_SERVING after SIGTERM")
+            # Still serving: a unary call works, and the open stream gets the task.
+            created = await stub.CreateTask(pb.CreateTaskRequest(task_type="lark"))
+            pushed = await stream.read()
+            assert [t.task_id for t in pushed.tasks.tasks] == [created.task.task_id]
+
+            process.proc.send_signal(signal.SIGTERM)  # ends the wait
+            assert await stream.read() == grpc.aio.EOF
+            assert await stream.code() == grpc.StatusCode.OK
+            await requests.put(None)
+        assert process.finish(START_TIMEOUT) == 0
+    stderr = process.lines["stderr"]
+    assert any("closed; 1 un-started tasks released" in line for line in stderr), stderr
 
 
 def test_grpcurl_works_without_proto_files(served: tuple[Process, str], tmp_path: Path) -> None:
@@ -201,8 +271,14 @@ def test_grpcurl_works_without_proto_files(served: tuple[Process, str], tmp_path
         assert result.returncode == 0, result.stderr
         return result.stdout
 
-    assert SERVICE in grpcurl(address, "list").split()
+    listed = grpcurl(address, "list").split()
+    assert SERVICE in listed
+    assert "grpc.reflection.v1.ServerReflection" in listed
     assert "rpc HoldTasks" in grpcurl(address, "describe", SERVICE)
+    # v1's descriptor is served too (this grpcurl asks over v1alpha).
+    assert "rpc ServerReflectionInfo" in grpcurl(
+        address, "describe", "grpc.reflection.v1.ServerReflection"
+    )
     pong = json.loads(grpcurl("-d", "{}", address, f"{SERVICE}/Ping"))
     assert pong["message"] == "pong"
     # grpcurl 1.8 prints proto field names; later versions print lowerCamelCase.

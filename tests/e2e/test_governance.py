@@ -15,12 +15,19 @@ from asyncflow.v1 import task_service_pb2 as pb
 
 
 def governance(server: Running, **settings: object) -> Governance:
-    return Governance(server.server.core, GovernanceSettings(**settings))  # type: ignore[arg-type]
+    running = server.server
+    return Governance(
+        running.store,
+        running.core.clock,
+        running.core.recover_stuck,
+        GovernanceSettings(**settings),  # type: ignore[arg-type]
+    )
 
 
 async def positions(server: Running) -> tuple[int, int, int]:
-    config = await server.server.core.store.type_get("lark")
-    assert config is not None
+    """(data_begin_pos, begin_pos, end_pos) as ListTaskTypes reports them."""
+    reply = await server.stub.ListTaskTypes(pb.ListTaskTypesRequest())
+    (config,) = [c for c in reply.task_types if c.task_type == "lark"]
     return config.data_begin_pos, config.begin_pos, config.end_pos
 
 

@@ -158,6 +158,8 @@ def replica_env(config: Config, redis_prefix: str, tmp_path: Path) -> dict[str, 
     env.update(
         {
             "ASYNCFLOW_SERVER_PORT": "0",
+            "ASYNCFLOW_HTTP_PORT": "0",
+            "ASYNCFLOW_SERVER_SHUTDOWN_DELAY_SECONDS": "0",  # no load balancer to wait for
             "ASYNCFLOW_STORE_BACKEND": "mysql",
             "ASYNCFLOW_STORE_MYSQL_HOST": MYSQL["host"],
             "ASYNCFLOW_STORE_MYSQL_PORT": str(MYSQL["port"]),

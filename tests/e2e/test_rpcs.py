@@ -78,6 +78,7 @@ async def test_register_new_type_gets_defaults(
         max_retry_interval_seconds=30,
         begin_pos=1,
         end_pos=1,
+        data_begin_pos=1,
         create_time=clock.now(),
         modify_time=clock.now(),
     )

@@ -9,72 +9,12 @@ import grpc
 import pytest
 from conftest import Running, StartServer
 from rpc import counts, create, error_reason, get, register
+from streams import RawWorker, Request, subscribe
 from waiting import eventually
 
 from asyncflow.clock import ManualClock
 from asyncflow.config import Config
 from asyncflow.v1 import task_service_pb2 as pb
-from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
-
-Request = pb.WorkTasksRequest
-
-
-class RawWorker:
-    """One WorkTasks stream; tasks and answers are collected as they arrive."""
-
-    def __init__(self, stub: pb_grpc.TaskServiceStub) -> None:
-        self._outbox: asyncio.Queue[Request | None] = asyncio.Queue()
-        self.call = stub.WorkTasks(self._requests())
-        self.tasks: list[pb.Task] = []
-        self.answers: list[pb.WorkTasksResponse] = []
-        self._arrived = asyncio.Event()
-        self._reader: asyncio.Task[None] | None = None
-
-    async def _requests(self) -> AsyncIterator[Request]:
-        while (request := await self._outbox.get()) is not None:
-            yield request
-
-    async def subscribe(self, *task_types: str, window: int) -> pb.WorkTasksResponse:
-        await self.send(subscribe(*task_types, window=window))
-        first = await self.call.read()
-        assert isinstance(first, pb.WorkTasksResponse)
-        self._reader = asyncio.create_task(self._read())
-        return first
-
-    async def _read(self) -> None:
-        while (message := await self.call.read()) is not grpc.aio.EOF:
-            assert isinstance(message, pb.WorkTasksResponse)
-            if message.HasField("tasks"):
-                self.tasks.extend(message.tasks.tasks)
-            else:
-                self.answers.append(message)
-            self._arrived.set()
-
-    async def send(self, request: Request) -> None:
-        await self._outbox.put(request)
-
-    async def until(self, tasks: int = 0, answers: int = 0, within: float = 10) -> None:
-        async def arrived() -> bool:
-            return len(self.tasks) >= tasks and len(self.answers) >= answers
-
-        await eventually(arrived, within=within, what=f"{tasks} tasks and {answers} answers")
-
-    async def report_success(self, *tasks: pb.Task) -> None:
-        reports = [
-            pb.SetTaskRequest(
-                task_id=t.task_id, lease_token=t.lease.token, success=pb.SetTaskRequest.Success()
-            )
-            for t in tasks
-        ]
-        await self.send(Request(reports=Request.Reports(reports=reports)))
-
-    async def close(self) -> None:
-        await self._outbox.put(None)
-        if self._reader is not None:
-            await asyncio.gather(self._reader, return_exceptions=True)
-
-    def cancel(self) -> None:
-        self.call.cancel()
 
 
 @pytest.fixture
@@ -232,10 +172,6 @@ async def test_wake_up_crosses_replicas(start_server: StartServer, config: Confi
 
 
 BAD = grpc.StatusCode.INVALID_ARGUMENT
-
-
-def subscribe(*task_types: str, window: int = 1) -> Request:
-    return Request(subscribe=Request.Subscribe(task_types=task_types, window=window))
 
 
 @pytest.mark.parametrize(

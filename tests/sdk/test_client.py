@@ -14,9 +14,9 @@ from asyncflow.client import (
     Client,
     InvalidArgument,
     LeaseLost,
-    NewTask,
     RetryStrategy,
     TaskNotFound,
+    TaskSpec,
     TaskStatus,
     TaskTypeNotFound,
 )
@@ -33,19 +33,22 @@ async def client(server: Running) -> AsyncIterator[Client]:
 def test_public_surface_is_pinned() -> None:
     assert sorted(asyncflow.client.__all__) == [
         "AsyncflowError", "Client", "FailedPrecondition", "InvalidArgument", "LeaseLost",
-        "NewTask", "NotFound", "RetryStrategy", "TaskInfo", "TaskNotFound",
-        "TaskNotProcessing", "TaskStatus", "TaskTypeConfig", "TaskTypeNotFound", "Unavailable",
+        "NotFound", "ResourceExhausted", "RetryStrategy", "TaskInfo", "TaskNotFound",
+        "TaskNotProcessing", "TaskSpec", "TaskStatus", "TaskTypeConfig", "TaskTypeNotFound",
+        "Unavailable",
     ]  # fmt: skip
     assert sorted(asyncflow.worker.__all__) == [
-        "Done", "Handler", "Job", "NextStage", "NonRetryable", "RetryLater", "Worker",
+        "Done", "Handler", "Job", "NonRetryable", "RetryLater", "RunNext", "Worker",
     ]  # fmt: skip
+    for module in (asyncflow.client, asyncflow.worker):
+        assert all(hasattr(module, name) for name in module.__all__)
 
 
 async def test_register_create_get_list_count(client: Client) -> None:
     config = await client.register_type(
         "lark", max_retry_num=2, retry_strategy=RetryStrategy.UNIFORM, retry_interval=3
     )
-    assert (config.max_retry_num, config.retry.strategy, config.retry.interval) == (
+    assert (config.max_retry_num, config.retry_strategy, config.retry_interval) == (
         2,
         RetryStrategy.UNIFORM,
         3,
@@ -60,7 +63,7 @@ async def test_register_create_get_list_count(client: Client) -> None:
     )
     again = await client.create("lark", idempotency_key="k")
     assert (await client.create("lark", idempotency_key="k")).task_id == again.task_id
-    many = await client.create_many([NewTask("lark", context=str(i)) for i in range(5)])
+    many = await client.create_many([TaskSpec("lark", context=str(i)) for i in range(5)])
     assert [t.context for t in many] == [str(i) for i in range(5)]
     assert await client.get(first.task_id) == first
     listed = [t.task_id async for t in client.list("lark", page_size=2)]

@@ -9,12 +9,12 @@ import pytest
 from conftest import Running, StartServer
 from waiting import eventually
 
-from asyncflow.client import Client, NewTask, TaskStatus
+from asyncflow.client import Client, TaskSpec, TaskStatus
 from asyncflow.clock import ManualClock, SystemClock
 from asyncflow.config import Config
 from asyncflow.core.governance import GovernanceSettings
 from asyncflow.testing import EmbeddedServer
-from asyncflow.worker import Done, Job, NextStage, NonRetryable, RetryLater, Worker
+from asyncflow.worker import Done, Job, NonRetryable, RetryLater, RunNext, Worker
 
 STAGES = ["a", "b", "c"]
 
@@ -34,19 +34,19 @@ async def test_multi_stage_tasks_run_each_stage_exactly_once(server: Running) ->
     worker = Worker(server.address, concurrency=32)
 
     @worker.handler("flow")
-    async def flow(job: Job) -> NextStage | Done:
+    async def flow(job: Job) -> RunNext | Done:
         runs[(job.task_id, job.stage)] += 1
         context = f"{job.context}|{job.stage}"
         following = STAGES.index(job.stage) + 1
         if following < len(STAGES):
-            return NextStage(STAGES[following], context=context)
+            return RunNext(STAGES[following], context=context)
         return Done(context=context)
 
     async with Client(server.address) as client:
         await client.register_type("flow", schedule_limit=100)
         created = []
         for start in range(0, 1000, 250):
-            batch = [NewTask("flow", stage="a", context=str(i)) for i in range(start, start + 250)]
+            batch = [TaskSpec("flow", stage="a", context=str(i)) for i in range(start, start + 250)]
             created += await client.create_many(batch)
         async with worker:
             await wait_counts(client, "flow", within=120, success=1000)
@@ -111,7 +111,7 @@ async def test_concurrency_limit_is_respected(server: Running) -> None:
 
     async with Client(server.address) as client:
         await client.register_type("busy")
-        await client.create_many([NewTask("busy") for _ in range(20)])
+        await client.create_many([TaskSpec("busy") for _ in range(20)])
         async with worker:
             await wait_counts(client, "busy", success=20)
     assert most == 4
@@ -121,12 +121,12 @@ async def test_polling_mode(server: Running) -> None:
     worker = Worker(server.address, concurrency=8, stream=False, poll_interval=0.05)
 
     @worker.handler("polled")
-    async def polled(job: Job) -> NextStage | None:
-        return NextStage("second") if job.stage == "" else None
+    async def polled(job: Job) -> RunNext | None:
+        return RunNext("second") if job.stage == "" else None
 
     async with Client(server.address) as client:
         await client.register_type("polled")
-        await client.create_many([NewTask("polled") for _ in range(30)])
+        await client.create_many([TaskSpec("polled") for _ in range(30)])
         async with worker:
             await wait_counts(client, "polled", success=30)
     assert worker.completed == 60
@@ -147,7 +147,7 @@ async def test_stop_releases_what_did_not_finish(server: Running) -> None:
 
     async with Client(server.address) as client:
         await client.register_type("stuck")
-        await client.create_many([NewTask("stuck") for _ in range(3)])
+        await client.create_many([TaskSpec("stuck") for _ in range(3)])
         async with worker:
             await two_running.wait()
             await worker.stop(grace=0.1)
@@ -171,7 +171,7 @@ async def test_long_stage_keeps_its_lease(start_server: StartServer, config: Con
 
     async with Client(server.address) as client:
         await client.register_type("long", max_processing_time=1)
-        first, second = await client.create_many([NewTask("long"), NewTask("long")])
+        first, second = await client.create_many([TaskSpec("long"), TaskSpec("long")])
         async with worker:
 
             async def past_three_leases() -> bool:

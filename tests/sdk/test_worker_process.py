@@ -14,10 +14,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import StartServer
+from conftest import Running, StartServer
 from waiting import eventually
 
-from asyncflow.client import Client, NewTask, TaskStatus
+from asyncflow.client import Client, TaskSpec, TaskStatus
 from asyncflow.clock import SystemClock
 from asyncflow.config import Config
 from asyncflow.core.governance import GovernanceSettings
@@ -25,16 +25,19 @@ from asyncflow.v1 import task_service_pb2 as pb
 from asyncflow.worker import Job, Worker
 
 WORKERS = Path(__file__).with_name("workers.py")
+SDK_ALONE = Path(__file__).with_name("sdk_alone.py")
 
 
 class WorkerProcess:
-    """`asyncflow worker tests/sdk/workers.py:worker`; stdout lines are collected."""
+    """`asyncflow worker tests/sdk/workers.py:worker`; stdout lines are collected.
+    With sdk_alone, the server's dependencies cannot be imported in the process."""
 
-    def __init__(self, address: str, **env: str) -> None:
+    def __init__(self, address: str, sdk_alone: bool = False, **env: str) -> None:
         environ = {**os.environ, "ASYNCFLOW_ADDRESS": address, **env}
         binary = Path(sys.executable).with_name("asyncflow")
+        command = [sys.executable, str(SDK_ALONE)] if sdk_alone else [str(binary)]
         self.process = subprocess.Popen(
-            [str(binary), "worker", f"{WORKERS}:worker", "--log-level", "WARNING"],
+            [*command, "worker", f"{WORKERS}:worker", "--log-level", "WARNING"],
             env=environ,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -90,7 +93,7 @@ async def test_killed_worker_loses_no_task(
     )
     async with Client(server.address) as client:
         await client.register_type("slow", max_processing_time=2, retry_interval=1)
-        created = await client.create_many([NewTask("slow") for _ in range(3)])
+        created = await client.create_many([TaskSpec("slow") for _ in range(3)])
         doomed = WorkerProcess(server.address, WORKER_CONCURRENCY="1", WORKER_PREFETCH="2")
         processes.append(doomed)
         (started,) = await doomed.until("started", 1)
@@ -150,7 +153,7 @@ async def test_sigterm_finishes_in_flight_tasks(
     server = await start_server(config, clock_=SystemClock())
     async with Client(server.address) as client:
         await client.register_type("slow")
-        await client.create_many([NewTask("slow") for _ in range(6)])
+        await client.create_many([TaskSpec("slow") for _ in range(6)])
         worker = WorkerProcess(server.address, WORKER_CONCURRENCY="3", WORKER_SECONDS="1.0")
         processes.append(worker)
         await worker.until("started", 3)
@@ -165,3 +168,23 @@ async def test_sigterm_finishes_in_flight_tasks(
             TaskStatus.SUCCESS: len(done),
             TaskStatus.FAILED: 0,
         }
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_asyncflow_worker_runs_with_the_sdk_alone(
+    server: Running, processes: list[WorkerProcess]
+) -> None:
+    """`pip install asyncflow` without the server extra: `asyncflow worker` works."""
+    async with Client(server.address) as client:
+        await client.register_type("slow")
+        created = await client.create_many([TaskSpec("slow") for _ in range(3)])
+        worker = WorkerProcess(server.address, sdk_alone=True, WORKER_SECONDS="0")
+        processes.append(worker)
+        assert sorted(await worker.until("done", 3)) == sorted(t.task_id for t in created)
+
+        async def all_succeeded() -> bool:
+            return (await counts(client))[TaskStatus.SUCCESS] == 3
+
+        await eventually(all_succeeded, what="three tasks reported")
+        worker.process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(worker.process.wait, 30) == 0, worker.lines

@@ -3,25 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 
+import pymysql
 import pytest
+from conftest import BACKENDS, MYSQL
+from fakes import FakeStore
 
 from asyncflow.core.model import (
     Claim,
-    NewTask,
     PageCursor,
     RetryPolicy,
     RetryStrategy,
     Task,
     TaskChange,
     TaskFilter,
+    TaskInsert,
     TaskStatus,
     TaskTypeConfig,
 )
+from asyncflow.core.ports import TaskStore
 from asyncflow.core.service import DEFAULT_TYPE
-from asyncflow.errors import TaskTypeNotFound
-from asyncflow.store.base import TaskStore
+from asyncflow.errors import TaskTypeNotFound, Unavailable
+from asyncflow.store.mysql import MysqlStore
+from asyncflow.store.sqlite import SqliteStore
 
 NOW = 1_800_000_000
 
@@ -36,8 +44,8 @@ async def registered(store: TaskStore, **changes: object) -> TaskTypeConfig:
 
 def new_task(
     config: TaskTypeConfig, *, order_time: int = NOW, key: str | None = None, **changes: object
-) -> NewTask:
-    task = NewTask(
+) -> TaskInsert:
+    task = TaskInsert(
         task_type=config.task_type,
         user_id="u1",
         task_stage="first",
@@ -49,7 +57,7 @@ def new_task(
     return replace(task, **changes)  # type: ignore[arg-type]
 
 
-async def insert(store: TaskStore, task: NewTask, now: int = NOW) -> Task:
+async def insert(store: TaskStore, task: TaskInsert, now: int = NOW) -> Task:
     (inserted,) = await store.task_insert_many([task], now)
     assert isinstance(inserted, Task), f"not inserted: {inserted}"
     return inserted
@@ -61,6 +69,47 @@ def claim(token: str = "tok", now: int = NOW, deadline: int = NOW + 30) -> Claim
 
 async def test_migrate_is_idempotent(store: TaskStore) -> None:
     assert await store.migrate() == []
+
+
+@pytest.fixture(params=[*BACKENDS, pytest.param("fake", id="fake")])
+async def unmigrated(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TaskStore]:
+    """A store on an empty database: no migration applied yet."""
+    if request.param == "fake":
+        yield FakeStore()
+        return
+    if request.param == "sqlite":
+        store: TaskStore = await SqliteStore.open(str(tmp_path / "empty.db"))
+        yield store
+        await store.close()
+        return
+    database = f"asyncflow_empty_{uuid.uuid4().hex[:10]}"
+    store = await MysqlStore.open(**MYSQL, database=database)
+    try:
+        yield store
+    finally:
+        await store.close()
+        conn = pymysql.connect(**MYSQL)
+        try:
+            conn.cursor().execute(f"DROP DATABASE IF EXISTS `{database}`")
+        finally:
+            conn.close()
+
+
+async def test_schema_ready_once_every_migration_is_applied(unmigrated: TaskStore) -> None:
+    store = unmigrated
+    assert await store.schema_ready() is False
+    await store.migrate()
+    assert await store.schema_ready() is True
+    await store.close()
+    with pytest.raises(Unavailable):
+        await store.schema_ready()
+
+
+async def test_pool_usage_counts_connections_without_a_query(store: TaskStore) -> None:
+    await store.type_list()
+    usage = store.pool_usage()
+    assert usage.in_use == 0  # nothing runs between two awaits
+    assert 0 <= usage.open <= usage.limit
 
 
 async def test_type_upsert_creates_then_updates_without_moving_positions(
@@ -240,36 +289,97 @@ async def test_get_many_reads_across_tables(store: TaskStore) -> None:
     assert found == {first.task_id: first, second.task_id: second}
 
 
-async def test_recover_stuck_counts_a_retry_and_backs_off(store: TaskStore) -> None:
-    config = await registered(store, max_retry_num=2)
-    task = await insert(store, new_task(config), NOW)
-    await store.task_claim_due(config, 1, claim(deadline=NOW + 30))
-    assert await store.task_recover_stuck(config, NOW + 30, 100) == []  # not yet past
-    (recovered,) = await store.task_recover_stuck(config, NOW + 31, 100)
-    assert recovered.task_id == task.task_id
-    assert (recovered.status, recovered.crt_retry_num) == (TaskStatus.PENDING, 1)
-    assert recovered.order_time == NOW + 31 + 5  # progressive: 5 * 2**0
-    assert (recovered.lease_token, recovered.lease_deadline) == ("", 0)
-    assert recovered == await store.task_get("lark", 1, task.task_id)
-    # Second stuck run: delay doubles; third exhausts max_retry_num = 2.
-    await store.task_claim_due(config, 1, claim("b", now=NOW + 36, deadline=NOW + 40))
-    (again,) = await store.task_recover_stuck(config, NOW + 41, 100)
-    assert (again.crt_retry_num, again.order_time) == (2, NOW + 41 + 10)
-    await store.task_claim_due(config, 1, claim("c", now=NOW + 51, deadline=NOW + 60))
-    (failed,) = await store.task_recover_stuck(config, NOW + 61, 100)
-    assert (failed.status, failed.crt_retry_num) == (TaskStatus.FAILED, 2)
-
-
-async def test_recover_stuck_uniform_and_bounded(store: TaskStore) -> None:
-    policy = RetryPolicy(RetryStrategy.UNIFORM, interval=7, max_interval=100)
-    config = await registered(store, retry=policy)
-    for _ in range(5):
+async def test_list_expired_finds_only_leases_past_their_deadline(store: TaskStore) -> None:
+    config = await registered(store)
+    for _ in range(3):
         await insert(store, new_task(config), NOW)
-    await store.task_claim_due(config, 5, claim())
-    first = await store.task_recover_stuck(config, NOW + 31, 3)
-    assert len(first) == 3
-    assert {t.order_time for t in first} == {NOW + 31 + 7}
-    assert len(await store.task_recover_stuck(config, NOW + 31, 3)) == 2
+    await store.task_claim_due(config, 1, claim("early", deadline=NOW + 10))
+    await store.task_claim_due(config, 1, claim("late", deadline=NOW + 30))
+    assert await store.task_list_expired(config, NOW + 10, 100) == []  # not yet past
+    (early,) = await store.task_list_expired(config, NOW + 11, 100)
+    assert (early.lease_token, early.status) == ("early", TaskStatus.PROCESSING)
+    both = await store.task_list_expired(config, NOW + 31, 100)
+    assert [t.lease_token for t in both] == ["early", "late"]  # earliest deadline first
+    assert both == [await store.task_get("lark", 1, t.task_id) for t in both]  # a plain read
+
+
+async def test_list_expired_is_bounded_per_table_and_scans_live_tables(store: TaskStore) -> None:
+    config = await registered(store)
+    for _ in range(3):
+        await insert(store, new_task(config), NOW)
+    assert await store.pos_split(config, NOW)
+    config = await store.type_get("lark")
+    assert config is not None
+    for _ in range(3):
+        await insert(store, new_task(config), NOW)
+    await store.task_claim_due(config, 6, claim())
+    expired = await store.task_list_expired(config, NOW + 31, 2)
+    assert sorted(t.pos for t in expired) == [1, 1, 2, 2]
+
+
+async def test_update_leased_applies_a_batch_across_tables(store: TaskStore) -> None:
+    """Stuck recovery's write: many tasks, two tables, one call; each fenced alone."""
+    config = await registered(store)
+    await insert(store, new_task(config), NOW)
+    await insert(store, new_task(config), NOW)
+    assert await store.pos_split(config, NOW)
+    config = await store.type_get("lark")
+    assert config is not None
+    await insert(store, new_task(config), NOW)
+    held = await store.task_claim_due(config, 3, claim())
+    assert len(held) == 3
+    change = TaskChange(TaskStatus.PENDING, "first", "ctx", 1, NOW + 50, '{"y":2}')
+    stale = replace(held[1], version=held[1].version - 1)
+    results = await store.task_update_leased_many(
+        [(held[0], "tok", change), (stale, "tok", change), (held[2], "tok", change),
+         (held[0], "tok", change)],
+        NOW + 40,
+    )  # fmt: skip
+    assert [r is not None for r in results] == [True, False, True, False]  # a task once
+    for task in (held[0], held[2]):
+        now = await store.task_get("lark", task.pos, task.task_id)
+        assert now is not None
+        assert (now.status, now.crt_retry_num, now.order_time) == (TaskStatus.PENDING, 1, NOW + 50)
+        assert (now.lease_token, now.version, now.modify_time) == ("", task.version + 1, NOW + 40)
+        assert now in results
+    untouched = await store.task_get("lark", held[1].pos, held[1].task_id)
+    assert untouched == held[1]
+
+
+async def test_update_leased_applies_a_batch_larger_than_one_statement(store: TaskStore) -> None:
+    """1100 updates with 4 KiB contexts: more rows and bytes than one multi-row statement takes."""
+    config = await registered(store, schedule_limit=1000)
+    await store.task_insert_many([new_task(config) for _ in range(1100)], NOW)
+    held = await store.task_claim_due(config, 1100, claim())
+    changes = [
+        (task, "tok", TaskChange(TaskStatus.SUCCESS, "first", f"{i:04d}" * 1024, 0, NOW, ""))
+        for i, task in enumerate(held)
+    ]
+    results = await store.task_update_leased_many(changes, NOW + 1)
+    assert all(r is not None for r in results)
+    assert (await store.task_count(config))[TaskStatus.SUCCESS] == 1100
+    last = await store.task_get("lark", 1, held[-1].task_id)
+    assert last is not None
+    assert last.context == "1099" * 1024
+
+
+async def test_update_leased_loses_to_a_write_in_between(store: TaskStore) -> None:
+    """Recovery reads expired leases, then writes: a report that lands in between wins."""
+    config = await registered(store)
+    for _ in range(2):
+        await insert(store, new_task(config), NOW)
+    await store.task_claim_due(config, 2, claim())
+    expired = await store.task_list_expired(config, NOW + 31, 100)
+    done = TaskChange(TaskStatus.SUCCESS, "first", "done", 0, NOW, "")
+    (reported,) = await store.task_update_leased_many([(expired[0], "tok", done)], NOW + 31)
+    assert reported is not None
+    requeue = TaskChange(TaskStatus.PENDING, "first", "ctx", 1, NOW + 40, "")
+    results = await store.task_update_leased_many(
+        [(task, task.lease_token, requeue) for task in expired], NOW + 32
+    )
+    assert results[0] is None
+    assert results[1] is not None
+    assert await store.task_get("lark", 1, expired[0].task_id) == reported
 
 
 async def test_list_filters_and_pages_across_tables(store: TaskStore) -> None:
@@ -331,3 +441,142 @@ async def test_pos_split_is_conditional(store: TaskStore) -> None:
     # The new table is usable right away.
     task = await insert(store, new_task(moved), NOW)
     assert task.pos == 2
+
+
+async def finish(store: TaskStore, config: TaskTypeConfig, now: int = NOW) -> None:
+    """Hold every due task of the type and report it done."""
+    held = await store.task_claim_due(config, 1000, claim("fin", now=now, deadline=now + 30))
+    done = [(t, "fin", TaskChange(TaskStatus.SUCCESS, t.task_stage, t.context, 0, t.order_time,
+                                  "")) for t in held]  # fmt: skip
+    assert None not in await store.task_update_leased_many(done, now)
+
+
+async def split(store: TaskStore, config: TaskTypeConfig) -> TaskTypeConfig:
+    assert await store.pos_split(config, NOW)
+    moved = await store.type_get(config.task_type)
+    assert moved is not None
+    return moved
+
+
+async def test_pos_advance_begin_only_past_a_finished_table(store: TaskStore) -> None:
+    config = await registered(store)
+    await insert(store, new_task(config), NOW)
+    assert not await store.pos_advance_begin(config, NOW)  # begin == end
+    config = await split(store, config)
+    await insert(store, new_task(config), NOW)
+    assert not await store.pos_advance_begin(config, NOW)  # table 1 has a pending task
+    await finish(store, config)
+    results = await asyncio.gather(*(store.pos_advance_begin(config, NOW + 1) for _ in range(4)))
+    assert sorted(results) == [False, False, False, True]
+    moved = await store.type_get("lark")
+    assert moved is not None
+    assert (moved.data_begin_pos, moved.begin_pos, moved.end_pos) == (1, 2, 2)
+    assert not await store.pos_advance_begin(moved, NOW + 2)  # begin == end again
+
+
+async def test_pos_advance_begin_waits_for_processing_tasks(store: TaskStore) -> None:
+    config = await registered(store)
+    await insert(store, new_task(config), NOW)
+    config = await split(store, config)
+    (held,) = await store.task_claim_due(config, 1, claim())
+    assert not await store.pos_advance_begin(config, NOW)  # still held
+    done = TaskChange(TaskStatus.FAILED, "first", "ctx", 0, NOW, "")
+    assert (await store.task_update_leased_many([(held, "tok", done)], NOW))[0] is not None
+    assert await store.pos_advance_begin(config, NOW)
+
+
+async def test_task_table_rows_counts_inserts_and_reads_missing_tables_as_empty(
+    store: TaskStore,
+) -> None:
+    config = await registered(store)
+    assert await store.task_table_rows("lark", 1) == 0
+    await store.task_insert_many([new_task(config) for _ in range(3)], NOW)
+    await finish(store, config)  # rows ever inserted, whatever their status
+    assert await store.task_table_rows("lark", 1) == 3
+    assert await store.task_table_rows("lark", 9) == 0
+    assert await store.task_table_rows("ghost", 1) == 0
+
+
+async def test_tables_drop_retired_drops_old_tables_below_begin_only(store: TaskStore) -> None:
+    config = await registered(store)
+    old = await insert(store, new_task(config), NOW)
+    config = await split(store, config)
+    await insert(store, new_task(config), NOW + 100)
+    config = await split(store, config)
+    await insert(store, new_task(config), NOW)  # in the live end table: never dropped
+    await finish(store, config)
+    assert await store.pos_advance_begin(config, NOW)
+    config = await store.type_get("lark")
+    assert config is not None
+    assert await store.pos_advance_begin(config, NOW)
+    config = await store.type_get("lark")
+    assert config is not None
+    assert (config.begin_pos, config.end_pos) == (3, 3)
+
+    assert await store.tables_drop_retired(config, NOW + 50) == [1]  # table 2 is too new
+    assert await store.task_get("lark", 1, old.task_id) is None
+    assert await store.task_table_rows("lark", 1) == 0
+    config = await store.type_get("lark")
+    assert config is not None
+    assert (config.data_begin_pos, config.begin_pos) == (2, 3)
+    assert sum((await store.task_count(config)).values()) == 2
+    assert await store.tables_drop_retired(config, NOW + 50) == []
+    assert await store.tables_drop_retired(config, NOW + 200) == [2]
+    config = await store.type_get("lark")
+    assert config is not None
+    assert config.data_begin_pos == 3
+    assert await store.tables_drop_retired(config, NOW + 10**6) == []  # begin table stays
+    assert await store.task_table_rows("lark", 3) == 1
+
+
+async def test_keys_prune_forgets_old_keys_in_bounded_batches(store: TaskStore) -> None:
+    config = await registered(store)
+    for i in range(3):
+        await insert(store, new_task(config, key=f"old{i}"), NOW)
+    await insert(store, new_task(config, key="new"), NOW + 100)
+    assert await store.keys_prune("lark", NOW + 50, 2) == 2
+    assert await store.keys_prune("lark", NOW + 50, 2) == 1
+    assert await store.keys_prune("lark", NOW + 50, 2) == 0
+    assert await store.keys_prune("other", NOW + 500, 10) == 0  # another type's keys
+    config = await split(store, config)
+    # A forgotten key no longer names its task; a kept one still does.
+    (again,) = await store.task_insert_many([new_task(config, key="old0")], NOW + 200)
+    assert isinstance(again, Task)
+    assert again.task_id == "old0_lark_2"
+    assert await store.task_insert_many([new_task(config, key="new")], NOW + 200) == ["new_lark_1"]
+
+
+async def test_extend_lease_needs_token_version_and_processing(store: TaskStore) -> None:
+    config = await registered(store)
+    await insert(store, new_task(config), NOW)
+    (held,) = await store.task_claim_due(config, 1, claim(deadline=NOW + 30))
+    assert await store.task_extend_lease(held, "wrong", NOW + 90, NOW + 5) is None
+    stale = replace(held, version=held.version - 1)
+    assert await store.task_extend_lease(stale, "tok", NOW + 90, NOW + 5) is None
+    extended = await store.task_extend_lease(held, "tok", NOW + 90, NOW + 5)
+    assert extended is not None
+    assert (extended.lease_deadline, extended.version) == (NOW + 90, held.version + 1)
+    assert (extended.lease_token, extended.status) == ("tok", TaskStatus.PROCESSING)
+    assert extended == await store.task_get("lark", 1, held.task_id)
+    assert await store.task_list_expired(config, NOW + 60, 10) == []  # the new deadline counts
+    # The old version is fenced off; after a report the lease is gone.
+    assert await store.task_extend_lease(held, "tok", NOW + 99, NOW + 6) is None
+    done = TaskChange(TaskStatus.SUCCESS, "first", "ctx", 0, NOW, "")
+    (finished,) = await store.task_update_leased_many([(extended, "tok", done)], NOW + 7)
+    assert finished is not None
+    assert await store.task_extend_lease(finished, "tok", NOW + 99, NOW + 8) is None
+
+
+async def test_close_makes_later_calls_unavailable(store: TaskStore) -> None:
+    await store.type_list()
+    await store.close()
+    with pytest.raises(Unavailable):
+        await store.type_list()
+    await store.close()  # idempotent (the fixture closes it once more)
+
+
+def test_every_store_method_has_a_contract_test() -> None:
+    methods = {name for name in vars(TaskStore) if not name.startswith("_")}
+    source = Path(__file__).read_text("utf-8")
+    assert len(methods) >= 19
+    assert sorted(name for name in methods if f"store.{name}(" not in source) == []

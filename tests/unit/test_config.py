@@ -41,6 +41,8 @@ def test_environment_overrides_every_key_type() -> None:
         ("[server]\nprot = 1\n", {}, "server.prot"),
         ("[nope]\n", {}, "nope"),
         ("[store]\nbackend = 'oracle'\n", {}, "store.backend"),
+        ("", {"ASYNCFLOW_STORE_SQLITE_SYNCHRONOUS": "off"}, "store.sqlite_synchronous"),
+        ("[store]\nsqlite_busy_timeout_ms = -1\n", {}, "store.sqlite_busy_timeout_ms"),
         ("", {"ASYNCFLOW_SERVER_PORT": "http"}, "ASYNCFLOW_SERVER_PORT"),
         ("", {"ASYNCFLOW_SERVER_PORT": "70000"}, "server.port"),
         ("", {"ASYNCFLOW_CACHE_TTL_SECONDS": "0"}, "cache.ttl_seconds"),

@@ -97,6 +97,7 @@ class TaskTypeConfig(_message.Message):
     END_POS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     MODIFY_TIME_FIELD_NUMBER: _builtins.int
+    DATA_BEGIN_POS_FIELD_NUMBER: _builtins.int
     task_type: _builtins.str
     """Lowercase identifier: ^[a-z][a-z0-9_]{0,47}$."""
     schedule_limit: _builtins.int
@@ -120,6 +121,10 @@ class TaskTypeConfig(_message.Message):
     """Output only: Unix seconds, UTC."""
     modify_time: _builtins.int
     """Output only: Unix seconds, UTC."""
+    data_begin_pos: _builtins.int
+    """Output only: the oldest table retention has not dropped (ListTasks and
+    CountTasks read data_begin_pos..end_pos; begin_pos >= data_begin_pos).
+    """
     def __init__(
         self,
         *,
@@ -135,10 +140,11 @@ class TaskTypeConfig(_message.Message):
         end_pos: _builtins.int = ...,
         create_time: _builtins.int = ...,
         modify_time: _builtins.int = ...,
+        data_begin_pos: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["begin_pos", b"begin_pos", "create_time", b"create_time", "end_pos", b"end_pos", "max_processing_time_seconds", b"max_processing_time_seconds", "max_retry_interval_seconds", b"max_retry_interval_seconds", "max_retry_num", b"max_retry_num", "modify_time", b"modify_time", "retry_interval_seconds", b"retry_interval_seconds", "retry_strategy", b"retry_strategy", "schedule_interval_seconds", b"schedule_interval_seconds", "schedule_limit", b"schedule_limit", "task_type", b"task_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["begin_pos", b"begin_pos", "create_time", b"create_time", "data_begin_pos", b"data_begin_pos", "end_pos", b"end_pos", "max_processing_time_seconds", b"max_processing_time_seconds", "max_retry_interval_seconds", b"max_retry_interval_seconds", "max_retry_num", b"max_retry_num", "modify_time", b"modify_time", "retry_interval_seconds", b"retry_interval_seconds", "retry_strategy", b"retry_strategy", "schedule_interval_seconds", b"schedule_interval_seconds", "schedule_limit", b"schedule_limit", "task_type", b"task_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -945,9 +951,11 @@ class ExtendLeaseResponse(_message.Message):
 Global___ExtendLeaseResponse: _TypeAlias = ExtendLeaseResponse  # noqa: Y015
 
 @_typing.final
-class Error(_message.Message):
-    """Error is a failed item inside a stream batch (the gRPC status of the
-    equivalent unary call, flattened).
+class ItemError(_message.Message):
+    """ItemError is a failed item inside a stream batch (the gRPC status of the
+    equivalent unary call, flattened). Named so that it clashes with no
+    language's own Error type in generated code; it was called Error before
+    (same fields and numbers, so the wire format did not change).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -977,7 +985,7 @@ class Error(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___Error: _TypeAlias = Error  # noqa: Y015
+Global___ItemError: _TypeAlias = ItemError  # noqa: Y015
 
 @_typing.final
 class WorkTasksRequest(_message.Message):
@@ -1263,7 +1271,7 @@ class ReportResult(_message.Message):
         """The task after the report, when it was accepted."""
 
     @_builtins.property
-    def error(self) -> Global___Error:
+    def error(self) -> Global___ItemError:
         """Why the report was refused (nothing changed), when it was."""
 
     def __init__(
@@ -1271,7 +1279,7 @@ class ReportResult(_message.Message):
         *,
         task_id: _builtins.str = ...,
         task: Global___Task | None = ...,
-        error: Global___Error | None = ...,
+        error: Global___ItemError | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -1294,7 +1302,7 @@ class ExtendResult(_message.Message):
         """The renewed lease, when accepted."""
 
     @_builtins.property
-    def error(self) -> Global___Error:
+    def error(self) -> Global___ItemError:
         """Why it was refused, when it was."""
 
     def __init__(
@@ -1302,7 +1310,7 @@ class ExtendResult(_message.Message):
         *,
         task_id: _builtins.str = ...,
         lease: Global___Lease | None = ...,
-        error: Global___Error | None = ...,
+        error: Global___ItemError | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "lease", b"lease"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...

@@ -1,0 +1,164 @@
+"""The scheduler: the worker's local queue of held tasks and its slots."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from asyncflow._sdk.job import Handler, release_report, run_handler
+from asyncflow._sdk.leases import LeaseKeeper
+from asyncflow._sdk.reporter import Reporter
+from asyncflow.v1 import task_service_pb2 as pb
+
+log = logging.getLogger("asyncflow.worker")
+
+
+class Origin(Protocol):
+    """The stream that pushed a task (polled tasks have none)."""
+
+    @property
+    def open(self) -> bool: ...
+
+    def started(self, task_id: str) -> None: ...
+
+
+@dataclass
+class _Running:
+    task: pb.Task
+    handler: asyncio.Task[pb.SetTaskRequest]
+    origin: Origin | None
+    release: bool = False
+    """Cancelled by drain(): give it back. (Cancelled otherwise: the lease is lost.)"""
+
+
+class Scheduler:
+    """Held tasks wait here, in arrival order, until one of `concurrency` slots is
+    free; then their handler runs, and what it returns goes to the reporter.
+
+    A task's lease is kept from its arrival; the reporter ends it once the
+    report is settled (or the scheduler does, for a task that ends with none).
+    `on_finished` hears of every slot freed, with the finished task's origin.
+    """
+
+    def __init__(
+        self,
+        handlers: Mapping[str, Handler],
+        concurrency: int,
+        leases: LeaseKeeper,
+        reporter: Reporter,
+        on_finished: Callable[[Origin | None], None] | None = None,
+    ) -> None:
+        self.concurrency = concurrency
+        self._handlers = handlers
+        self._leases = leases
+        self._reporter = reporter
+        self._on_finished = on_finished
+        self._waiting: deque[tuple[pb.Task, Origin | None]] = deque()
+        self._running: dict[str, _Running] = {}
+        self._supervisors: set[asyncio.Task[None]] = set()
+        self.closed = False
+        """Set by close(): no new stage starts; arrivals are given back."""
+        self.slot_freed = asyncio.Event()
+        """Set whenever a stage ends (clear it before waiting on it)."""
+        self.completed = 0
+        """Stages run and reported."""
+
+    @property
+    def room(self) -> int:
+        """Free slots."""
+        return self.concurrency - len(self._running)
+
+    @property
+    def waiting(self) -> list[str]:
+        return [task.task_id for task, _ in self._waiting]
+
+    @property
+    def running(self) -> list[str]:
+        return list(self._running)
+
+    def accept(self, tasks: list[pb.Task], origin: Origin | None) -> None:
+        """Queue newly held tasks and start as many as there are free slots."""
+        for task in tasks:
+            if self.closed:
+                self._reporter.send(task, release_report(task))
+                continue
+            self._leases.keep(task)
+            self._waiting.append((task, origin))
+        self._start_waiting()
+
+    def lease_lost(self, task_id: str) -> None:
+        """The server took the task back: abandon its stage, or forget it if it waits."""
+        running = self._running.get(task_id)
+        if running is not None:
+            running.handler.cancel()  # nothing is reported: the report would be refused
+        else:
+            self._waiting = deque((t, o) for t, o in self._waiting if t.task_id != task_id)
+
+    def forget(self, origin: Origin) -> None:
+        """`origin` ended: the server gave back its un-started tasks itself."""
+        for task, came_from in self._waiting:
+            if came_from is origin:
+                self._leases.release(task.task_id)
+        self._waiting = deque((t, o) for t, o in self._waiting if o is not origin)
+
+    def close(self) -> None:
+        self.closed = True
+
+    async def drain(self, grace: float) -> None:
+        """Close; give back waiting tasks at once; let running stages finish within
+        `grace` seconds, then cancel and give back the rest. Idempotent."""
+        self.close()
+        while self._waiting:
+            task, _ = self._waiting.popleft()
+            self._reporter.send(task, release_report(task))
+        if self._running:
+            await asyncio.wait([r.handler for r in self._running.values()], timeout=grace)
+            for running in list(self._running.values()):
+                running.release = True
+                running.handler.cancel()
+        while self._supervisors:
+            await asyncio.gather(*self._supervisors, return_exceptions=True)
+
+    def _start_waiting(self) -> None:
+        while not self.closed and self._waiting and self.room > 0:
+            task, origin = self._waiting.popleft()
+            if origin is not None and not origin.open:
+                self._leases.release(task.task_id)
+                continue  # its stream is gone: the server has taken it back
+            if origin is not None:
+                origin.started(task.task_id)
+            self._start(task, origin)
+
+    def _start(self, task: pb.Task, origin: Origin | None) -> None:
+        handler = self._handlers.get(task.task_type)
+        if handler is None:  # not subscribed to it; cannot happen on a sane server
+            log.error("no handler for %s; releasing %s", task.task_type, task.task_id)
+            self._reporter.send(task, release_report(task))
+            return
+        running = _Running(task, asyncio.create_task(run_handler(handler, task)), origin)
+        self._running[task.task_id] = running
+        supervisor = asyncio.create_task(self._supervise(running))
+        self._supervisors.add(supervisor)
+        supervisor.add_done_callback(self._supervisors.discard)
+
+    async def _supervise(self, running: _Running) -> None:
+        task = running.task
+        try:
+            await asyncio.wait({running.handler})
+        finally:
+            del self._running[task.task_id]
+        if not running.handler.cancelled():
+            self._reporter.send(task, running.handler.result())
+            self.completed += 1
+        elif running.release:
+            self._reporter.send(task, release_report(task))
+        else:
+            self._leases.release(task.task_id)
+        if self._on_finished is not None:
+            self._on_finished(running.origin)
+        self._start_waiting()
+        self.slot_freed.set()

@@ -1,0 +1,112 @@
+"""The MySQL/MariaDB dialect: every statement asyncflow.store.mysql sends.
+
+`{table}` is filled in from a validated type and an integer position, `{ids}`
+and `{rows}` with placeholders; every value is bound.
+"""
+
+from __future__ import annotations
+
+from asyncflow.store.common import CONFIG_COLUMNS, TASK_COLUMNS
+from asyncflow.store.tables import table_sql
+
+# IF NOT EXISTS DDL raises a note when the object exists; aiomysql would turn each
+# note into a Python warning plus a SHOW WARNINGS round trip.
+QUIET_NOTES = "SET SESSION sql_notes = 0"
+CONFIG_UPSERT = """
+INSERT INTO t_schedule_cfg (task_type, schedule_limit, schedule_interval, max_processing_time,
+    max_retry_num, retry_interval, max_retry_interval, create_time, modify_time)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON DUPLICATE KEY UPDATE
+    schedule_limit = VALUES(schedule_limit),
+    schedule_interval = VALUES(schedule_interval),
+    max_processing_time = VALUES(max_processing_time),
+    max_retry_num = VALUES(max_retry_num),
+    retry_interval = VALUES(retry_interval),
+    max_retry_interval = VALUES(max_retry_interval),
+    modify_time = VALUES(modify_time)
+"""
+POS_INSERT = """
+INSERT INTO t_schedule_pos (task_type, schedule_begin_pos, schedule_end_pos, create_time,
+    modify_time)
+VALUES (%s, 1, 1, %s, %s) ON DUPLICATE KEY UPDATE task_type = task_type
+"""
+END_POS_SELECT = "SELECT schedule_end_pos FROM t_schedule_pos WHERE task_type = %s"
+CONFIG_SELECT = f"""
+SELECT {CONFIG_COLUMNS} FROM t_schedule_cfg c JOIN t_schedule_pos p ON p.task_type = c.task_type
+"""
+END_POS_ADVANCE = """
+UPDATE t_schedule_pos SET schedule_end_pos = schedule_end_pos + 1, modify_time = %s
+WHERE task_type = %s AND schedule_end_pos = %s
+"""
+# The shared lock on the position row lasts until the insert commits; begin-advance
+# takes it exclusively, so it can never retire the table a create is writing to.
+INSERT_TARGET_LOCKED = """
+SELECT p.schedule_end_pos, c.max_retry_num, c.retry_interval, c.max_retry_interval
+FROM t_schedule_pos p JOIN t_schedule_cfg c ON c.task_type = p.task_type
+WHERE p.task_type = %s LOCK IN SHARE MODE
+"""
+POS_LOCKED = (
+    "SELECT schedule_begin_pos, schedule_end_pos, data_begin_pos FROM t_schedule_pos"
+    " WHERE task_type = %s FOR UPDATE"
+)
+BEGIN_POS_ADVANCE = """
+UPDATE t_schedule_pos SET schedule_begin_pos = schedule_begin_pos + 1, modify_time = %s
+WHERE task_type = %s AND schedule_begin_pos = %s AND schedule_begin_pos < schedule_end_pos
+"""
+DATA_BEGIN_ADVANCE = """
+UPDATE t_schedule_pos SET data_begin_pos = data_begin_pos + 1
+WHERE task_type = %s AND data_begin_pos = %s
+"""
+# Uses idx_status_order_time: stops at the first live task instead of counting.
+LIVE_TASK = "SELECT 1 FROM {table} WHERE status IN (1, 2) LIMIT 1"
+NEWEST_CREATE = "SELECT create_time FROM {table} ORDER BY id DESC LIMIT 1"
+KEYS_PRUNE = "DELETE FROM t_task_key WHERE task_type = %s AND create_time < %s LIMIT %s"
+KEY_INSERT = (
+    "INSERT INTO t_task_key (task_type, idempotency_key, task_id, create_time)"
+    " VALUES (%s, %s, %s, %s)"
+)
+KEY_SELECT = "SELECT task_id FROM t_task_key WHERE task_type = %s AND idempotency_key = %s"
+TASK_INSERT = """
+INSERT INTO {table} (task_id, task_type, user_id, task_stage, status, priority, crt_retry_num,
+    max_retry_num, retry_interval, max_retry_interval, schedule_log, task_context, order_time,
+    version, create_time, modify_time)
+VALUES (%s, %s, %s, %s, 1, %s, 0, %s, %s, %s, '', %s, %s, 1, %s, %s)
+"""
+DUE_LOCKED = (
+    "SELECT " + TASK_COLUMNS + " FROM {table} WHERE status = 1 AND order_time <= %s"
+    " ORDER BY order_time, id LIMIT %s FOR UPDATE SKIP LOCKED"
+)
+CLAIM = """
+UPDATE {table} SET status = 2, lease_token = %s, hold_count = hold_count + 1,
+    lease_deadline = %s, version = version + 1, modify_time = %s
+WHERE status = 1 AND id IN ({ids})
+"""
+UPDATE_LEASED = """
+UPDATE {table} SET status = %s, task_stage = %s, task_context = %s, crt_retry_num = %s,
+    order_time = %s, schedule_log = %s, lease_token = '', lease_deadline = 0,
+    version = version + 1, modify_time = %s
+WHERE id = %s AND status = 2 AND lease_token = %s AND version = %s
+"""
+EXTEND_LEASE = """
+UPDATE {table} SET lease_deadline = %s, version = version + 1, modify_time = %s
+WHERE id = %s AND status = 2 AND lease_token = %s AND version = %s
+"""
+# A batch of leased updates locks its rows first, so it knows exactly which of
+# them it is about to change (MySQL has no UPDATE ... RETURNING), then changes
+# them with one statement.
+LEASED_LOCKED = (
+    "SELECT id, lease_token, version FROM {table} WHERE status = 2 AND id IN ({ids}) FOR UPDATE"
+)
+LEASED_ROW = (
+    "SELECT %s AS id, %s AS lease_token, %s AS version, %s AS status, %s AS task_stage,"
+    " %s AS task_context, %s AS crt_retry_num, %s AS order_time, %s AS schedule_log"
+)
+UPDATE_LEASED_MANY = """
+UPDATE {table} t JOIN ({rows}) v ON t.id = v.id SET
+    t.status = v.status, t.task_stage = v.task_stage, t.task_context = v.task_context,
+    t.crt_retry_num = v.crt_retry_num, t.order_time = v.order_time,
+    t.schedule_log = v.schedule_log, t.lease_token = '', t.lease_deadline = 0,
+    t.version = t.version + 1, t.modify_time = %s
+WHERE t.status = 2 AND t.lease_token = v.lease_token AND t.version = v.version
+"""
+TABLE_SQL = table_sql("%s")
