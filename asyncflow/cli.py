@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
+from asyncflow._sdk.channel import grpc_target
 from asyncflow._sdk.extras import needs_server
 from asyncflow.config import Config, LogConfig, load_config
 from asyncflow.errors import AsyncflowError, ConfigError
@@ -113,6 +114,7 @@ def load_worker(target: str, args: argparse.Namespace) -> Worker:
         worker.settings = replace(
             worker.settings, **{name: value for name, value in keepalive.items() if value}
         )
+        grpc_target(worker.address)  # a malformed list fails here, not once running
     except ValueError as exc:
         raise ConfigError(f"worker: {exc}") from None
     if args.concurrency:
