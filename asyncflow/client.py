@@ -17,6 +17,8 @@ TaskNotFound, Unavailable, ...), never a raw gRPC one.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from asyncflow._sdk import calls
 from asyncflow._sdk.channel import ChannelSettings
 from asyncflow._sdk.methods import (
@@ -65,9 +67,11 @@ __all__ = [
 DEFAULT_ADDRESS = "localhost:50051"
 
 
-class Client:
-    """An asyncio client; an async context manager. Channels open at the first call
-    (in each process: a client used before fork() works in the child)."""
+class _Producer:
+    """What both clients are made of: where to connect, the deadline of a call, and
+    a runner (async or blocking) for the calls of asyncflow._sdk.calls."""
+
+    _runner_type: ClassVar[type[AsyncRunner] | type[SyncRunner]]
 
     def __init__(
         self,
@@ -79,7 +83,15 @@ class Client:
         self.address = address
         self.timeout = timeout
         """Seconds each call may take, retries and waiting for a replica included."""
-        self.runner = AsyncRunner(address, settings or ChannelSettings(), timeout)
+        self.runner = self._runner_type(address, settings or ChannelSettings(), timeout)
+
+
+class Client(_Producer):
+    """An asyncio client; an async context manager. Channels open at the first call
+    in each process and event loop (a client used before fork() works in the child)."""
+
+    _runner_type = AsyncRunner
+    runner: AsyncRunner
 
     async def __aenter__(self) -> Client:
         return self
@@ -100,22 +112,13 @@ class Client:
     ping = AsyncMethod(calls.ping)
 
 
-class SyncClient:
+class SyncClient(_Producer):
     """A blocking client for code without an event loop (Django, Flask, scripts);
     a context manager. One instance may be shared by every thread, and keeps
     working in processes forked after it was used (gunicorn, uWSGI, Celery)."""
 
-    def __init__(
-        self,
-        address: str = DEFAULT_ADDRESS,
-        *,
-        timeout: float = 30.0,
-        settings: ChannelSettings | None = None,
-    ) -> None:
-        self.address = address
-        self.timeout = timeout
-        """Seconds each call may take, retries and waiting for a replica included."""
-        self.runner = SyncRunner(address, settings or ChannelSettings(), timeout)
+    _runner_type = SyncRunner
+    runner: SyncRunner
 
     def __enter__(self) -> SyncClient:
         return self

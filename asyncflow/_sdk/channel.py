@@ -11,12 +11,15 @@ the same address forms and settings (and, later, the same credentials):
   instead (`dns:///name:port`), which gRPC looks up again when connections fail.
 
 Each channel spreads its calls over every address with gRPC's `round_robin`
-policy. What the channel retries is in its service config (ROUTES): calls safe
-to repeat go on a channel that retries UNAVAILABLE with jittered exponential
-back-off within the call's deadline; a create without an idempotency key goes
-on a channel that never repeats a call the server may have received (gRPC's
-transparent retry of a call that never left the client still applies).
-The service config is per method, not per call, hence two channels.
+policy. What a channel retries is in its service config, chosen by its Route:
+calls safe to repeat go on a channel that retries UNAVAILABLE with jittered
+exponential back-off within the call's deadline; a create without an
+idempotency key goes on a channel that never repeats a call the server may have
+received (gRPC's transparent retry of a call that never left the client still
+applies). A service config is per method, not per call, hence two channels.
+
+Credentials (TLS, tokens) belong here too: open_sync/open_aio are the only
+places that make a channel.
 """
 
 from __future__ import annotations

@@ -5,7 +5,6 @@ producers create with idempotency keys costs no call and duplicates no task."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pymysql
 import pytest
-from conftest import MYSQL, REDIS_URL, Running, StartServer
+from conftest import MYSQL, Running, StartServer, serve_env
 from net import free_port
 from producers import KINDS, Producer, close, open_client
 from waiting import eventually
@@ -166,24 +165,12 @@ class Replica:
 
 
 @pytest.fixture
-def replica_env(config: Config, redis_prefix: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ASYNCFLOW_")}
-    env.update(
-        {
-            "ASYNCFLOW_SERVER_SHUTDOWN_DELAY_SECONDS": "0",
-            "ASYNCFLOW_STORE_BACKEND": "mysql",
-            "ASYNCFLOW_STORE_MYSQL_HOST": MYSQL["host"],
-            "ASYNCFLOW_STORE_MYSQL_PORT": str(MYSQL["port"]),
-            "ASYNCFLOW_STORE_MYSQL_USER": MYSQL["user"],
-            "ASYNCFLOW_STORE_MYSQL_PASSWORD": MYSQL["password"],
-            "ASYNCFLOW_STORE_MYSQL_DATABASE": config.store.mysql_database,
-            "ASYNCFLOW_CACHE_BACKEND": "redis",
-            "ASYNCFLOW_CACHE_REDIS_URL": REDIS_URL,
-            "ASYNCFLOW_CACHE_KEY_PREFIX": redis_prefix,
-            "ASYNCFLOW_GOVERNANCE_ENABLED": "false",
-        }
+def replica_env(config: Config) -> dict[str, str]:
+    return serve_env(
+        config,
+        ASYNCFLOW_SERVER_SHUTDOWN_DELAY_SECONDS="0",  # no load balancer to wait for
+        ASYNCFLOW_GOVERNANCE_ENABLED="false",
     )
-    return env
 
 
 @pytest.fixture
