@@ -14,7 +14,6 @@ blocking channels for SyncClient). Failed statuses become asyncflow errors.
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
@@ -111,22 +110,37 @@ R = TypeVar("R")
 
 
 def _bind(build: Callable[P, B], run: Callable[[B], R]) -> Callable[P, R]:
-    """A function with the builder's parameters that runs what the builder returns
-    (named and documented as the builder, for help())."""
+    """A function with the builder's parameters that runs what the builder returns."""
 
     def method(*args: P.args, **kwargs: P.kwargs) -> R:
         return run(build(*args, **kwargs))
 
-    functools.update_wrapper(method, build)
-    signature = inspect.signature(build).replace(return_annotation=inspect.Signature.empty)
-    setattr(method, "__signature__", signature)  # noqa: B010  (not a declared attribute)
     return method
 
 
 class _Descriptor(Generic[P, B]):
+    """Binds once per client: the bound function is kept in the client's __dict__,
+    which Python looks in before a descriptor without __set__ (like
+    functools.cached_property), so later calls cost a plain attribute lookup."""
+
     def __init__(self, build: Callable[P, B]) -> None:
         self.build = build
         self.__doc__ = build.__doc__
+        self.name = build.__name__
+        self._signature = inspect.signature(build).replace(
+            return_annotation=inspect.Signature.empty
+        )
+
+    def __set_name__(self, owner: type[Any], name: str) -> None:
+        self.name = name
+
+    def _keep(self, client: object, method: Callable[..., Any]) -> Any:
+        """`method` named and documented as the builder (for help()), kept on `client`."""
+        method.__name__ = method.__qualname__ = self.name
+        method.__doc__ = self.build.__doc__
+        setattr(method, "__signature__", self._signature)  # noqa: B010  (not declared)
+        vars(client)[self.name] = method
+        return method
 
 
 class AsyncMethod(_Descriptor[P, Call[T]]):
@@ -139,7 +153,7 @@ class AsyncMethod(_Descriptor[P, Call[T]]):
         self, client: AsyncClientBase, owner: type[Any]
     ) -> Callable[P, Coroutine[Any, Any, T]]: ...
     def __get__(self, client: AsyncClientBase | None, owner: type[Any]) -> Any:
-        return self if client is None else _bind(self.build, client.runner.run)
+        return self if client is None else self._keep(client, _bind(self.build, client.runner.run))
 
 
 class SyncMethod(_Descriptor[P, Call[T]]):
@@ -150,7 +164,7 @@ class SyncMethod(_Descriptor[P, Call[T]]):
     @overload
     def __get__(self, client: SyncClientBase, owner: type[Any]) -> Callable[P, T]: ...
     def __get__(self, client: SyncClientBase | None, owner: type[Any]) -> Any:
-        return self if client is None else _bind(self.build, client.runner.run)
+        return self if client is None else self._keep(client, _bind(self.build, client.runner.run))
 
 
 class AsyncListing(_Descriptor[P, Pages[T]]):
@@ -163,7 +177,9 @@ class AsyncListing(_Descriptor[P, Pages[T]]):
         self, client: AsyncClientBase, owner: type[Any]
     ) -> Callable[P, AsyncIterator[T]]: ...
     def __get__(self, client: AsyncClientBase | None, owner: type[Any]) -> Any:
-        return self if client is None else _bind(self.build, client.runner.pages)
+        return (
+            self if client is None else self._keep(client, _bind(self.build, client.runner.pages))
+        )
 
 
 class SyncListing(_Descriptor[P, Pages[T]]):
@@ -174,4 +190,6 @@ class SyncListing(_Descriptor[P, Pages[T]]):
     @overload
     def __get__(self, client: SyncClientBase, owner: type[Any]) -> Callable[P, Iterator[T]]: ...
     def __get__(self, client: SyncClientBase | None, owner: type[Any]) -> Any:
-        return self if client is None else _bind(self.build, client.runner.pages)
+        return (
+            self if client is None else self._keep(client, _bind(self.build, client.runner.pages))
+        )
