@@ -44,6 +44,8 @@ async def serve(config: Config) -> None:
         from asyncflow.server.app import AsyncflowServer
     server = await AsyncflowServer.start(config)
     print(f"asyncflow listening on {config.server.host}:{server.port}", flush=True)
+    if server.http is not None:
+        print(f"asyncflow dashboard at {server.http.url}/ui", flush=True)
     signalled = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

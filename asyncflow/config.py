@@ -69,6 +69,21 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """The HTTP side: /healthz, /readyz, /metrics, the original's /v1 routes, /ui."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    """Interface to listen on. Nothing on it asks for credentials yet: keep it
+    on loopback, or behind a proxy that does."""
+    port: int = 8080
+    """0 picks a free port (printed at start)."""
+    queue_depth_interval_seconds: float = 30.0
+    """How often this process counts tasks by type and status (asyncflow_queue_depth
+    and the dashboard's counts): they are at most this much (plus one count) old."""
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "INFO"
     format: str = "text"
@@ -82,6 +97,7 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     limits: Limits = field(default_factory=Limits)
     governance: GovernanceSettings = field(default_factory=GovernanceSettings)
+    http: HttpConfig = field(default_factory=HttpConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -98,6 +114,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "server.shutdown_delay_seconds": (0, 3600),
     "server.grace_seconds": (0, 3600),
     "server.max_message_bytes": (1024, 1 << 30),
+    "http.port": (0, 65535),
+    "http.queue_depth_interval_seconds": (1, 86_400),
     "store.sqlite_busy_timeout_ms": (0, 600_000),
     "store.mysql_port": (1, 65535),
     "store.mysql_pool_min": (1, 1000),

@@ -28,6 +28,13 @@ class InvalidArgument(AsyncflowError):
     reason = "INVALID_ARGUMENT"
 
 
+class MalformedRequest(InvalidArgument):
+    """The request bytes are not a valid encoding of the method's request message
+    (invalid UTF-8 in a string field, a truncated varint, another message...)."""
+
+    reason = "MALFORMED_REQUEST"
+
+
 class NotFound(AsyncflowError):
     code = "NOT_FOUND"
     reason = "NOT_FOUND"

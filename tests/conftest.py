@@ -16,14 +16,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import pymysql
 import pytest
 import redis.asyncio as aioredis
 from fakes import FakeStore
+from webclient import Web
 
 from asyncflow.clock import ManualClock
-from asyncflow.config import CacheConfig, Config, ServerConfig, StoreConfig
+from asyncflow.config import CacheConfig, Config, HttpConfig, ServerConfig, StoreConfig
 from asyncflow.core.governance import GovernanceSettings
 from asyncflow.core.ports import Clock, TaskStore
 from asyncflow.server.app import AsyncflowServer
@@ -41,6 +43,8 @@ REDIS_URL = os.environ.get("ASYNCFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0
 
 # Test servers run no governance loops unless a test turns them on.
 NO_GOVERNANCE = GovernanceSettings(enabled=False)
+# Their HTTP side listens on a free port, counting the queue depth every second.
+HTTP = HttpConfig(port=0, queue_depth_interval_seconds=1.0)
 
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
@@ -133,6 +137,7 @@ def config(backend: str, tmp_path: Path, mysql_database: str, redis_prefix: str)
             store=StoreConfig(backend="sqlite", sqlite_path=str(tmp_path / "asyncflow.db")),
             cache=CacheConfig(backend="memory"),
             governance=NO_GOVERNANCE,
+            http=HTTP,
         )
     reset_mysql(mysql_database)
     return Config(
@@ -148,17 +153,19 @@ def config(backend: str, tmp_path: Path, mysql_database: str, redis_prefix: str)
         ),
         cache=CacheConfig(backend="redis", redis_url=REDIS_URL, key_prefix=redis_prefix),
         governance=NO_GOVERNANCE,
+        http=HTTP,
     )
 
 
 def serve_env(config: Config, **settings: str) -> dict[str, str]:
     """The environment of an `asyncflow serve` subprocess on the MariaDB database and
-    Redis prefix of `config` (the `config` fixture's, mysql backend), plus
-    `settings` (ASYNCFLOW_* variables). None of this process's own ASYNCFLOW_*
-    variables leaks in."""
+    Redis prefix of `config` (the `config` fixture's, mysql backend), its HTTP side
+    on a free port, plus `settings` (ASYNCFLOW_* variables). None of this
+    process's own ASYNCFLOW_* variables leaks in."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASYNCFLOW_")}
     env.update(
         {
+            "ASYNCFLOW_HTTP_PORT": "0",  # several may run at once
             "ASYNCFLOW_STORE_BACKEND": "mysql",
             "ASYNCFLOW_STORE_MYSQL_HOST": MYSQL["host"],
             "ASYNCFLOW_STORE_MYSQL_PORT": str(MYSQL["port"]),
@@ -219,3 +226,11 @@ async def server(start_server: StartServer, config: Config) -> Running:
 @pytest.fixture
 def stub(server: Running) -> pb_grpc.TaskServiceStub:
     return server.stub
+
+
+@pytest.fixture
+async def web(server: Running) -> AsyncIterator[Web]:
+    """A client of the test server's HTTP side."""
+    assert server.server.http is not None
+    async with aiohttp.ClientSession() as session:
+        yield Web(server.server.http.url, session)

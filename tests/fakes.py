@@ -15,6 +15,7 @@ from asyncflow.core.ids import new_task_id
 from asyncflow.core.model import (
     Claim,
     PageCursor,
+    PoolUsage,
     Task,
     TaskChange,
     TaskFilter,
@@ -39,6 +40,7 @@ class FakeStore:
         self.keys: dict[tuple[str, str], tuple[str, int]] = {}
         """(task_type, idempotency_key) -> (task_id, create_time)."""
         self.closed = False
+        self.migrated = False
         self.calls: list[str] = []
         """Names of the methods called, in order."""
 
@@ -62,10 +64,18 @@ class FakeStore:
 
     async def migrate(self) -> list[str]:
         self._enter("migrate")
+        self.migrated = True
         return []
 
     async def close(self) -> None:
         self.closed = True
+
+    async def schema_ready(self) -> bool:
+        self._enter("schema_ready")
+        return self.migrated
+
+    def pool_usage(self) -> PoolUsage:
+        return PoolUsage(in_use=0, open=0, limit=0)
 
     async def type_upsert(self, config: TaskTypeConfig, now: int) -> TaskTypeConfig:
         self._enter("type_upsert")

@@ -79,6 +79,10 @@ class RawWorker:
         return None
 
     def cancel(self) -> None:
+        # End the request generator too: once the server has ended the call,
+        # cancel() does nothing, and grpc's task feeding the requests would stay
+        # pending until the garbage collector destroys it (an asyncio ERROR).
+        self._outbox.put_nowait(None)
         self.call.cancel()
 
 

@@ -15,6 +15,8 @@ from asyncflow.errors import InvalidArgument
 TASK_TYPE_RE = re.compile(r"[a-z][a-z0-9_]{0,47}")
 IDEMPOTENCY_KEY_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
 MAX_POS = 99_999_999
+MAX_ROW_ID = 2**63 - 1
+"""Task table ids are signed 64-bit integers on both backends."""
 
 
 def check_task_type(task_type: str, field: str = "task_type") -> str:
@@ -55,7 +57,8 @@ def parse_task_id(task_id: str, field: str = "task_id") -> tuple[str, int]:
     pos_text = parts[2]
     if not TASK_TYPE_RE.fullmatch(task_type) or not pos_text.isascii() or not pos_text.isdigit():
         raise InvalidArgument(f"{field} is malformed: {task_id!r:.80}", field=field)
-    pos = int(pos_text)
+    # Length first: int() raises ValueError on strings of more than 4300 digits.
+    pos = int(pos_text) if len(pos_text) <= len(str(MAX_POS)) else 0
     if not 1 <= pos <= MAX_POS or pos_text != str(pos):
         raise InvalidArgument(
             f"{field} has an invalid table position: {task_id!r:.80}", field=field

@@ -2,17 +2,19 @@
 
 The core calls these; adapters implement them (asyncflow.store.sqlite and
 asyncflow.store.mysql the store, asyncflow.cache.* the cache, asyncflow.clock the
-clock, asyncflow.server.wakeup the due listener) and import this module, never
+clock, asyncflow.server.wakeup the due listener, asyncflow.http.metrics the
+metrics) and import this module, never
 the other way round. asyncflow.server.app wires one of each into the core.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Literal, Protocol
 
 from asyncflow.core.model import (
     Claim,
     PageCursor,
+    PoolUsage,
     Task,
     TaskChange,
     TaskFilter,
@@ -33,6 +35,39 @@ class DueListener(Protocol):
     streaming dispatch can push them at once instead of waiting for a poll."""
 
     def tasks_due(self, task_type: str, when: int, count: int) -> None: ...
+
+
+TaskEvent = Literal["created", "held", "pushed", "reported", "recovered"]
+
+
+class Metrics(Protocol):
+    """What the core, dispatch and governance tell the operators' metrics, at the
+    place where it happens. Cheap, never raises; NoMetrics by default. The
+    outcomes of each event are listed in asyncflow.http.metrics."""
+
+    def tasks(self, event: TaskEvent, task_type: str, outcome: str, count: int) -> None:
+        """`count` tasks of the registered `task_type` went through `event`;
+        `outcome` says how ("" for an event that has none)."""
+        ...
+
+    def cache_lookup(self, hit: bool) -> None: ...
+
+    def governance_pass(self, loop: str, seconds: float, failed: bool) -> None:
+        """One pass of a governance loop ran for `seconds` (and raised, if `failed`)."""
+        ...
+
+
+class NoMetrics:
+    """Metrics off (no HTTP side, tools, unit tests)."""
+
+    def tasks(self, event: TaskEvent, task_type: str, outcome: str, count: int) -> None:
+        return None
+
+    def cache_lookup(self, hit: bool) -> None:
+        return None
+
+    def governance_pass(self, loop: str, seconds: float, failed: bool) -> None:
+        return None
 
 
 class TaskCache(Protocol):
@@ -70,6 +105,15 @@ class TaskStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+    async def schema_ready(self) -> bool:
+        """One cheap query: True when the database answers and every migration
+        this code knows is applied (/readyz). Unavailable when it cannot answer."""
+        ...
+
+    def pool_usage(self) -> PoolUsage:
+        """The store's connections now, without touching the database."""
+        ...
 
     async def type_upsert(self, config: TaskTypeConfig, now: int) -> TaskTypeConfig:
         """Create or update the config row; create the position row (1, 1) and

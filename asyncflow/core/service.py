@@ -14,8 +14,14 @@ import logging
 import secrets
 from dataclasses import replace
 
-from asyncflow.core import policy
-from asyncflow.core.ids import check_idempotency_key, check_task_type, parse_task_id
+from asyncflow.core import observe, policy
+from asyncflow.core.ids import (
+    MAX_POS,
+    MAX_ROW_ID,
+    check_idempotency_key,
+    check_task_type,
+    parse_task_id,
+)
 from asyncflow.core.model import (
     Claim,
     CreateRequest,
@@ -37,13 +43,14 @@ from asyncflow.core.model import (
     TaskTypeConfig,
     TypeSettings,
 )
-from asyncflow.core.ports import Clock, DueListener, TaskCache, TaskStore
+from asyncflow.core.ports import Clock, DueListener, Metrics, NoMetrics, TaskCache, TaskStore
 from asyncflow.core.validate import (
     MAX_ERROR_CHARS,
     MAX_STAGE_CHARS,
     MAX_USER_ID_CHARS,
     Limits,
     check_context,
+    check_lease_token,
     check_range,
     check_text,
 )
@@ -70,6 +77,7 @@ DEFAULT_TYPE = TaskTypeConfig(
 
 DAY = 86_400
 LEASE_RACE_RETRIES = 3
+MAX_PAGE_TOKEN_CHARS = 256
 
 
 class NoListener:
@@ -87,12 +95,14 @@ class TaskCore:
         clock: Clock,
         limits: Limits | None = None,
         on_due: DueListener | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.cache = cache
         self.clock = clock
         self.limits = limits or Limits()
         self.on_due: DueListener = on_due or NoListener()
+        self.metrics: Metrics = metrics or NoMetrics()
 
     # -- task types -----------------------------------------------------------
 
@@ -208,15 +218,18 @@ class TaskCore:
         await self.cache.put(created)
         self._announce(created)
         # An idempotency key already used: that task, as it is now.
-        return [
+        final = [
             (r, True) if isinstance(r, Task) else (await self.get_task(r), False) for r in results
         ]
+        observe.tally(self.metrics, "created", observe.created(final))
+        return final
 
     # -- readers --------------------------------------------------------------
 
     async def get_task(self, task_id: str) -> Task:
         task_type, pos = parse_task_id(task_id)
         task = await self.cache.get(task_id)
+        self.metrics.cache_lookup(hit=task is not None)
         if task is None:
             task = await self.store.task_get(task_type, pos, task_id)
             if task is None:
@@ -255,6 +268,7 @@ class TaskCore:
         )
         tasks = await self.store.task_claim_due(config, limit, claim)
         await self.cache.put(tasks)
+        self.metrics.tasks("held", task_type, "", len(tasks))
         return tasks
 
     async def set_task(
@@ -268,14 +282,25 @@ class TaskCore:
 
     async def set_tasks(self, reports: list[Report]) -> list[Task | AsyncflowError]:
         """Apply a batch of reports (a stream's Reports message), each exactly as
-        set_task would: one read per table, one transaction, one cache write."""
+        set_task would, in chunks of at most limits.max_hold_limit reports.
+
+        A message may hold any number of reports; chunks keep each transaction
+        (and each statement's list of bound values, which SQLite limits) bounded.
+        """
+        size = self.limits.max_hold_limit
+        results: list[Task | AsyncflowError] = []
+        for first in range(0, len(reports), size):
+            results.extend(await self._set_chunk(reports[first : first + size]))
+        return results
+
+    async def _set_chunk(self, reports: list[Report]) -> list[Task | AsyncflowError]:
+        """One read per table, one transaction, one cache write."""
         results: list[Task | AsyncflowError | None] = [None] * len(reports)
         where: dict[int, tuple[str, int]] = {}
         for index, report in enumerate(reports):
             try:
                 where[index] = parse_task_id(report.task_id)
-                if not report.lease_token:
-                    raise InvalidArgument("lease_token is required", field="lease_token")
+                check_lease_token(report.lease_token)
                 if report.context is not None:
                     check_context(report.context, self.limits)
                 _check_outcome(report.outcome)
@@ -305,11 +330,13 @@ class TaskCore:
         done = [r for r in results if isinstance(r, Task)]
         await self.cache.put(done)
         self._announce([t for t in done if t.status is TaskStatus.PENDING])
-        return [
+        final = [
             LeaseLost(f"task {reports[i].task_id} kept changing under the report",
                       field="lease_token") if result is None else result
             for i, result in enumerate(results)
         ]  # fmt: skip
+        observe.tally(self.metrics, "reported", observe.reported(reports, final))
+        return final
 
     def _announce(self, pending: list[Task]) -> None:
         """Tell the dispatcher about tasks that are (or will be) due again."""
@@ -320,8 +347,7 @@ class TaskCore:
     async def extend_lease(self, task_id: str, lease_token: str) -> Task:
         """Renew a held task's lease: deadline = now + the type's max_processing_time."""
         task_type, pos = parse_task_id(task_id)
-        if not lease_token:
-            raise InvalidArgument("lease_token is required", field="lease_token")
+        check_lease_token(lease_token)
         config: TaskTypeConfig | None = None
         for _ in range(LEASE_RACE_RETRIES):
             task = _leased(await self.store.task_get(task_type, pos, task_id), task_id, lease_token)
@@ -352,6 +378,7 @@ class TaskCore:
         )
         recovered = [task for task in applied if task is not None]
         await self.cache.put(recovered)
+        observe.tally(self.metrics, "recovered", observe.recovered(recovered))
         self._announce([t for t in recovered if t.status is TaskStatus.PENDING])
         return recovered
 
@@ -365,6 +392,7 @@ def _leased(task: Task | None, task_id: str, lease_token: str) -> Task:
             f"task {task_id} is {task.status.name}, not PROCESSING: the call is refused",
             field="task_id",
         )
+    # Both are ASCII (check_lease_token): compare_digest raises on other strings.
     if not secrets.compare_digest(task.lease_token, lease_token):
         raise LeaseLost(
             f"lease_token is not the current lease of task {task_id}"
@@ -411,6 +439,10 @@ def _encode_page_token(task_type: str, cursor: PageCursor) -> str:
 
 def _decode_page_token(token: str, task_type: str) -> PageCursor:
     bad = InvalidArgument("page_token is not a token from this listing", field="page_token")
+    # Our tokens are about 130 characters; the bound also keeps json from nesting deep
+    # enough to raise RecursionError.
+    if len(token) > MAX_PAGE_TOKEN_CHARS:
+        raise bad
     try:
         data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     except (ValueError, binascii.Error):
@@ -418,8 +450,10 @@ def _decode_page_token(token: str, task_type: str) -> PageCursor:
     if (
         not isinstance(data, dict)
         or data.get("t") != task_type
-        or not all(type(data.get(k)) is int and data[k] >= 0 for k in ("p", "i"))
-        or data["p"] < 1
+        or not all(type(data.get(k)) is int for k in ("p", "i"))
+        # Ranges the stores can bind: SQLite overflows past 64 bits.
+        or not 1 <= data["p"] <= MAX_POS
+        or not 0 <= data["i"] <= MAX_ROW_ID
     ):
         raise bad
     return PageCursor(pos=data["p"], row_id=data["i"])

@@ -23,6 +23,8 @@ class Limits:
 MAX_USER_ID_CHARS = 256
 MAX_STAGE_CHARS = 128
 MAX_ERROR_CHARS = 4096
+MAX_LEASE_TOKEN_CHARS = 64
+"""Tokens are 32 hex digits today; the bound leaves room to change that."""
 
 
 def check_text(value: str, field: str, max_chars: int) -> str:
@@ -46,3 +48,21 @@ def check_range(value: int, field: str, low: int, high: int) -> int:
     if not low <= value <= high:
         raise InvalidArgument(f"{field} must be in [{low}, {high}], got {value}", field=field)
     return value
+
+
+def check_lease_token(token: str) -> str:
+    """A string that could be a lease token: non-empty, printable ASCII, bounded.
+
+    Anything else was never issued by a hold, so it is a malformed request rather
+    than a lost lease; refusing it here also keeps it away from the constant-time
+    compare, which raises on non-ASCII strings.
+    """
+    if not token:
+        raise InvalidArgument("lease_token is required", field="lease_token")
+    if len(token) > MAX_LEASE_TOKEN_CHARS or not (token.isascii() and token.isprintable()):
+        raise InvalidArgument(
+            "lease_token is not a lease token (the lease.token of a held task: at most"
+            f" {MAX_LEASE_TOKEN_CHARS} printable ASCII characters)",
+            field="lease_token",
+        )
+    return token

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 
 from asyncflow.cache.memory import MemoryTaskCache, NoTaskCache
 from asyncflow.cache.redis import RedisTaskCache
@@ -20,20 +21,40 @@ from asyncflow.core.governance import Governance
 from asyncflow.core.ports import Clock, TaskCache, TaskStore
 from asyncflow.core.service import TaskCore
 from asyncflow.errors import ConfigError
+from asyncflow.http.metrics import PrometheusMetrics
+from asyncflow.http.server import HttpSide
 from asyncflow.lock import LocalLock, LockBackend, RedisLock
+from asyncflow.logs import ClientErrorLog
+from asyncflow.server.decoding import guarded_handlers, register
 from asyncflow.server.dispatch import Dispatcher
 from asyncflow.server.governor import Governor
 from asyncflow.server.reflection import enable_reflection
+from asyncflow.server.rpc_metrics import RpcMetricsInterceptor
 from asyncflow.server.servicer import TaskServicer
 from asyncflow.server.wakeup import RedisWakeRelay, WakeHub, WakeRelay
 from asyncflow.store.mysql import MysqlStore
 from asyncflow.store.sqlite import SqliteStore
 from asyncflow.v1 import task_service_pb2 as pb
-from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TaskService"].full_name
+TASK_SERVICE = pb.DESCRIPTOR.services_by_name["TaskService"]
+SERVICE_NAME = TASK_SERVICE.full_name
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"]
+
+
+class HealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
+    """grpc.health.v1 as grpcio-health-checking serves it, plus a List that answers.
+
+    Its asyncio servicer inherits the generated, synchronous List stub, which
+    raises NotImplementedError: grpc logs an ERROR with a traceback per call.
+    """
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> health_pb2.HealthListResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Health.List is not served: use Check")
+        raise AssertionError("unreachable: abort raises")
 
 
 async def open_store(config: StoreConfig) -> TaskStore:
@@ -91,6 +112,8 @@ class AsyncflowServer:
     hub: WakeHub
     dispatcher: Dispatcher
     governor: Governor | None = None
+    http: HttpSide | None = None
+    """/healthz, /readyz, /metrics, /v1 and /ui, when [http] is enabled."""
     stopped: bool = False
 
     @classmethod
@@ -109,9 +132,11 @@ class AsyncflowServer:
             log.info("applied migrations %s", ", ".join(applied))
         cache = open_cache(config.cache)
         hub = WakeHub(clock, open_relay(config.cache))
-        core = TaskCore(store, cache, clock, config.limits, on_due=hub)
+        metrics = PrometheusMetrics() if config.http.enabled else None
+        core = TaskCore(store, cache, clock, config.limits, on_due=hub, metrics=metrics)
         dispatcher = Dispatcher(core, hub)
         server = grpc.aio.server(
+            interceptors=[RpcMetricsInterceptor(metrics)] if metrics else None,
             options=[
                 ("grpc.max_receive_message_length", config.server.max_message_bytes),
                 ("grpc.max_send_message_length", config.server.max_message_bytes),
@@ -124,14 +149,16 @@ class AsyncflowServer:
                 # would answer them with GOAWAY too_many_pings.
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-            ]
+            ],
         )
-        pb_grpc.add_TaskServiceServicer_to_server(TaskServicer(core, dispatcher), server)
-        health_servicer = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        enable_reflection(
-            server, [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
-        )
+        client_log = ClientErrorLog(logging.getLogger("asyncflow.server.clients"), clock)
+        health_servicer = HealthServicer()
+        for service, servicer in (
+            (TASK_SERVICE, TaskServicer(core, dispatcher)),
+            (HEALTH_SERVICE, health_servicer),
+        ):
+            register(server, service.full_name, guarded_handlers(service, servicer, client_log))
+        enable_reflection(server, [SERVICE_NAME, HEALTH_SERVICE.full_name], client_log)
         address = f"{config.server.host}:{config.server.port}"
         try:
             port = server.add_insecure_port(address)
@@ -144,17 +171,33 @@ class AsyncflowServer:
         await server.start()
         for service in ("", SERVICE_NAME):
             await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+        http = None
+        if metrics is not None:
+            try:
+                http = await HttpSide.start(
+                    config.http, core=core, store=store, metrics=metrics,
+                    streams=lambda: [(s.window, len(s.outstanding))
+                                     for s in dispatcher.sessions.values()],
+                    grace=config.server.grace_seconds,
+                )  # fmt: skip
+            except ConfigError:  # its port is taken
+                await server.stop(None)
+                await hub.close()
+                await cache.close()
+                await store.close()
+                raise
         governor = None
         if config.governance.enabled:
             governance = Governance(store, clock, core.recover_stuck, config.governance)
-            governor = Governor(governance, open_locks(config), config.cache.key_prefix)
+            governor = Governor(governance, open_locks(config), config.cache.key_prefix, metrics)
             governor.start()
         log.info(
-            "asyncflow serving on %s:%d (store=%s, cache=%s)",
+            "asyncflow serving on %s:%d (store=%s, cache=%s)%s",
             config.server.host,
             port,
             config.store.backend,
             config.cache.backend,
+            f"; dashboard at {http.url}/ui" if http else "",
         )
         return cls(
             server=server,
@@ -166,12 +209,15 @@ class AsyncflowServer:
             hub=hub,
             dispatcher=dispatcher,
             governor=governor,
+            http=http,
         )
 
     async def announce_shutdown(self) -> None:
         """Health turns NOT_SERVING, so that probes and load balancers stop sending
         new calls here; everything is still served until stop()."""
         await self.health.enter_graceful_shutdown()
+        if self.http is not None:
+            self.http.announce_shutdown()
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful: health turns NOT_SERVING (if announce_shutdown did not already),
@@ -189,6 +235,8 @@ class AsyncflowServer:
         # reconnect elsewhere; unary calls in flight get the grace period.
         await self.dispatcher.shutdown(grace=5.0 if grace is None else grace)
         await self.server.stop(grace)
+        if self.http is not None:  # last: probes and metrics answer while calls drain
+            await self.http.stop()
         await self.hub.close()
         await self.cache.close()
         await self.store.close()

@@ -3,7 +3,8 @@
 A stream is three pieces of work around one session, each with one job:
 
 - the RequestReader reads the worker's messages and hands each to the Answerer,
-  until the worker half-closes or the session closes;
+  until the worker half-closes or the session closes (a message that cannot
+  be decoded ends the stream with INVALID_ARGUMENT, as a protocol error);
 - the Answerer applies a request to the session and puts the answer in the
   Outbox (report and extend batches concurrently, so one batch's round trips do
   not hold up the next); a request that fails ends the stream with its error;
@@ -24,7 +25,7 @@ import weakref
 from collections.abc import AsyncIterator
 
 from asyncflow.core.service import TaskCore
-from asyncflow.errors import InvalidArgument
+from asyncflow.errors import InvalidArgument, MalformedRequest
 from asyncflow.server.session import Response, WorkSession
 from asyncflow.server.wakeup import WakeHub
 from asyncflow.v1 import task_service_pb2 as pb
@@ -75,11 +76,15 @@ class Answerer:
         try:
             response = await self._session.handle(request)
         except Exception as failure:  # a protocol error, the store, or a bug: end the stream
-            self.failure = self.failure or failure
-            self._session.close()
+            self.fail(failure)
             return
         if response is not None:
             await self._outbox.put(response)
+
+    def fail(self, failure: Exception) -> None:
+        """End the stream with `failure`'s status (the first failure wins)."""
+        self.failure = self.failure or failure
+        self._session.close()
 
     def answer_soon(self, request: pb.WorkTasksRequest) -> None:
         """Answer in the background (see CONCURRENT)."""
@@ -108,6 +113,8 @@ class RequestReader:
                     await self._answerer.answer(request)
                 if self._session.closed:
                     return
+        except MalformedRequest as undecodable:  # from asyncflow.server.decoding
+            self._answerer.fail(undecodable)
         finally:
             self._session.close()  # the worker half-closed, or the session ended
 

@@ -13,9 +13,11 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable
 
 from asyncflow.core.governance import Governance
+from asyncflow.core.ports import Metrics, NoMetrics
 from asyncflow.lock import LockBackend, run_exclusive
 
 log = logging.getLogger(__name__)
@@ -27,8 +29,15 @@ def replica_id() -> str:
 
 
 class Governor:
-    def __init__(self, governance: Governance, locks: LockBackend, key_prefix: str) -> None:
+    def __init__(
+        self,
+        governance: Governance,
+        locks: LockBackend,
+        key_prefix: str,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.governance = governance
+        self.metrics = metrics or NoMetrics()
         self.locks = locks
         self.key_prefix = key_prefix
         self.owner = replica_id()
@@ -63,10 +72,13 @@ class Governor:
                 extra={"action": "lead", "loop": name, "owner": self.owner},
             )  # fmt: skip
             while True:
+                started, failed = time.perf_counter(), False
                 try:
                     await action()
                 except Exception:
+                    failed = True
                     log.exception("governance pass %s failed; next in %.1fs", name, interval)
+                self.metrics.governance_pass(name, time.perf_counter() - started, failed)
                 await asyncio.sleep(interval)
 
         while True:

@@ -14,14 +14,19 @@ from collections.abc import Iterable
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
-from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+
+from asyncflow.logs import ClientErrorLog
+from asyncflow.server.decoding import guarded_handlers, register
 
 V1_SERVICE = "grpc.reflection.v1.ServerReflection"
 V1ALPHA_SERVICE: str = reflection.SERVICE_NAME
 _V1_FILE = "grpc/reflection/v1/reflection.proto"
 
 
-def enable_reflection(server: grpc.aio.Server, service_names: Iterable[str]) -> None:
+def enable_reflection(
+    server: grpc.aio.Server, service_names: Iterable[str], client_log: ClientErrorLog
+) -> None:
     """Serve reflection (both versions) for `service_names` and for itself."""
     pool = descriptor_pool.Default()
     try:  # by symbol: a generated v1 module, once grpcio ships one, may be loaded
@@ -31,15 +36,10 @@ def enable_reflection(server: grpc.aio.Server, service_names: Iterable[str]) -> 
     servicer = reflection.aio.ReflectionServicer(
         [*service_names, V1_SERVICE, V1ALPHA_SERVICE], pool=pool
     )
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
-    v1 = grpc.stream_stream_rpc_method_handler(
-        servicer.ServerReflectionInfo,
-        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
-        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
-    )
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(V1_SERVICE, {"ServerReflectionInfo": v1}),)
-    )
+    service = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
+    handlers = guarded_handlers(service, servicer, client_log)
+    for name in (V1ALPHA_SERVICE, V1_SERVICE):
+        register(server, name, handlers)
 
 
 def _v1_file() -> descriptor_pb2.FileDescriptorProto:

@@ -82,7 +82,7 @@ class WorkSession:
             types,
             window,
             poll_interval=float(min(c.schedule_interval for c in configs)),
-            worker_id=subscribe.worker_id[:128],
+            worker_id=loggable(subscribe.worker_id[:128]),
         )
 
     # -- waking -------------------------------------------------------------------
@@ -124,6 +124,7 @@ class WorkSession:
             tasks = await self.core.hold_tasks(task_type, room)
             if not tasks:
                 continue
+            self.core.metrics.tasks("pushed", task_type, "", len(tasks))
             for task in tasks:
                 self.outstanding[task.task_id] = Pushed(task_type, task.lease_token)
             self.max_outstanding = max(self.max_outstanding, len(self.outstanding))
@@ -207,6 +208,11 @@ class WorkSession:
             if isinstance(result, BaseException) and not isinstance(result, AsyncflowError):
                 log.warning("stream %s could not release %s: %r", self.key, task_id, result)
         return len(unstarted)
+
+
+def loggable(text: str) -> str:
+    """Client text fit for a log line: a newline or control character could forge lines."""
+    return "".join(c if c.isprintable() else "\ufffd" for c in text)
 
 
 def to_pb(task: Task) -> pb.Task:

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 MAX_TIMERS = 10_000
 """Pending back-off timers per process; beyond that the fallback poll covers."""
+CLOSE_WAIT = 1.0
+"""Seconds close() gives the subscription to end on its own before closing it."""
 
 
 class Waiter(Protocol):
@@ -144,6 +146,7 @@ class RedisWakeRelay:
         self._pubsub = self._redis.pubsub()
         self._listener: asyncio.Task[None] | None = None
         self._warned = False
+        self._closing = False
 
     def start(self, deliver: Deliver) -> None:
         self._listener = asyncio.create_task(self._listen(deliver), name="asyncflow-wake-relay")
@@ -157,7 +160,7 @@ class RedisWakeRelay:
                 log.warning("wake-up relay unavailable, other replicas will poll: %s", exc)
 
     async def _listen(self, deliver: Deliver) -> None:
-        while True:
+        while not self._closing:
             try:
                 await self._pubsub.subscribe(self._channel)
                 async for message in self._pubsub.listen():
@@ -177,8 +180,15 @@ class RedisWakeRelay:
             deliver(task_type, int(count))
 
     async def close(self) -> None:
+        self._closing = True
         if self._listener is not None:
             self._listener.cancel()
+            # redis-py's listen() can swallow a cancel (seen as a stop that never
+            # ended): then closing the subscription ends its read, and the flag
+            # ends the loop.
+            await asyncio.wait({self._listener}, timeout=CLOSE_WAIT)
+            if not self._listener.done():
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
         await self._pubsub.aclose()  # type: ignore[no-untyped-call]

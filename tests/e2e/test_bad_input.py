@@ -1,30 +1,23 @@
 """Bad input: the right status code, an ErrorInfo naming the field, and no change at all.
 
-Each refused call is bracketed by a snapshot of everything a client can see
-(types, counts, every task) and of the schema (the tables of the test database),
-which must be identical afterwards: nothing from a request reaches SQL text.
+Each refused call is checked by tests/hostile.py's World.refused: the store
+and schema are the same afterwards and the log holds no ERROR or traceback.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import base64
+import json
 from typing import Any
 
 import grpc
-import pymysql
 import pytest
-from conftest import MYSQL, Running
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
+from conftest import Running
+from hostile import Call, World, seed_world
 from rpc import SUCCESS, create, get, hold, register
 
 from asyncflow.config import Config
 from asyncflow.v1 import task_service_pb2 as pb
-from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
-
-Call = Callable[[pb_grpc.TaskServiceStub], Awaitable[Any]]
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
@@ -65,108 +58,15 @@ BAD_TASK_IDS = [
     "a_lark_",
     "a_lark_\u0661",  # Arabic-Indic digit one: isdigit() but not ASCII
     "a_lark_100000000",
+    "a_lark_" + "1" * 5000,  # over Python's 4300-digit int() limit
 ]
 
 
-def error_info(exc: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
-    """The google.rpc.ErrorInfo detail of a failed call (asserts there is exactly one)."""
-    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
-    assert status is not None, f"no rich status on {exc.code()}: {exc.details()}"
-    assert status.code == exc.code().value[0]
-    infos = []
-    for detail in status.details:
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info):
-            infos.append(info)
-    assert len(infos) == 1, f"expected one ErrorInfo, got {status.details}"
-    return infos[0]
-
-
-@dataclass
-class World:
-    """The server under test, a few seeded tasks, and a way to see every change."""
-
-    running: Running
-    config: Config
-    mysql_database: str
-    held: pb.Task
-    pending: pb.Task
-
-    @property
-    def stub(self) -> pb_grpc.TaskServiceStub:
-        return self.running.stub
-
-    def tables(self) -> list[str]:
-        if self.config.store.backend == "mysql":
-            conn = pymysql.connect(**MYSQL)
-            try:
-                cur = conn.cursor()
-                cur.execute(
-                    "SELECT table_name FROM information_schema.tables WHERE table_schema = %s"
-                    " ORDER BY table_name",
-                    (self.mysql_database,),
-                )
-                return [row[0] for row in cur.fetchall()]
-            finally:
-                conn.close()
-        db = sqlite3.connect(self.config.store.sqlite_path)
-        try:
-            rows = db.execute("SELECT name FROM sqlite_master ORDER BY name").fetchall()
-            return [row[0] for row in rows]
-        finally:
-            db.close()
-
-    async def snapshot(self) -> tuple[object, ...]:
-        types = (await self.stub.ListTaskTypes(pb.ListTaskTypesRequest())).task_types
-        per_type = []
-        for config in types:
-            counted = await self.stub.CountTasks(pb.CountTasksRequest(task_type=config.task_type))
-            listed = await self.stub.ListTasks(
-                pb.ListTasksRequest(task_type=config.task_type, page_size=1000)
-            )
-            per_type.append((counted, list(listed.tasks)))
-        return list(types), per_type, self.tables()
-
-    async def refused(
-        self,
-        call: Call,
-        code: grpc.StatusCode,
-        field: str,
-        reason: str | None = None,
-        *,
-        names: str | None = None,
-    ) -> grpc.aio.AioRpcError:
-        """Run `call`, expect it refused with `code` naming `field`, and nothing changed.
-
-        The message must contain `names`: the field by default, the offending
-        value for NOT_FOUND-like errors (a message names what was not found).
-        """
-        before = await self.snapshot()
-        assert "t_schedule_cfg" in before[2]
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await call(self.stub)
-        exc = raised.value
-        assert exc.code() == code, exc.details()
-        info = error_info(exc)
-        assert info.domain == "asyncflow"
-        assert info.metadata["field"] == field
-        assert info.reason == (reason or code.name)
-        named = field if names is None else names
-        assert named in (exc.details() or ""), f"message does not name {named}: {exc.details()}"
-        assert await self.snapshot() == before
-        return exc
-
-
 @pytest.fixture
-async def world(server: Running, config: Config, mysql_database: str) -> World:
-    stub = server.stub
-    await register(stub, "lark")
-    await register(stub, "swan")
-    await create(stub, "lark", context="held one")
-    (held,) = await hold(stub, "lark")
-    pending = await create(stub, "lark", context="pending one")
-    await create(stub, "swan")
-    return World(server, config, mysql_database, held, pending)
+async def world(
+    server: Running, config: Config, mysql_database: str, caplog: pytest.LogCaptureFixture
+) -> World:
+    return await seed_world(server, config, mysql_database, caplog)
 
 
 def set_request(task_id: str, token: str, **fields: Any) -> pb.SetTaskRequest:
@@ -392,6 +292,46 @@ async def test_bad_page_token(world: World, token: str) -> None:
     )
 
 
+def page_token(data: object) -> str:
+    """A page token with any content, encoded as the server encodes its own."""
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+
+OUT_OF_RANGE_PAGE_TOKENS = {
+    "pos-2^63": page_token({"t": "lark", "p": 2**63, "i": 0}),
+    "pos-10^30": page_token({"t": "lark", "p": 10**30, "i": 0}),
+    "pos-over-max": page_token({"t": "lark", "p": 100_000_000, "i": 0}),
+    "row-2^63": page_token({"t": "lark", "p": 1, "i": 2**63}),
+    "row-10^30": page_token({"t": "lark", "p": 1, "i": 10**30}),
+    "both-2^64": page_token({"t": "lark", "p": 2**64, "i": 2**64}),
+    "row-float": page_token({"t": "lark", "p": 1, "i": 1e30}),
+    "nested": page_token(json.loads("[" * 400 + "]" * 400)),
+    "deeply-nested": base64.urlsafe_b64encode(b"[" * 5000).decode(),
+    "long": "A" * 100_000,
+}
+
+
+@pytest.mark.parametrize(
+    "token", OUT_OF_RANGE_PAGE_TOKENS.values(), ids=OUT_OF_RANGE_PAGE_TOKENS.keys()
+)
+async def test_page_token_out_of_range(world: World, token: str) -> None:
+    await world.refused(
+        lambda s: s.ListTasks(pb.ListTasksRequest(task_type="lark", page_token=token)),
+        INVALID,
+        "page_token",
+    )
+
+
+@pytest.mark.parametrize(
+    ("pos", "row_id"), [(1, 2**63 - 1), (99_999_999, 0)], ids=["last-row", "last-table"]
+)
+async def test_page_token_at_the_bounds_is_accepted(world: World, pos: int, row_id: int) -> None:
+    """The largest cursor the store can hold is a valid (empty) place to resume."""
+    token = page_token({"t": "lark", "p": pos, "i": row_id})
+    page = await world.stub.ListTasks(pb.ListTasksRequest(task_type="lark", page_token=token))
+    assert (list(page.tasks), page.next_page_token) == ([], "")
+
+
 async def test_page_token_of_another_listing(world: World) -> None:
     await create(world.stub, "swan")
     page = await world.stub.ListTasks(pb.ListTasksRequest(task_type="swan", page_size=1))
@@ -432,7 +372,7 @@ async def test_set_task_without_lease_token(world: World) -> None:
 
 @pytest.mark.parametrize(
     "token",
-    ["wrong", "0" * 32, "' OR '1'='1", "x" * 10_000],
+    ["wrong", "0" * 32, "' OR '1'='1", "x" * 64],
 )
 async def test_set_task_with_wrong_token(world: World, token: str) -> None:
     before = await get(world.stub, world.held.task_id)
@@ -443,9 +383,50 @@ async def test_set_task_with_wrong_token(world: World, token: str) -> None:
         "LEASE_LOST",
     )
     assert world.held.lease.token not in (exc.details() or "")  # the real token never leaks
+    await world.refused(
+        lambda s: s.ExtendLease(
+            pb.ExtendLeaseRequest(task_id=world.held.task_id, lease_token=token)
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "lease_token",
+        "LEASE_LOST",
+    )
     assert await get(world.stub, world.held.task_id) == before
     # The rightful holder is unaffected.
     done = await world.stub.SetTask(set_request(world.held.task_id, world.held.lease.token))
+    assert done.task.status == pb.TASK_STATUS_SUCCESS
+
+
+MALFORMED_TOKENS = {
+    "latin": "é",
+    "mixed": "jeton-é",
+    "emoji": "😀" * 8,
+    "arabic-digits": "\u0661\u0662",
+    "nul": "a\x00b",
+    "tab": "tab\there",
+    "newline": "line\n",
+    "65-chars": "x" * 65,
+    "10000-chars": "x" * 10_000,
+}
+
+
+@pytest.mark.parametrize("token", MALFORMED_TOKENS.values(), ids=MALFORMED_TOKENS.keys())
+async def test_malformed_lease_token(world: World, token: str) -> None:
+    """A string no lease could have: INVALID_ARGUMENT naming lease_token, never INTERNAL."""
+    held = world.held
+    await world.refused(
+        lambda s: s.SetTask(set_request(held.task_id, token, context="hijacked")),
+        INVALID,
+        "lease_token",
+    )
+    await world.refused(
+        lambda s: s.ExtendLease(pb.ExtendLeaseRequest(task_id=held.task_id, lease_token=token)),
+        INVALID,
+        "lease_token",
+    )
+    task = await get(world.stub, held.task_id)
+    assert (task.status, task.lease.deadline) == (pb.TASK_STATUS_PROCESSING, held.lease.deadline)
+    done = await world.stub.SetTask(set_request(held.task_id, held.lease.token))
     assert done.task.status == pb.TASK_STATUS_SUCCESS
 
 

@@ -56,6 +56,8 @@ def test_hostile_task_types_are_refused(task_type: str) -> None:
         "a_lark_1e3",
         "a_lark_\u0661",  # a non-ASCII digit
         "a_lark_123456789",
+        "a_lark_" + "1" * 5000,  # int() raises ValueError past 4300 digits
+        "a_lark_" + "0" * 20 + "1",
         "a_lark;drop_1",
         "a_../x_1",
         "a b_lark_1",
