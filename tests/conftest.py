@@ -158,6 +158,30 @@ def config(backend: str, tmp_path: Path, mysql_database: str, redis_prefix: str)
     )
 
 
+def serve_env(config: Config, **settings: str) -> dict[str, str]:
+    """The environment of an `asyncflow serve` subprocess on the MariaDB database and
+    Redis prefix of `config` (the `config` fixture's, mysql backend), its HTTP side
+    on a free port, plus `settings` (ASYNCFLOW_* variables). None of this
+    process's own ASYNCFLOW_* variables leaks in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASYNCFLOW_")}
+    env.update(
+        {
+            "ASYNCFLOW_HTTP_PORT": "0",  # several may run at once
+            "ASYNCFLOW_STORE_BACKEND": "mysql",
+            "ASYNCFLOW_STORE_MYSQL_HOST": MYSQL["host"],
+            "ASYNCFLOW_STORE_MYSQL_PORT": str(MYSQL["port"]),
+            "ASYNCFLOW_STORE_MYSQL_USER": MYSQL["user"],
+            "ASYNCFLOW_STORE_MYSQL_PASSWORD": MYSQL["password"],
+            "ASYNCFLOW_STORE_MYSQL_DATABASE": config.store.mysql_database,
+            "ASYNCFLOW_CACHE_BACKEND": "redis",
+            "ASYNCFLOW_CACHE_REDIS_URL": REDIS_URL,
+            "ASYNCFLOW_CACHE_KEY_PREFIX": config.cache.key_prefix,
+            **settings,
+        }
+    )
+    return env
+
+
 @dataclass
 class Running:
     """A server started by a test, with a channel and stub connected to it."""

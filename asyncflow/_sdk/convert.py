@@ -54,10 +54,3 @@ def spec_to_pb(spec: TaskSpec) -> pb.CreateTaskRequest:
         priority=spec.priority,
         idempotency_key=spec.idempotency_key,
     )
-
-
-CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", 32 * 1024 * 1024),
-    ("grpc.max_send_message_length", 32 * 1024 * 1024),
-]
-"""SDK channels accept replies as large as the server may send (a full batch)."""

@@ -152,6 +152,13 @@ class AsyncflowServer:
                 ("grpc.max_send_message_length", config.server.max_message_bytes),
                 # Two servers must never share a port silently.
                 ("grpc.so_reuseport", 0),
+                # Accept the SDK's keepalive pings (every 30 s by default, 10 s at the
+                # most often, on idle streams and idle connections too; see
+                # asyncflow/_sdk/channel.py), which keep them open through load
+                # balancers. gRPC's defaults (a ping per 5 min, none without a call)
+                # would answer them with GOAWAY too_many_pings.
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ],
         )
         client_log = ClientErrorLog(logging.getLogger("asyncflow.server.clients"), clock)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 import signal
 import subprocess
@@ -22,7 +21,7 @@ from pathlib import Path
 import pymysql
 import pytest
 import redis.asyncio as aioredis
-from conftest import MYSQL, REDIS_URL, Running, StartServer
+from conftest import MYSQL, REDIS_URL, Running, StartServer, serve_env
 from rpc import SUCCESS, counts, create, hold, register, report
 from waiting import eventually
 
@@ -153,29 +152,16 @@ class Replica:
 
 
 @pytest.fixture
-def replica_env(config: Config, redis_prefix: str, tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ASYNCFLOW_")}
-    env.update(
-        {
-            "ASYNCFLOW_SERVER_PORT": "0",
-            "ASYNCFLOW_HTTP_PORT": "0",
-            "ASYNCFLOW_SERVER_SHUTDOWN_DELAY_SECONDS": "0",  # no load balancer to wait for
-            "ASYNCFLOW_STORE_BACKEND": "mysql",
-            "ASYNCFLOW_STORE_MYSQL_HOST": MYSQL["host"],
-            "ASYNCFLOW_STORE_MYSQL_PORT": str(MYSQL["port"]),
-            "ASYNCFLOW_STORE_MYSQL_USER": MYSQL["user"],
-            "ASYNCFLOW_STORE_MYSQL_PASSWORD": MYSQL["password"],
-            "ASYNCFLOW_STORE_MYSQL_DATABASE": config.store.mysql_database,
-            "ASYNCFLOW_CACHE_BACKEND": "redis",
-            "ASYNCFLOW_CACHE_REDIS_URL": REDIS_URL,
-            "ASYNCFLOW_CACHE_KEY_PREFIX": redis_prefix,
-            "ASYNCFLOW_GOVERNANCE_LONG_PROCESS_INTERVAL": "0.2",
-            "ASYNCFLOW_GOVERNANCE_SPLIT_INTERVAL": "0.2",
-            "ASYNCFLOW_GOVERNANCE_MOVE_INTERVAL": "0.2",
-            "ASYNCFLOW_GOVERNANCE_LOCK_TTL_SECONDS": "1.5",
-        }
+def replica_env(config: Config) -> dict[str, str]:
+    return serve_env(
+        config,
+        ASYNCFLOW_SERVER_PORT="0",
+        ASYNCFLOW_SERVER_SHUTDOWN_DELAY_SECONDS="0",  # no load balancer to wait for
+        ASYNCFLOW_GOVERNANCE_LONG_PROCESS_INTERVAL="0.2",
+        ASYNCFLOW_GOVERNANCE_SPLIT_INTERVAL="0.2",
+        ASYNCFLOW_GOVERNANCE_MOVE_INTERVAL="0.2",
+        ASYNCFLOW_GOVERNANCE_LOCK_TTL_SECONDS="1.5",
     )
-    return env
 
 
 @pytest.fixture
