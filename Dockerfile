@@ -43,7 +43,7 @@ RUN sed -i \
 USER asyncflow
 WORKDIR /var/lib/asyncflow
 VOLUME ["/var/lib/asyncflow"]
-EXPOSE 50051
+EXPOSE 50051 8080
 
 # grpc.health.v1 check of the whole server (NOT_SERVING while it drains).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s CMD ["python", "-c", "import os, sys, grpc; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; port = os.environ.get('ASYNCFLOW_SERVER_PORT', '50051'); reply = g.HealthStub(grpc.insecure_channel('127.0.0.1:' + port)).Check(h.HealthCheckRequest(), timeout=3); sys.exit(0 if reply.status == h.HealthCheckResponse.SERVING else 1)"]

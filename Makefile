@@ -15,7 +15,7 @@ NODE_EXAMPLE := examples/node
 NODE_STAMP := $(NODE_EXAMPLE)/node_modules/.package-lock.json
 
 .PHONY: help install proto proto-check breaking clients lint format typecheck hooks node-deps unit \
-	test bench serve clean
+	test bench serve screenshots clean
 
 install: $(STAMP) ## Create .venv and install asyncflow with its dev tools
 
@@ -88,8 +88,12 @@ bench: $(STAMP) ## Stream latency/throughput and governance pass cost (MariaDB +
 	$(BIN)/python -m bench.stream
 	$(BIN)/python -m bench.governance
 
-serve: $(STAMP) ## Run `asyncflow serve` on ./config.toml (SQLite, port 50051)
+serve: $(STAMP) ## Run `asyncflow serve` on ./config.toml (SQLite; gRPC 50051, dashboard 8080)
 	$(BIN)/asyncflow serve
+
+# Needs /usr/bin/chromium (apt-get install chromium); the PNGs are committed.
+screenshots: $(STAMP) ## Dashboard screenshots into docs/img/ (headless Chromium)
+	PYTHONPATH=tests $(BIN)/python docs/screenshots.py
 
 clean: ## Remove .venv, build output, node_modules and tool caches
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache $(NODE_EXAMPLE)/node_modules

@@ -18,9 +18,11 @@ import os
 import signal
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from asyncflow._cli import ops
+from asyncflow._sdk.channel import grpc_target
 from asyncflow._sdk.extras import needs_server
 from asyncflow.config import Config, LogConfig, load_config
 from asyncflow.errors import AsyncflowError, ConfigError
@@ -44,6 +46,8 @@ async def serve(config: Config) -> None:
         from asyncflow.server.app import AsyncflowServer
     server = await AsyncflowServer.start(config)
     print(f"asyncflow listening on {config.server.host}:{server.port}", flush=True)
+    if server.http is not None:
+        print(f"asyncflow dashboard at {server.http.url}/ui", flush=True)
     signalled = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -107,6 +111,16 @@ def load_worker(target: str, args: argparse.Namespace) -> Worker:
         raise ConfigError(f"worker: {target} is neither a Worker nor a mapping of handlers")
     if args.address:
         worker.address = args.address
+    if args.streams:
+        worker.streams = args.streams
+    keepalive = {"keepalive_time": args.keepalive, "keepalive_timeout": args.keepalive_timeout}
+    try:
+        worker.settings = replace(
+            worker.settings, **{name: value for name, value in keepalive.items() if value}
+        )
+        grpc_target(worker.address)  # a malformed list fails here, not once running
+    except ValueError as exc:
+        raise ConfigError(f"worker: {exc}") from None
     if args.concurrency:
         worker.concurrency = args.concurrency
     if args.prefetch is not None:
@@ -133,7 +147,14 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--config", help=f"TOML file (default: ./{DEFAULT_CONFIG} if present)")
     worker = commands.add_parser("worker", help="run a worker: asyncflow worker MODULE:ATTR")
     worker.add_argument("target", help="package.module:attr or path/file.py:attr")
-    worker.add_argument("--address", default=os.environ.get("ASYNCFLOW_ADDRESS", ""))
+    worker.add_argument(
+        "--address",
+        default=os.environ.get("ASYNCFLOW_ADDRESS", ""),
+        help="host:port, host1:port,host2:port (replicas) or a gRPC target (dns:///name:port)",
+    )
+    worker.add_argument("--streams", type=int, default=0, help="streams (default: one a replica)")
+    worker.add_argument("--keepalive", type=float, help="seconds between keepalive pings (30)")
+    worker.add_argument("--keepalive-timeout", type=float, help="seconds to answer a ping (10)")
     worker.add_argument("--concurrency", type=int, default=0)
     worker.add_argument("--prefetch", type=int, default=None, help="tasks held beyond concurrency")
     worker.add_argument("--grace", type=float, default=30.0, help="seconds to finish on SIGTERM")

@@ -1,23 +1,34 @@
 """The producer side of the Python SDK: create tasks and look at them.
 
-    async with Client("localhost:50051") as client:
-        await client.register_type("lark", max_retry_num=3)
-        task = await client.create("lark", context='{"to": "ops"}')
-        print((await client.get(task.task_id)).status)
+    async with Client("localhost:50051") as client:       # asyncio code
+        task = await client.create("lark", context='{"to": "ops"}', idempotency_key="ops-1")
 
-Every failure is an asyncflow error (InvalidArgument, TaskNotFound, ...), never
-a raw gRPC one.
+    client = SyncClient("localhost:50051")                 # any other code
+    task = client.create("lark", context='{"to": "ops"}', idempotency_key="ops-1")
+
+Both have the same methods, arguments, return values and errors: each method is
+defined once (asyncflow._sdk.calls) and run by an async or a blocking runner.
+The address is `host:port`, a list `host1:port,host2:port`, or any gRPC target
+(`dns:///name:port`); calls are spread over the replicas. Calls that are safe
+to repeat are retried by gRPC when a replica cannot answer; a create without an
+idempotency key never is. Every failure is an asyncflow error (InvalidArgument,
+TaskNotFound, Unavailable, ...), never a raw gRPC one.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from typing import ClassVar
 
-import grpc
-
-from asyncflow._sdk.convert import CHANNEL_OPTIONS, config_from_pb, spec_to_pb, task_from_pb
-from asyncflow._sdk.errors import call
-from asyncflow._sdk.operator import OperatorMethods
+from asyncflow._sdk import calls, operator
+from asyncflow._sdk.channel import ChannelSettings
+from asyncflow._sdk.methods import (
+    AsyncListing,
+    AsyncMethod,
+    AsyncRunner,
+    SyncListing,
+    SyncMethod,
+    SyncRunner,
+)
 from asyncflow._sdk.types import (
     CatchUp,
     RetryStrategy,
@@ -47,14 +58,13 @@ from asyncflow.errors import (
     TaskTypeNotFound,
     Unavailable,
 )
-from asyncflow.v1 import task_service_pb2 as pb
-from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
 
 __all__ = [
     "Aborted",
     "AlreadyExists",
     "AsyncflowError",
     "CatchUp",
+    "ChannelSettings",
     "Client",
     "FailedPrecondition",
     "InvalidArgument",
@@ -65,6 +75,7 @@ __all__ = [
     "ScheduleAlreadyExists",
     "ScheduleInfo",
     "ScheduleNotFound",
+    "SyncClient",
     "TaskCancelled",
     "TaskFinished",
     "TaskInfo",
@@ -82,15 +93,31 @@ __all__ = [
 DEFAULT_ADDRESS = "localhost:50051"
 
 
-class Client(OperatorMethods):
-    """A connection to an asyncflow server; an async context manager. The operator
-    methods (cancel, retry, pause_type, create_schedule, ...) are OperatorMethods'."""
+class _Producer:
+    """What both clients are made of: where to connect, the deadline of a call, and
+    a runner (async or blocking) for the calls of asyncflow._sdk.calls."""
 
-    def __init__(self, address: str = DEFAULT_ADDRESS, *, timeout: float = 30.0) -> None:
+    _runner_type: ClassVar[type[AsyncRunner] | type[SyncRunner]]
+
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        *,
+        timeout: float = 30.0,
+        settings: ChannelSettings | None = None,
+    ) -> None:
         self.address = address
         self.timeout = timeout
-        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-        self._stub = pb_grpc.TaskServiceStub(self._channel)
+        """Seconds each call may take, retries and waiting for a replica included."""
+        self.runner = self._runner_type(address, settings or ChannelSettings(), timeout)
+
+
+class Client(_Producer):
+    """An asyncio client; an async context manager. Channels open at the first call
+    in each process and event loop (a client used before fork() works in the child)."""
+
+    _runner_type = AsyncRunner
+    runner: AsyncRunner
 
     async def __aenter__(self) -> Client:
         return self
@@ -99,108 +126,68 @@ class Client(OperatorMethods):
         await self.close()
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self.runner.close()
 
-    async def register_type(
-        self,
-        task_type: str,
-        *,
-        schedule_limit: int | None = None,
-        schedule_interval: int | None = None,
-        max_processing_time: int | None = None,
-        max_retry_num: int | None = None,
-        retry_strategy: RetryStrategy | None = None,
-        retry_interval: int | None = None,
-        max_retry_interval: int | None = None,
-    ) -> TaskTypeConfig:
-        """Create or update a type; settings left None keep their value (or default)."""
-        request = pb.RegisterTaskTypeRequest(task_type=task_type)
-        for name, value in (
-            ("schedule_limit", schedule_limit),
-            ("schedule_interval_seconds", schedule_interval),
-            ("max_processing_time_seconds", max_processing_time),
-            ("max_retry_num", max_retry_num),
-            ("retry_interval_seconds", retry_interval),
-            ("max_retry_interval_seconds", max_retry_interval),
-        ):
-            if value is not None:
-                setattr(request, name, value)
-        if retry_strategy is not None:
-            request.retry_strategy = pb.RetryStrategy.ValueType(retry_strategy)
-        reply = await call(lambda: self._stub.RegisterTaskType(request, timeout=self.timeout))
-        return config_from_pb(reply.task_type)
+    register_type = AsyncMethod(calls.register_type)
+    list_types = AsyncMethod(calls.list_types)
+    create = AsyncMethod(calls.create)
+    create_many = AsyncMethod(calls.create_many)
+    get = AsyncMethod(calls.get)
+    list = AsyncListing(calls.list_tasks)
+    count = AsyncMethod(calls.count)
+    ping = AsyncMethod(calls.ping)
 
-    async def list_types(self) -> list[TaskTypeConfig]:
-        reply = await call(
-            lambda: self._stub.ListTaskTypes(pb.ListTaskTypesRequest(), timeout=self.timeout)
-        )
-        return [config_from_pb(c) for c in reply.task_types]
+    # Operator control (asyncflow._sdk.operator)
+    cancel = AsyncMethod(operator.cancel)
+    cancel_many = AsyncListing(operator.cancel_many)
+    retry = AsyncMethod(operator.retry)
+    retry_many = AsyncListing(operator.retry_many)
+    pause_type = AsyncMethod(operator.pause_type)
+    resume_type = AsyncMethod(operator.resume_type)
+    create_schedule = AsyncMethod(operator.create_schedule)
+    update_schedule = AsyncMethod(operator.update_schedule)
+    list_schedules = AsyncMethod(operator.list_schedules)
+    delete_schedule = AsyncMethod(operator.delete_schedule)
+    pause_schedule = AsyncMethod(operator.pause_schedule)
+    resume_schedule = AsyncMethod(operator.resume_schedule)
 
-    async def create(
-        self,
-        task_type: str,
-        *,
-        context: str = "",
-        stage: str = "",
-        user_id: str = "",
-        priority: int = 0,
-        idempotency_key: str = "",
-        run_at: int = 0,
-    ) -> TaskInfo:
-        """Enqueue a task. With an idempotency_key, a repeated call returns the
-        task the first call created. With run_at (Unix seconds), it is not run
-        before then."""
-        spec = TaskSpec(task_type, context, stage, user_id, priority, idempotency_key, run_at)
-        request = spec_to_pb(spec)
-        reply = await call(lambda: self._stub.CreateTask(request, timeout=self.timeout))
-        return task_from_pb(reply.task)
 
-    async def create_many(self, tasks: Iterable[TaskSpec]) -> list[TaskInfo]:
-        """Enqueue several tasks in one call: all are validated before any is created."""
-        request = pb.CreateTasksRequest(tasks=[spec_to_pb(t) for t in tasks])
-        reply = await call(lambda: self._stub.CreateTasks(request, timeout=self.timeout))
-        return [task_from_pb(r.task) for r in reply.results]
+class SyncClient(_Producer):
+    """A blocking client for code without an event loop (Django, Flask, scripts);
+    a context manager. One instance may be shared by every thread, and keeps
+    working in processes forked after it was used (gunicorn, uWSGI, Celery)."""
 
-    async def get(self, task_id: str) -> TaskInfo:
-        request = pb.GetTaskRequest(task_id=task_id)
-        reply = await call(lambda: self._stub.GetTask(request, timeout=self.timeout))
-        return task_from_pb(reply.task)
+    _runner_type = SyncRunner
+    runner: SyncRunner
 
-    async def list(
-        self,
-        task_type: str,
-        *,
-        status: TaskStatus | None = None,
-        stage: str = "",
-        user_id: str = "",
-        page_size: int = 100,
-    ) -> AsyncIterator[TaskInfo]:
-        """Every matching task of a type, fetched page by page."""
-        token = ""
-        while True:
-            request = pb.ListTasksRequest(
-                task_type=task_type,
-                status=pb.TaskStatus.ValueType(int(status) if status else 0),
-                task_stage=stage,
-                user_id=user_id,
-                page_size=page_size,
-                page_token=token,
-            )
-            reply = await call(
-                lambda request=request: self._stub.ListTasks(request, timeout=self.timeout)  # type: ignore[misc]
-            )
-            for task in reply.tasks:
-                yield task_from_pb(task)
-            token = reply.next_page_token
-            if not token:
-                return
+    def __enter__(self) -> SyncClient:
+        return self
 
-    async def count(self, task_type: str) -> dict[TaskStatus, int]:
-        request = pb.CountTasksRequest(task_type=task_type)
-        reply = await call(lambda: self._stub.CountTasks(request, timeout=self.timeout))
-        return {TaskStatus(c.status): c.count for c in reply.counts}
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
-    async def ping(self) -> int:
-        """The server's clock (Unix seconds)."""
-        reply = await call(lambda: self._stub.Ping(pb.PingRequest(), timeout=self.timeout))
-        return reply.server_time
+    def close(self) -> None:
+        self.runner.close()
+
+    register_type = SyncMethod(calls.register_type)
+    list_types = SyncMethod(calls.list_types)
+    create = SyncMethod(calls.create)
+    create_many = SyncMethod(calls.create_many)
+    get = SyncMethod(calls.get)
+    list = SyncListing(calls.list_tasks)
+    count = SyncMethod(calls.count)
+    ping = SyncMethod(calls.ping)
+
+    # Operator control (asyncflow._sdk.operator)
+    cancel = SyncMethod(operator.cancel)
+    cancel_many = SyncListing(operator.cancel_many)
+    retry = SyncMethod(operator.retry)
+    retry_many = SyncListing(operator.retry_many)
+    pause_type = SyncMethod(operator.pause_type)
+    resume_type = SyncMethod(operator.resume_type)
+    create_schedule = SyncMethod(operator.create_schedule)
+    update_schedule = SyncMethod(operator.update_schedule)
+    list_schedules = SyncMethod(operator.list_schedules)
+    delete_schedule = SyncMethod(operator.delete_schedule)
+    pause_schedule = SyncMethod(operator.pause_schedule)
+    resume_schedule = SyncMethod(operator.resume_schedule)

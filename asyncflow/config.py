@@ -66,6 +66,33 @@ class CacheConfig:
     key_prefix: str = "asyncflow:"
     ttl_seconds: int = 3 * 86_400
     memory_max_entries: int = 100_000
+    redis_max_connections: int = 64
+    """Connections to Redis per process, shared by the cache, locks and wake-ups
+    (whose subscription keeps one); beyond them a call waits for a free one."""
+    redis_wait_seconds: float = 1.0
+    """Longest wait for a free connection before the call fails."""
+    redis_timeout_seconds: float = 0.5
+    """Connect and read timeout of one Redis call."""
+    redis_lease_seconds: float = 2.0
+    """A replica's presence lease in Redis (see docs/semantics.md, Cache): a write
+    whose cache update failed returns at most this long after the failure."""
+    redis_probe_seconds: float = 1.0
+    """While Redis is unreachable, how often it is tried again."""
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """The HTTP side: /healthz, /readyz, /metrics, the original's /v1 routes, /ui."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    """Interface to listen on. Nothing on it asks for credentials yet: keep it
+    on loopback, or behind a proxy that does."""
+    port: int = 8080
+    """0 picks a free port (printed at start)."""
+    queue_depth_interval_seconds: float = 30.0
+    """How often this process counts tasks by type and status (asyncflow_queue_depth
+    and the dashboard's counts): they are at most this much (plus one count) old."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +109,7 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     limits: Limits = field(default_factory=Limits)
     governance: GovernanceSettings = field(default_factory=GovernanceSettings)
+    http: HttpConfig = field(default_factory=HttpConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -98,12 +126,19 @@ RANGES: dict[str, tuple[float, float]] = {
     "server.shutdown_delay_seconds": (0, 3600),
     "server.grace_seconds": (0, 3600),
     "server.max_message_bytes": (1024, 1 << 30),
+    "http.port": (0, 65535),
+    "http.queue_depth_interval_seconds": (1, 86_400),
     "store.sqlite_busy_timeout_ms": (0, 600_000),
     "store.mysql_port": (1, 65535),
     "store.mysql_pool_min": (1, 1000),
     "store.mysql_pool_max": (1, 1000),
     "cache.ttl_seconds": (1, 365 * 86_400),
     "cache.memory_max_entries": (1, 1 << 30),
+    "cache.redis_max_connections": (2, 10_000),
+    "cache.redis_wait_seconds": (0.001, 60),
+    "cache.redis_timeout_seconds": (0.001, 60),
+    "cache.redis_lease_seconds": (0.1, 600),
+    "cache.redis_probe_seconds": (0.01, 600),
     "limits.max_hold_limit": (1, 100_000),
     "limits.max_context_bytes": (1, 16 * 1024 * 1024),
     "limits.max_page_size": (1, 100_000),
@@ -202,6 +237,10 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     config = Config(**built)
     if config.governance.lock_backend == "redis" and config.cache.backend != "redis":
         raise ConfigError("governance.lock_backend: redis locks need cache.backend = redis")
+    if config.cache.redis_lease_seconds < 3 * config.cache.redis_timeout_seconds:
+        raise ConfigError(
+            "cache.redis_lease_seconds: must be at least 3 x cache.redis_timeout_seconds"
+        )
     if config.store.mysql_pool_min > config.store.mysql_pool_max:
         raise ConfigError("store.mysql_pool_min: must not exceed store.mysql_pool_max")
     return config

@@ -55,6 +55,7 @@ class EmbeddedServer:
         config = replace(
             config,
             server=ServerConfig(host="127.0.0.1", port=0),
+            http=replace(config.http, host="127.0.0.1", port=0),
             store=StoreConfig(backend="sqlite", sqlite_path=str(Path(self._tmp.name) / "af.db")),
             cache=CacheConfig(backend="memory"),
         )

@@ -89,6 +89,7 @@ def server_process(
     env = clean_env() | backend_env(backend, database, prefix) | settings
     env |= {
         "ASYNCFLOW_SERVER_PORT": "0",
+        "ASYNCFLOW_HTTP_PORT": "0",
         "ASYNCFLOW_SERVER_SHUTDOWN_DELAY_SECONDS": "0",  # no load balancer to wait for
         "ASYNCFLOW_LOG_LEVEL": "WARNING",
     }

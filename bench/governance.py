@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import pymysql
 
@@ -69,45 +70,50 @@ async def measure(store: MysqlStore, action: Callable[[], Awaitable[object]]) ->
     return f"| {statements} | {reads:,} | {elapsed:.1f} | {result} |"
 
 
-async def main(rows: int) -> None:
-    now = SystemClock().now()
+@asynccontextmanager
+async def big_table(rows: int) -> AsyncIterator[tuple[str, MysqlStore, TaskCore]]:
+    """A scratch database whose t_big_task_1 holds `rows` tasks (see fill), with a
+    store on a one-connection pool and a core on it: (database, store, core)."""
     with scratch_database() as database:
         store = await MysqlStore.open(**MYSQL, database=database, pool_min=1, pool_max=1)  # type: ignore[arg-type]
         try:
             await store.migrate()
             core = TaskCore(store, NoTaskCache(), SystemClock())
             await core.register_type(TypeSettings("big"))
-            fill(database, rows, now)
-            gov = Governance(
-                store, core.clock, core.recover_stuck, GovernanceSettings(table_max_rows=rows + 1)
-            )
-            print(f"t_big_task_1: {rows:,} rows (0.1% processing with expired leases, 0.1% "
-                  "pending, the rest succeeded)\n")  # fmt: skip
-            print("| pass | statements | rows read | ms | result |")
-            print("|---|---|---|---|---|")
-            steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
-                ("recover_stuck (1,000 expired leases, batch 1000)", gov.recover_stuck),
-                ("recover_stuck (nothing expired)", gov.recover_stuck),
-                ("split_tables (table not full)", gov.split_tables),
-                ("advance_begin (begin == end)", gov.advance_begin),
-            ]
-            for name, action in steps:
-                print(f"| {name} " + await measure(store, action))
-            full = Governance(
-                store, core.clock, core.recover_stuck, GovernanceSettings(table_max_rows=rows)
-            )
-            print(
-                "| split_tables (table full: new table) " + await measure(store, full.split_tables)
-            )
-            print("| advance_begin (begin table has live tasks) "
-                  + await measure(store, gov.advance_begin))  # fmt: skip
-            conn = pymysql.connect(**MYSQL, database=database, autocommit=True)  # type: ignore[arg-type]
-            conn.cursor().execute("UPDATE t_big_task_1 SET status = 3 WHERE status IN (1, 2)")
-            conn.close()
-            print("| advance_begin (begin table all terminal) "
-                  + await measure(store, gov.advance_begin))  # fmt: skip
+            fill(database, rows, core.clock.now())
+            yield database, store, core
         finally:
             await store.close()
+
+
+async def main(rows: int) -> None:
+    async with big_table(rows) as (database, store, core):
+        gov = Governance(
+            store, core.clock, core.recover_stuck, GovernanceSettings(table_max_rows=rows + 1)
+        )
+        print(f"t_big_task_1: {rows:,} rows (0.1% processing with expired leases, 0.1% "
+              "pending, the rest succeeded)\n")  # fmt: skip
+        print("| pass | statements | rows read | ms | result |")
+        print("|---|---|---|---|---|")
+        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+            ("recover_stuck (1,000 expired leases, batch 1000)", gov.recover_stuck),
+            ("recover_stuck (nothing expired)", gov.recover_stuck),
+            ("split_tables (table not full)", gov.split_tables),
+            ("advance_begin (begin == end)", gov.advance_begin),
+        ]
+        for name, action in steps:
+            print(f"| {name} " + await measure(store, action))
+        full = Governance(
+            store, core.clock, core.recover_stuck, GovernanceSettings(table_max_rows=rows)
+        )
+        print("| split_tables (table full: new table) " + await measure(store, full.split_tables))
+        print("| advance_begin (begin table has live tasks) "
+              + await measure(store, gov.advance_begin))  # fmt: skip
+        conn = pymysql.connect(**MYSQL, database=database, autocommit=True)  # type: ignore[arg-type]
+        conn.cursor().execute("UPDATE t_big_task_1 SET status = 3 WHERE status IN (1, 2)")
+        conn.close()
+        print("| advance_begin (begin table all terminal) "
+              + await measure(store, gov.advance_begin))  # fmt: skip
 
 
 if __name__ == "__main__":

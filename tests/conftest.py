@@ -16,14 +16,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import pymysql
 import pytest
 import redis.asyncio as aioredis
 from fakes import FakeStore
+from redis_tools import PrivateRedis, RedisProxy
+from webclient import Web
 
 from asyncflow.clock import AlarmClock, ManualClock
-from asyncflow.config import CacheConfig, Config, ServerConfig, StoreConfig
+from asyncflow.config import CacheConfig, Config, HttpConfig, ServerConfig, StoreConfig
 from asyncflow.core.governance import GovernanceSettings
 from asyncflow.core.ports import TaskStore
 from asyncflow.server.app import AsyncflowServer
@@ -41,6 +44,8 @@ REDIS_URL = os.environ.get("ASYNCFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0
 
 # Test servers run no governance loops unless a test turns them on.
 NO_GOVERNANCE = GovernanceSettings(enabled=False)
+# Their HTTP side listens on a free port, counting the queue depth every second.
+HTTP = HttpConfig(port=0, queue_depth_interval_seconds=1.0)
 
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
@@ -133,6 +138,7 @@ def config(backend: str, tmp_path: Path, mysql_database: str, redis_prefix: str)
             store=StoreConfig(backend="sqlite", sqlite_path=str(tmp_path / "asyncflow.db")),
             cache=CacheConfig(backend="memory"),
             governance=NO_GOVERNANCE,
+            http=HTTP,
         )
     reset_mysql(mysql_database)
     return Config(
@@ -148,7 +154,32 @@ def config(backend: str, tmp_path: Path, mysql_database: str, redis_prefix: str)
         ),
         cache=CacheConfig(backend="redis", redis_url=REDIS_URL, key_prefix=redis_prefix),
         governance=NO_GOVERNANCE,
+        http=HTTP,
     )
+
+
+def serve_env(config: Config, **settings: str) -> dict[str, str]:
+    """The environment of an `asyncflow serve` subprocess on the MariaDB database and
+    Redis prefix of `config` (the `config` fixture's, mysql backend), its HTTP side
+    on a free port, plus `settings` (ASYNCFLOW_* variables). None of this
+    process's own ASYNCFLOW_* variables leaks in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASYNCFLOW_")}
+    env.update(
+        {
+            "ASYNCFLOW_HTTP_PORT": "0",  # several may run at once
+            "ASYNCFLOW_STORE_BACKEND": "mysql",
+            "ASYNCFLOW_STORE_MYSQL_HOST": MYSQL["host"],
+            "ASYNCFLOW_STORE_MYSQL_PORT": str(MYSQL["port"]),
+            "ASYNCFLOW_STORE_MYSQL_USER": MYSQL["user"],
+            "ASYNCFLOW_STORE_MYSQL_PASSWORD": MYSQL["password"],
+            "ASYNCFLOW_STORE_MYSQL_DATABASE": config.store.mysql_database,
+            "ASYNCFLOW_CACHE_BACKEND": "redis",
+            "ASYNCFLOW_CACHE_REDIS_URL": REDIS_URL,
+            "ASYNCFLOW_CACHE_KEY_PREFIX": config.cache.key_prefix,
+            **settings,
+        }
+    )
+    return env
 
 
 @dataclass
@@ -196,3 +227,33 @@ async def server(start_server: StartServer, config: Config) -> Running:
 @pytest.fixture
 def stub(server: Running) -> pb_grpc.TaskServiceStub:
     return server.stub
+
+
+@pytest.fixture
+async def web(server: Running) -> AsyncIterator[Web]:
+    """A client of the test server's HTTP side."""
+    assert server.server.http is not None
+    async with aiohttp.ClientSession() as session:
+        yield Web(server.server.http.url, session)
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A redis-server of the test's own, to stall or kill (never the shared one)."""
+    redis = PrivateRedis()
+    redis.start()
+    yield redis
+    if redis.process is not None:
+        redis.resume()
+        redis.kill()
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[RedisProxy]:
+    """A proxy to the shared Redis that the test can stall, cutting off one replica."""
+    port = int(REDIS_URL.rsplit(":", 1)[1].split("/")[0])
+    cut = RedisProxy(port)
+    await cut.start()
+    yield cut
+    cut.resume()
+    await cut.close()

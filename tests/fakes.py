@@ -15,6 +15,7 @@ from asyncflow.core.ids import new_task_id
 from asyncflow.core.model import (
     Claim,
     PageCursor,
+    PoolUsage,
     Schedule,
     Task,
     TaskChange,
@@ -41,6 +42,7 @@ class FakeStore:
         """(task_type, idempotency_key) -> (task_id, create_time)."""
         self.schedules: dict[str, Schedule] = {}
         self.closed = False
+        self.migrated = False
         self.calls: list[str] = []
         """Names of the methods called, in order."""
 
@@ -64,10 +66,18 @@ class FakeStore:
 
     async def migrate(self) -> list[str]:
         self._enter("migrate")
+        self.migrated = True
         return []
 
     async def close(self) -> None:
         self.closed = True
+
+    async def schema_ready(self) -> bool:
+        self._enter("schema_ready")
+        return self.migrated
+
+    def pool_usage(self) -> PoolUsage:
+        return PoolUsage(in_use=0, open=0, limit=0)
 
     async def type_upsert(self, config: TaskTypeConfig, now: int) -> TaskTypeConfig:
         self._enter("type_upsert")
@@ -351,15 +361,21 @@ class RecordingCache:
         self.entries: dict[str, Task] = {}
         self.puts: list[list[Task]] = []
 
+    def generation(self) -> int:
+        return 0
+
     async def get(self, task_id: str) -> Task | None:
         return self.entries.get(task_id)
 
-    async def put(self, tasks: list[Task]) -> None:
+    async def put(self, tasks: list[Task], generation: int) -> None:
         self.puts.append(list(tasks))
         for task in tasks:
             current = self.entries.get(task.task_id)
             if current is None or current.version < task.version:
                 self.entries[task.task_id] = task
+
+    async def fill(self, tasks: list[Task], generation: int) -> None:
+        await self.put(tasks, generation)
 
     async def close(self) -> None:
         self.entries.clear()

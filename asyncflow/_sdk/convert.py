@@ -93,10 +93,3 @@ def schedule_from_pb(schedule: pb.Schedule) -> ScheduleInfo:
         create_time=schedule.create_time,
         modify_time=schedule.modify_time,
     )
-
-
-CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", 32 * 1024 * 1024),
-    ("grpc.max_send_message_length", 32 * 1024 * 1024),
-]
-"""SDK channels accept replies as large as the server may send (a full batch)."""

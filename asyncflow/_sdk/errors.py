@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import grpc
 from google.rpc import error_details_pb2
@@ -38,16 +38,18 @@ def _error(code: str, reason: str, field: str, message: str) -> errors.Asyncflow
     return error
 
 
-def from_rpc_error(error: grpc.aio.AioRpcError) -> errors.AsyncflowError:
-    code = error.code().name
+def from_rpc_error(error: grpc.RpcError) -> errors.AsyncflowError:
+    """A failed call, from a grpc.aio or a blocking channel (both are grpc.Call)."""
+    failed = cast(grpc.Call, error)
+    code = failed.code().name
     reason, field = "", ""
-    status = rpc_status.from_call(error)
+    status = rpc_status.from_call(failed)
     if status is not None:
         for detail in status.details:
             info = error_details_pb2.ErrorInfo()
             if detail.Unpack(info):
                 reason, field = info.reason, info.metadata.get("field", "")
-    return _error(code, reason, field, error.details() or code)
+    return _error(code, reason, field, failed.details() or code)
 
 
 def from_pb(error: pb.ItemError) -> errors.AsyncflowError:

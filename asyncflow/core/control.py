@@ -189,6 +189,7 @@ class TaskControl:
         concurrent writer changed first is read and decided again. Publishes what
         it wrote and wakes the streams for tasks due again."""
         store, core = self.core.store, self.core
+        generation = core.cache.generation()  # before the writes it publishes
         current = list(tasks)
         results: list[Task | AsyncflowError | None] = [None] * len(tasks)
         applied = Applied([])
@@ -227,7 +228,7 @@ class TaskControl:
                                                   " exist", field="task_id")  # fmt: skip
                 else:
                     current[index] = row
-        await core.cache.put(applied.written)
+        await core.cache.put(applied.written, generation)
         pending = Counter(t.task_type for t in applied.written if t.status is TaskStatus.PENDING)
         for task_type, count in pending.items():
             core.on_due.tasks_due(task_type, core.clock.now(), count)

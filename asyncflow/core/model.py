@@ -159,6 +159,18 @@ class TaskFilter:
 
 
 @dataclass(frozen=True)
+class PoolUsage:
+    """A store's database connections, as the metrics show them."""
+
+    in_use: int
+    """Running an operation now."""
+    open: int
+    """Open, in use or idle."""
+    limit: int
+    """Most the store will open."""
+
+
+@dataclass(frozen=True)
 class PageCursor:
     """Position after the last task of a page: table pos and row id."""
 

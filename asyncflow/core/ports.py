@@ -2,17 +2,19 @@
 
 The core calls these; adapters implement them (asyncflow.store.sqlite and
 asyncflow.store.mysql the store, asyncflow.cache.* the cache, asyncflow.clock the
-clock, asyncflow.server.wakeup the due listener) and import this module, never
+clock, asyncflow.server.wakeup the due listener, asyncflow.http.metrics the
+metrics) and import this module, never
 the other way round. asyncflow.server.app wires one of each into the core.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Literal, Protocol
 
 from asyncflow.core.model import (
     Claim,
     PageCursor,
+    PoolUsage,
     Schedule,
     Task,
     TaskChange,
@@ -45,21 +47,66 @@ class CancelListener(Protocol):
         ...
 
 
+TaskEvent = Literal["created", "held", "pushed", "reported", "recovered"]
+
+
+class Metrics(Protocol):
+    """What the core, dispatch and governance tell the operators' metrics, at the
+    place where it happens. Cheap, never raises; NoMetrics by default. The
+    outcomes of each event are listed in asyncflow.http.metrics."""
+
+    def tasks(self, event: TaskEvent, task_type: str, outcome: str, count: int) -> None:
+        """`count` tasks of the registered `task_type` went through `event`;
+        `outcome` says how ("" for an event that has none)."""
+        ...
+
+    def cache_lookup(self, hit: bool) -> None: ...
+
+    def governance_pass(self, loop: str, seconds: float, failed: bool) -> None:
+        """One pass of a governance loop ran for `seconds` (and raised, if `failed`)."""
+        ...
+
+
+class NoMetrics:
+    """Metrics off (no HTTP side, tools, unit tests)."""
+
+    def tasks(self, event: TaskEvent, task_type: str, outcome: str, count: int) -> None:
+        return None
+
+    def cache_lookup(self, hit: bool) -> None:
+        return None
+
+    def governance_pass(self, loop: str, seconds: float, failed: bool) -> None:
+        return None
+
+
 class TaskCache(Protocol):
     """Task read cache with read-your-writes.
 
     Every task row carries a `version` bumped by each write. Writers put the row
-    they wrote; readers that missed put the row they read. An entry is only ever
-    replaced by a higher version, so a slow reader can never put back a state
-    older than one a writer already published (the original's cache-aside race,
-    reference §12.18). The cache is an accelerator only: any failure reads as a
-    miss.
+    they wrote; readers that missed fill in the row they read. An entry is only
+    ever replaced by a higher version, so a slow reader can never put back a
+    state older than one a writer already published (the original's cache-aside
+    race, reference §12.18). The cache is an accelerator only: any failure reads
+    as a miss, and a write whose cache update fails still never leaves the older
+    state readable (see asyncflow/cache/redis.py and docs/semantics.md).
     """
+
+    def generation(self) -> int:
+        """Taken before the store call whose rows are then put or filled in: rows
+        read or written before a change of generation are not served."""
+        ...
 
     async def get(self, task_id: str) -> Task | None: ...
 
-    async def put(self, tasks: list[Task]) -> None:
-        """Store each task unless the cache already holds the same or a newer version."""
+    async def put(self, tasks: list[Task], generation: int) -> None:
+        """Publish rows the caller wrote over an older state. Returns once no read
+        that starts afterwards can be served a version older than these."""
+        ...
+
+    async def fill(self, tasks: list[Task], generation: int) -> None:
+        """Best effort: cache rows read from the store after a miss, or just
+        created (no older state to hide, so a failure is not retried)."""
         ...
 
     async def close(self) -> None: ...
@@ -80,6 +127,15 @@ class TaskStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+    async def schema_ready(self) -> bool:
+        """One cheap query: True when the database answers and every migration
+        this code knows is applied (/readyz). Unavailable when it cannot answer."""
+        ...
+
+    def pool_usage(self) -> PoolUsage:
+        """The store's connections now, without touching the database."""
+        ...
 
     async def type_upsert(self, config: TaskTypeConfig, now: int) -> TaskTypeConfig:
         """Create or update the config row; create the position row (1, 1) and

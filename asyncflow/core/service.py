@@ -14,7 +14,7 @@ import logging
 import secrets
 from dataclasses import replace
 
-from asyncflow.core import policy
+from asyncflow.core import observe, policy
 from asyncflow.core.ids import (
     MAX_POS,
     MAX_ROW_ID,
@@ -43,7 +43,7 @@ from asyncflow.core.model import (
     TaskTypeConfig,
     TypeSettings,
 )
-from asyncflow.core.ports import Clock, DueListener, TaskCache, TaskStore
+from asyncflow.core.ports import Clock, DueListener, Metrics, NoMetrics, TaskCache, TaskStore
 from asyncflow.core.validate import (
     MAX_ERROR_CHARS,
     MAX_STAGE_CHARS,
@@ -96,12 +96,14 @@ class TaskCore:
         clock: Clock,
         limits: Limits | None = None,
         on_due: DueListener | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.cache = cache
         self.clock = clock
         self.limits = limits or Limits()
         self.on_due: DueListener = on_due or NoListener()
+        self.metrics: Metrics = metrics or NoMetrics()
 
     # -- task types -----------------------------------------------------------
 
@@ -214,25 +216,30 @@ class TaskCore:
         )
 
     async def _insert(self, news: list[TaskInsert]) -> list[tuple[Task, bool]]:
+        generation = self.cache.generation()
         results = await self.store.task_insert_many(news, self.clock.now())
         created = [r for r in results if isinstance(r, Task)]
-        await self.cache.put(created)
+        await self.cache.fill(created, generation)  # new rows: no older state to hide
         self._announce(created)
         # An idempotency key already used: that task, as it is now.
-        return [
+        final = [
             (r, True) if isinstance(r, Task) else (await self.get_task(r), False) for r in results
         ]
+        observe.tally(self.metrics, "created", observe.created(final))
+        return final
 
     # -- readers --------------------------------------------------------------
 
     async def get_task(self, task_id: str) -> Task:
         task_type, pos = parse_task_id(task_id)
         task = await self.cache.get(task_id)
+        self.metrics.cache_lookup(hit=task is not None)
         if task is None:
+            generation = self.cache.generation()
             task = await self.store.task_get(task_type, pos, task_id)
             if task is None:
                 raise TaskNotFound(f"task {task_id!r} does not exist", field="task_id")
-            await self.cache.put([task])
+            await self.cache.fill([task], generation)
         return task
 
     async def list_tasks(
@@ -266,8 +273,10 @@ class TaskCore:
         claim = Claim(
             token=secrets.token_hex(16), deadline=now + config.max_processing_time, now=now
         )
+        generation = self.cache.generation()
         tasks = await self.store.task_claim_due(config, limit, claim)
-        await self.cache.put(tasks)
+        await self.cache.put(tasks, generation)
+        self.metrics.tasks("held", task_type, "", len(tasks))
         return tasks
 
     async def set_task(
@@ -305,6 +314,7 @@ class TaskCore:
                 _check_outcome(report.outcome)
             except AsyncflowError as refused:
                 results[index] = refused
+        generation = self.cache.generation()
         for _ in range(LEASE_RACE_RETRIES):
             todo = [i for i, result in enumerate(results) if result is None]
             if not todo:
@@ -327,13 +337,15 @@ class TaskCore:
             for (i, _, _), updated in zip(changes, applied, strict=True):
                 results[i] = updated  # None: the row moved under us; read it again
         done = [r for r in results if isinstance(r, Task)]
-        await self.cache.put(done)
+        await self.cache.put(done, generation)
         self._announce([t for t in done if t.status is TaskStatus.PENDING])
-        return [
+        final = [
             LeaseLost(f"task {reports[i].task_id} kept changing under the report",
                       field="lease_token") if result is None else result
             for i, result in enumerate(results)
         ]  # fmt: skip
+        observe.tally(self.metrics, "reported", observe.reported(reports, final))
+        return final
 
     def _announce(self, pending: list[Task]) -> None:
         """Tell the dispatcher about tasks that are (or will be) due again."""
@@ -346,6 +358,7 @@ class TaskCore:
         task_type, pos = parse_task_id(task_id)
         check_lease_token(lease_token)
         config: TaskTypeConfig | None = None
+        generation = self.cache.generation()
         for _ in range(LEASE_RACE_RETRIES):
             task = _leased(await self.store.task_get(task_type, pos, task_id), task_id, lease_token)
             config = config or await self.task_type(task_type)
@@ -353,7 +366,7 @@ class TaskCore:
             deadline = now + config.max_processing_time
             updated = await self.store.task_extend_lease(task, lease_token, deadline, now)
             if updated is not None:
-                await self.cache.put([updated])
+                await self.cache.put([updated], generation)
                 return updated
         raise LeaseLost(f"task {task_id} kept changing under the renewal", field="lease_token")
 
@@ -367,6 +380,7 @@ class TaskCore:
         wrote it (and, if its lease is still expired, found again next pass).
         """
         now = self.clock.now()
+        generation = self.cache.generation()
         expired = await self.store.task_list_expired(config, now, batch)
         if not expired:
             return []
@@ -374,7 +388,8 @@ class TaskCore:
             [(task, task.lease_token, policy.recover(task, now)) for task in expired], now
         )
         recovered = [task for task in applied if task is not None]
-        await self.cache.put(recovered)
+        await self.cache.put(recovered, generation)
+        observe.tally(self.metrics, "recovered", observe.recovered(recovered))
         self._announce([t for t in recovered if t.status is TaskStatus.PENDING])
         return recovered
 

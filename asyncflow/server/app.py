@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2
 
+from asyncflow.cache.connection import SharedPool, client, open_pool
 from asyncflow.cache.memory import MemoryTaskCache, NoTaskCache
 from asyncflow.cache.redis import RedisTaskCache
 from asyncflow.clock import AlarmClock, SystemClock
@@ -23,6 +24,8 @@ from asyncflow.core.ports import TaskCache, TaskStore
 from asyncflow.core.schedules import ScheduleCore
 from asyncflow.core.service import TaskCore
 from asyncflow.errors import ConfigError
+from asyncflow.http.metrics import PrometheusMetrics
+from asyncflow.http.server import HttpSide
 from asyncflow.lock import LocalLock, LockBackend, RedisLock
 from asyncflow.logs import ClientErrorLog
 from asyncflow.server.cancels import CancelNotices
@@ -31,6 +34,7 @@ from asyncflow.server.dispatch import Dispatcher
 from asyncflow.server.governor import Governor
 from asyncflow.server.reflection import enable_reflection
 from asyncflow.server.relay import RedisRelay
+from asyncflow.server.rpc_metrics import RpcMetricsInterceptor
 from asyncflow.server.servicer import TaskServicer
 from asyncflow.server.wakeup import RedisWakeRelay, WakeHub, WakeRelay
 from asyncflow.store.mysql import MysqlStore
@@ -76,34 +80,40 @@ async def open_store(config: StoreConfig) -> TaskStore:
     )
 
 
-def open_cache(config: CacheConfig) -> TaskCache:
-    if config.backend == "redis":
-        return RedisTaskCache.from_url(
-            config.redis_url, key_prefix=config.key_prefix, ttl_seconds=config.ttl_seconds
+async def open_cache(config: CacheConfig, pool: SharedPool | None) -> TaskCache:
+    if pool is not None:
+        cache = RedisTaskCache(
+            pool,
+            key_prefix=config.key_prefix,
+            ttl_seconds=config.ttl_seconds,
+            lease_seconds=config.redis_lease_seconds,
+            probe_seconds=config.redis_probe_seconds,
         )
+        await cache.start()
+        return cache
     if config.backend == "memory":
         return MemoryTaskCache(config.memory_max_entries)
     return NoTaskCache()
 
 
-def open_relay(config: CacheConfig) -> WakeRelay | None:
+def open_relay(config: CacheConfig, pool: SharedPool | None) -> WakeRelay | None:
     """Wake-ups cross replicas through the Redis they share; alone, none is needed."""
-    if config.backend == "redis":
-        return RedisWakeRelay(config.redis_url, config.key_prefix + "wake")
+    if pool is not None:
+        return RedisWakeRelay(client(pool), config.key_prefix + "wake")
     return None
 
 
-def open_notice_relay(config: CacheConfig) -> RedisRelay | None:
+def open_notice_relay(config: CacheConfig, pool: SharedPool | None) -> RedisRelay | None:
     """Cancel notices cross replicas through the Redis they share."""
-    if config.backend == "redis":
-        return RedisRelay(config.redis_url, config.key_prefix + "cancel")
+    if pool is not None:
+        return RedisRelay(client(pool), config.key_prefix + "cancel", "cancel relay")
     return None
 
 
-def open_locks(config: Config) -> LockBackend:
+def open_locks(config: Config, pool: SharedPool | None) -> LockBackend:
     backend = config.governance.lock_backend
-    if backend == "redis" or (backend == "auto" and config.cache.backend == "redis"):
-        return RedisLock.from_url(config.cache.redis_url)
+    if pool is not None and backend in ("redis", "auto"):
+        return RedisLock(client(pool))
     return LocalLock()
 
 
@@ -124,6 +134,10 @@ class AsyncflowServer:
     """Cancel, retry, pause, resume (for the HTTP side too)."""
     schedules: ScheduleCore
     governor: Governor | None = None
+    http: HttpSide | None = None
+    """/healthz, /readyz, /metrics, /v1 and /ui, when [http] is enabled."""
+    redis_pool: SharedPool | None = None
+    """The Redis connections shared by the cache, the locks and the wake-up relay."""
     stopped: bool = False
 
     @classmethod
@@ -140,20 +154,30 @@ class AsyncflowServer:
         applied = await store.migrate()
         if applied:
             log.info("applied migrations %s", ", ".join(applied))
-        cache = open_cache(config.cache)
-        hub = WakeHub(clock, open_relay(config.cache))
-        core = TaskCore(store, cache, clock, config.limits, on_due=hub)
+        pool = open_pool(config.cache) if config.cache.backend == "redis" else None
+        cache = await open_cache(config.cache, pool)
+        hub = WakeHub(clock, open_relay(config.cache, pool))
+        metrics = PrometheusMetrics() if config.http.enabled else None
+        core = TaskCore(store, cache, clock, config.limits, on_due=hub, metrics=metrics)
         dispatcher = Dispatcher(core, hub)
-        notices = CancelNotices(dispatcher, open_notice_relay(config.cache))
+        notices = CancelNotices(dispatcher, open_notice_relay(config.cache, pool))
         control = TaskControl(core, on_cancel=notices)
         schedules = ScheduleCore(core, config.governance.cron_misfire_seconds)
         server = grpc.aio.server(
+            interceptors=[RpcMetricsInterceptor(metrics)] if metrics else None,
             options=[
                 ("grpc.max_receive_message_length", config.server.max_message_bytes),
                 ("grpc.max_send_message_length", config.server.max_message_bytes),
                 # Two servers must never share a port silently.
                 ("grpc.so_reuseport", 0),
-            ]
+                # Accept the SDK's keepalive pings (every 30 s by default, 10 s at the
+                # most often, on idle streams and idle connections too; see
+                # asyncflow/_sdk/channel.py), which keep them open through load
+                # balancers. gRPC's defaults (a ping per 5 min, none without a call)
+                # would answer them with GOAWAY too_many_pings.
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            ],
         )
         client_log = ClientErrorLog(logging.getLogger("asyncflow.server.clients"), clock)
         health_servicer = HealthServicer()
@@ -171,26 +195,45 @@ class AsyncflowServer:
             await notices.close()
             await cache.close()
             await store.close()
+            if pool is not None:
+                await pool.disconnect()
             raise ConfigError(f"server.port: cannot listen on {address}: {exc}") from None
         hub.start()
         notices.start()
         await server.start()
         for service in ("", SERVICE_NAME):
             await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+        http = None
+        if metrics is not None:
+            try:
+                http = await HttpSide.start(
+                    config.http, core=core, store=store, metrics=metrics,
+                    streams=lambda: [(s.window, len(s.outstanding))
+                                     for s in dispatcher.sessions.values()],
+                    grace=config.server.grace_seconds,
+                )  # fmt: skip
+            except ConfigError:  # its port is taken
+                await server.stop(None)
+                await hub.close()
+                await cache.close()
+                await store.close()
+                if pool is not None:
+                    await pool.disconnect()
+                raise
         governor = None
         if config.governance.enabled:
             governance = Governance(store, clock, core.recover_stuck, config.governance)
+            locks = open_locks(config, pool)
             cron = (config.governance.cron_interval, schedules.fire_due)
-            governor = Governor(
-                governance, open_locks(config), config.cache.key_prefix, {"cron": cron}
-            )
+            governor = Governor(governance, locks, config.cache.key_prefix, metrics, {"cron": cron})
             governor.start()
         log.info(
-            "asyncflow serving on %s:%d (store=%s, cache=%s)",
+            "asyncflow serving on %s:%d (store=%s, cache=%s)%s",
             config.server.host,
             port,
             config.store.backend,
             config.cache.backend,
+            f"; dashboard at {http.url}/ui" if http else "",
         )
         return cls(
             server=server,
@@ -205,12 +248,16 @@ class AsyncflowServer:
             control=control,
             schedules=schedules,
             governor=governor,
+            http=http,
+            redis_pool=pool,
         )
 
     async def announce_shutdown(self) -> None:
         """Health turns NOT_SERVING, so that probes and load balancers stop sending
         new calls here; everything is still served until stop()."""
         await self.health.enter_graceful_shutdown()
+        if self.http is not None:
+            self.http.announce_shutdown()
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful: health turns NOT_SERVING (if announce_shutdown did not already),
@@ -228,8 +275,12 @@ class AsyncflowServer:
         # reconnect elsewhere; unary calls in flight get the grace period.
         await self.dispatcher.shutdown(grace=5.0 if grace is None else grace)
         await self.server.stop(grace)
+        if self.http is not None:  # last: probes and metrics answer while calls drain
+            await self.http.stop()
         await self.hub.close()
         await self.notices.close()
         await self.cache.close()
         await self.store.close()
+        if self.redis_pool is not None:
+            await self.redis_pool.disconnect()
         log.info("asyncflow stopped")

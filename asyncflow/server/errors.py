@@ -7,6 +7,7 @@ language can tell cases apart without parsing messages.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -51,6 +52,17 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], error: Exception, r
     await context.abort(grpc.StatusCode.INTERNAL, "internal error (logged on the server)")
 
 
+async def cancelled_inside(context: grpc.aio.ServicerContext[Any, Any], rpc: str) -> None:
+    """A CancelledError the client did not cause (a library cancelling its own
+    work, e.g. a timeout that leaked its cancel) would leave the client waiting
+    with no status at all: answer UNAVAILABLE, which clients retry. A client's
+    own cancellation propagates as it should."""
+    if context.cancelled():
+        raise asyncio.CancelledError
+    log.warning("%s was cancelled inside the server; answering UNAVAILABLE", rpc)
+    await context.abort(grpc.StatusCode.UNAVAILABLE, "the call was interrupted; retry it")
+
+
 def grpc_errors(
     handler: Handler[Servicer, Request, Response],
 ) -> Handler[Servicer, Request, Response]:
@@ -62,6 +74,8 @@ def grpc_errors(
     ) -> Response:
         try:
             return await handler(self, request, context)
+        except asyncio.CancelledError:
+            await cancelled_inside(context, handler.__name__)
         except Exception as error:
             await abort(context, error, handler.__name__)
         raise AssertionError("unreachable: abort raises")

@@ -13,9 +13,11 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from asyncflow.core.governance import Governance
+from asyncflow.core.ports import Metrics, NoMetrics
 from asyncflow.lock import LockBackend, run_exclusive
 
 log = logging.getLogger(__name__)
@@ -36,9 +38,11 @@ class Governor:
         governance: Governance,
         locks: LockBackend,
         key_prefix: str,
+        metrics: Metrics | None = None,
         more_loops: Mapping[str, Loop] | None = None,
     ) -> None:
         self.governance = governance
+        self.metrics = metrics or NoMetrics()
         self.more_loops = dict(more_loops or {})
         """Loops of other parts (the cron schedules), led under the same rules."""
         self.locks = locks
@@ -75,10 +79,13 @@ class Governor:
                 extra={"action": "lead", "loop": name, "owner": self.owner},
             )  # fmt: skip
             while True:
+                started, failed = time.perf_counter(), False
                 try:
                     await action()
                 except Exception:
+                    failed = True
                     log.exception("governance pass %s failed; next in %.1fs", name, interval)
+                self.metrics.governance_pass(name, time.perf_counter() - started, failed)
                 await asyncio.sleep(interval)
 
         while True:

@@ -124,6 +124,7 @@ class WorkSession:
             tasks = await self.core.hold_tasks(task_type, room)
             if not tasks:
                 continue
+            self.core.metrics.tasks("pushed", task_type, "", len(tasks))
             for task in tasks:
                 self.outstanding[task.task_id] = Pushed(task_type, task.lease_token)
             self.max_outstanding = max(self.max_outstanding, len(self.outstanding))

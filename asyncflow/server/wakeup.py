@@ -12,17 +12,15 @@ fallback poll at the type's schedule interval.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from asyncflow.clock import Alarm, AlarmClock
+from asyncflow.server.relay import RedisRelay
 
 log = logging.getLogger(__name__)
 
@@ -133,54 +131,23 @@ class WakeHub:
 
 
 class RedisWakeRelay:
-    """Carries wake-ups between replicas on one pub/sub channel.
+    """Carries wake-ups between replicas on one pub/sub channel, as
+    "<task_type>|<count>" messages of a RedisRelay."""
 
-    Messages are "<replica>|<task_type>|<count>"; a replica ignores its own.
-    """
-
-    def __init__(self, url: str, channel: str) -> None:
-        self._redis = aioredis.Redis.from_url(url, socket_connect_timeout=1.0)
-        self._channel = channel
-        self._me = uuid.uuid4().hex
-        self._pubsub = self._redis.pubsub()
-        self._listener: asyncio.Task[None] | None = None
-        self._warned = False
+    def __init__(self, redis: aioredis.Redis, channel: str) -> None:
+        self._relay = RedisRelay(redis, channel, "wake-up relay")
 
     def start(self, deliver: Deliver) -> None:
-        self._listener = asyncio.create_task(self._listen(deliver), name="asyncflow-wake-relay")
+        self._relay.start(lambda text: _woken(text, deliver))
 
     async def publish(self, task_type: str, count: int) -> None:
-        try:
-            await self._redis.publish(self._channel, f"{self._me}|{task_type}|{count}")
-        except (RedisError, OSError) as exc:
-            if not self._warned:
-                self._warned = True
-                log.warning("wake-up relay unavailable, other replicas will poll: %s", exc)
-
-    async def _listen(self, deliver: Deliver) -> None:
-        while True:
-            try:
-                await self._pubsub.subscribe(self._channel)
-                async for message in self._pubsub.listen():
-                    if message.get("type") == "message":
-                        self._receive(message["data"], deliver)
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError) as exc:
-                log.warning("wake-up relay lost its subscription, retrying: %s", exc)
-                await asyncio.sleep(1.0)
-
-    def _receive(self, data: bytes | str, deliver: Deliver) -> None:
-        text = data.decode() if isinstance(data, bytes) else data
-        sender, _, rest = text.partition("|")
-        task_type, _, count = rest.partition("|")
-        if sender != self._me and count.isdigit():
-            deliver(task_type, int(count))
+        await self._relay.publish(f"{task_type}|{count}")
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
-        await self._redis.aclose()
+        await self._relay.close()
+
+
+def _woken(text: str, deliver: Deliver) -> None:
+    task_type, _, count = text.partition("|")
+    if count.isdigit():
+        deliver(task_type, int(count))

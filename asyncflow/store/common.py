@@ -81,6 +81,17 @@ def migrations(dialect: str) -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
+SCHEMA_VERSION = "SELECT MAX(version) FROM asyncflow_migrations"
+"""The newest migration applied (a primary-key read)."""
+
+
+def schema_current(dialect: str, rows: Sequence[Sequence[Any]] | None) -> bool:
+    """Whether SCHEMA_VERSION's rows (None: no migrations table yet) show every
+    migration of `dialect` applied."""
+    latest = max(m.version for m in migrations(dialect))
+    return rows is not None and int(rows[0][0] or 0) >= latest
+
+
 def encode_retry(policy: RetryPolicy) -> tuple[int, int]:
     """Stored as the original's columns: a negative retry_interval means uniform."""
     sign = -1 if policy.strategy is RetryStrategy.UNIFORM else 1

@@ -25,9 +25,18 @@ import aiomysql
 import pymysql
 
 from asyncflow.core.ids import new_task_id, task_table
-from asyncflow.core.model import Claim, Task, TaskChange, TaskInsert, TaskStatus, TaskTypeConfig
+from asyncflow.core.model import (
+    Claim,
+    PoolUsage,
+    Task,
+    TaskChange,
+    TaskInsert,
+    TaskStatus,
+    TaskTypeConfig,
+)
 from asyncflow.errors import ConfigError, Unavailable
 from asyncflow.store.common import (
+    SCHEMA_VERSION,
     changed,
     claimed,
     config_params,
@@ -40,6 +49,7 @@ from asyncflow.store.common import (
     oldest_first,
     row_to_config,
     row_to_task,
+    schema_current,
     sql_text,
     statements,
 )
@@ -197,6 +207,14 @@ class MysqlStore(TaskTableReads, OperatorRows):
     async def close(self) -> None:
         self._pool.close()
         await self._pool.wait_closed()
+
+    async def schema_ready(self) -> bool:
+        async with self._cursor() as cur:
+            return schema_current("mysql", await _table_rows(cur, SCHEMA_VERSION, ()))
+
+    def pool_usage(self) -> PoolUsage:
+        pool = self._pool
+        return PoolUsage(in_use=pool.size - pool.freesize, open=pool.size, limit=pool.maxsize)
 
     @asynccontextmanager
     async def _cursor(self) -> AsyncIterator[aiomysql.Cursor]:

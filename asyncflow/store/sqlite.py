@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from asyncflow.core.ids import new_task_id, task_table
-from asyncflow.core.model import Claim, Task, TaskChange, TaskInsert, TaskTypeConfig
+from asyncflow.core.model import Claim, PoolUsage, Task, TaskChange, TaskInsert, TaskTypeConfig
 from asyncflow.errors import ConfigError, Unavailable
 from asyncflow.store.common import (
+    SCHEMA_VERSION,
     changed,
     config_params,
     fenced_update_params,
@@ -36,6 +37,7 @@ from asyncflow.store.common import (
     oldest_first,
     row_to_config,
     row_to_task,
+    schema_current,
     sql_text,
     statements,
 )
@@ -140,6 +142,8 @@ class SqliteStore(TaskTableReads, OperatorRows):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asyncflow-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._closed = False
+        self._running = 0
+        """Operations submitted to the thread and not finished."""
 
     @classmethod
     async def open(
@@ -167,6 +171,7 @@ class SqliteStore(TaskTableReads, OperatorRows):
         translated (a database that cannot serve becomes Unavailable)."""
         if self._closed:
             raise Unavailable("the SQLite store is closed")
+        self._running += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(
                 self._executor, partial(fn, *args)
@@ -175,6 +180,8 @@ class SqliteStore(TaskTableReads, OperatorRows):
             if _unavailable(exc):
                 raise Unavailable(f"SQLite unavailable: {exc}") from exc
             raise
+        finally:
+            self._running -= 1
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -219,7 +226,20 @@ class SqliteStore(TaskTableReads, OperatorRows):
         self._closed = True
         self._executor.shutdown(wait=True)
 
+    def pool_usage(self) -> PoolUsage:
+        connected = int(self._conn is not None)
+        return PoolUsage(in_use=min(self._running, connected), open=connected, limit=1)
+
     # -- schema ---------------------------------------------------------------
+
+    async def schema_ready(self) -> bool:
+        return await self._run(self._schema_ready)
+
+    def _schema_ready(self) -> bool:
+        # The write lock, not a read: in WAL mode reads go on while another
+        # process holds the file, but this server could then serve no write.
+        with self._tx() as db:
+            return schema_current("sqlite", _table_rows(db, SCHEMA_VERSION, ()))
 
     async def migrate(self) -> list[str]:
         return await self._run(self._migrate)

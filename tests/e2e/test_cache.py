@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
-import socket
-import subprocess
-import time
-from collections.abc import AsyncIterator, Iterator
+import random
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
+import grpc
 import pytest
 import redis.asyncio as aioredis
 from conftest import REDIS_URL, Running, StartServer
+from redis_tools import FAST, PrivateRedis
 from rpc import SUCCESS, create, get, hold, next_stage, register, report
+from waiting import eventually
 
+from asyncflow.cache.connection import open_pool
 from asyncflow.cache.memory import MemoryTaskCache
 from asyncflow.cache.redis import RedisTaskCache
 from asyncflow.config import CacheConfig, Config
@@ -23,6 +25,8 @@ from asyncflow.core.model import Task, TaskStatus
 from asyncflow.core.ports import TaskCache, TaskStore
 from asyncflow.core.service import DEFAULT_TYPE
 from asyncflow.v1 import task_service_pb2 as pb
+
+READS = 10_000
 
 
 class PausingReads:
@@ -58,7 +62,7 @@ async def evict(server: Running, config: Config, task_id: str) -> None:
         return
     client = aioredis.Redis.from_url(config.cache.redis_url)
     try:
-        assert await client.delete(f"{config.cache.key_prefix}task:{task_id}") == 1
+        assert await client.delete(f"{config.cache.key_prefix}cache1:task:{task_id}") == 1
     finally:
         await client.aclose()
 
@@ -113,6 +117,69 @@ async def test_reads_never_go_back_under_concurrent_writes(server: Running) -> N
     assert (await get(stub, task.task_id)).task_stage == "40"
 
 
+def progress(task: pb.Task) -> int:
+    """Where a task is in the writers' sequence: hold k (PROCESSING, stage k-1) is
+    2k-1, its report (PENDING, stage k) is 2k."""
+    return 2 * int(task.task_stage) + (task.status == pb.TASK_STATUS_PROCESSING)
+
+
+@pytest.mark.parametrize("backend", ["mysql"])
+async def test_read_your_writes_with_200_readers_across_two_replicas(
+    start_server: StartServer, config: Config
+) -> None:
+    """Every GetTask that starts after a hold or a report returned shows that
+    state or a newer one, on either replica. The pools are kept small so that
+    200 readers queue for connections, where a pool that refused them
+    ("Too many connections") once left older entries readable."""
+    small_pool = replace(config.cache, redis_max_connections=4, redis_wait_seconds=30)
+    replicas = [await start_server(config, cache=small_pool) for _ in range(2)]
+    await register(replicas[0].stub, schedule_limit=10)
+    tasks = [await create(replicas[0].stub, task_stage="0") for _ in range(40)]
+    floor = {t.task_id: 0 for t in tasks}  # the newest state a returned write showed
+    stale: list[tuple[str, int, int]] = []
+    errors: list[grpc.StatusCode] = []
+    reads = 0
+    running = True
+
+    def returned(task: pb.Task) -> None:
+        floor[task.task_id] = max(floor[task.task_id], progress(task))
+
+    async def writer(n: int) -> None:
+        while running:
+            for held in await hold(replicas[n % 2].stub, limit=3):
+                returned(held)
+                stage = next_stage(str(int(held.task_stage) + 1))
+                returned(await report(replicas[(n + 1) % 2].stub, held, stage))
+
+    async def reader(n: int) -> None:
+        nonlocal reads
+        rng = random.Random(n)
+        while running:
+            task_id = rng.choice(tasks).task_id
+            expected = floor[task_id]
+            try:
+                seen = await get(replicas[n % 2].stub, task_id)
+            except grpc.aio.AioRpcError as error:
+                errors.append(error.code())
+                continue
+            reads += 1
+            if progress(seen) < expected:
+                stale.append((task_id, progress(seen), expected))
+
+    async def until_enough_reads() -> bool:
+        return reads >= READS
+
+    async def run() -> None:
+        nonlocal running
+        await eventually(until_enough_reads, within=240, what=f"{READS} reads")
+        running = False
+
+    await asyncio.gather(run(), *(writer(n) for n in range(6)), *(reader(n) for n in range(200)))
+    assert stale == []
+    assert errors == []
+    assert sum(floor.values()) > 2 * len(tasks)  # the writers did move the tasks on
+
+
 def cache_task(version: int, stage: str) -> Task:
     return Task(
         row_id=1, task_id="k_lark_1", task_type="lark", pos=1, user_id="", task_stage=stage,
@@ -125,89 +192,32 @@ def cache_task(version: int, stage: str) -> Task:
 @pytest.fixture(params=["memory", "redis"])
 async def task_cache(request: pytest.FixtureRequest, redis_prefix: str) -> AsyncIterator[TaskCache]:
     cache: TaskCache
+    pool = None
     if request.param == "memory":
         cache = MemoryTaskCache()
     else:
-        cache = RedisTaskCache.from_url(REDIS_URL, key_prefix=redis_prefix, ttl_seconds=60)
+        pool = open_pool(CacheConfig(backend="redis", redis_url=REDIS_URL))
+        cache = RedisTaskCache(pool, key_prefix=redis_prefix, ttl_seconds=60)
+        await cache.start()
     yield cache
     await cache.close()
+    if pool is not None:
+        await pool.disconnect()
 
 
 async def test_cache_keeps_the_newest_version(task_cache: TaskCache) -> None:
-    await task_cache.put([cache_task(3, "new")])
-    await task_cache.put([cache_task(2, "old")])  # a late reader's row
-    await task_cache.put([cache_task(3, "same-version")])
+    await task_cache.put([cache_task(3, "new")], task_cache.generation())
+    await task_cache.fill([cache_task(2, "old")], task_cache.generation())  # a late reader's row
     cached = await task_cache.get("k_lark_1")
     assert cached is not None
     assert (cached.version, cached.task_stage) == (3, "new")
-    await task_cache.put([cache_task(4, "newer")])
+    await task_cache.put([cache_task(4, "newer")], task_cache.generation())
     newer = await task_cache.get("k_lark_1")
     assert newer is not None
     assert newer.task_stage == "newer"
 
 
 # -- Redis down ---------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for(condition: Any, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-class PrivateRedis:
-    """A redis-server of the test's own, so stopping it disturbs no other test."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server is not installed"
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        wait_for(self._answers, "private redis-server")
-
-    def _answers(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait()
-        self.process = None
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    redis = PrivateRedis()
-    redis.start()
-    yield redis
-    if redis.process is not None:
-        redis.kill()
 
 
 @pytest.mark.parametrize("backend", ["mysql"])
@@ -218,7 +228,7 @@ async def test_redis_down_degrades_speed_not_correctness(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     server = await start_server(
-        config, cache=CacheConfig(backend="redis", redis_url=private_redis.url)
+        config, cache=CacheConfig(backend="redis", redis_url=private_redis.url, **FAST)
     )
     stub = server.stub
     await register(stub)

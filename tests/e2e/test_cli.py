@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +32,7 @@ ASYNCFLOW = BIN / "asyncflow"
 GRPCURL = BIN / "grpcurl"
 SERVICE = "asyncflow.v1.TaskService"
 LISTENING = re.compile(r"asyncflow listening on (?P<host>[\w.:\[\]]+):(?P<port>\d+)$")
+DASHBOARD = re.compile(r"asyncflow dashboard at (?P<url>http://127\.0\.0\.1:\d+/ui)$")
 START_TIMEOUT = 60.0
 CALL_TIMEOUT = 30.0
 
@@ -127,6 +129,7 @@ def serving(tmp_path: Path, **env: str) -> Iterator[tuple[Process, str]]:
         tmp_path,
         "serve",
         ASYNCFLOW_SERVER_PORT="0",
+        ASYNCFLOW_HTTP_PORT="0",
         ASYNCFLOW_STORE_SQLITE_PATH=str(tmp_path / "served.db"),
         **env,
     )
@@ -195,6 +198,16 @@ def test_serve_health_reflection_round_trip_and_sigterm(
     assert process.finish(START_TIMEOUT) == 0
     assert any("signal received: health is NOT_SERVING" in line for line in process.lines["stderr"])
     assert any("asyncflow stopped" in line for line in process.lines["stderr"])
+
+
+def test_serve_prints_the_dashboard_url(served: tuple[Process, str]) -> None:
+    process, _ = served
+    line = process.wait_for_line("stdout", DASHBOARD.search, START_TIMEOUT)
+    found = DASHBOARD.search(line)
+    assert found is not None
+    with urllib.request.urlopen(found["url"], timeout=CALL_TIMEOUT) as page:
+        assert page.status == 200
+        assert "Task types" in page.read().decode()
 
 
 async def test_sigterm_shows_not_serving_while_streams_and_calls_still_work(

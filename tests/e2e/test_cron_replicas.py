@@ -12,8 +12,8 @@ from pathlib import Path
 import grpc
 import pytest
 import redis.asyncio as aioredis
-from conftest import REDIS_URL
-from replicas import Replica, replica_env
+from conftest import REDIS_URL, serve_env
+from replicas import Replica
 from rpc import register
 from waiting import eventually
 
@@ -26,9 +26,14 @@ KILL_AFTER = 8
 
 
 @pytest.fixture
-def replicas(config: Config, redis_prefix: str, tmp_path: Path) -> Iterator[list[Replica]]:
-    env = replica_env(config.store.mysql_database, redis_prefix,
-                      ASYNCFLOW_GOVERNANCE_CRON_INTERVAL="0.2")  # fmt: skip
+def replicas(config: Config, tmp_path: Path) -> Iterator[list[Replica]]:
+    env = serve_env(
+        config,
+        ASYNCFLOW_SERVER_PORT="0",
+        ASYNCFLOW_SERVER_SHUTDOWN_DELAY_SECONDS="0",  # no load balancer to wait for
+        ASYNCFLOW_GOVERNANCE_CRON_INTERVAL="0.2",
+        ASYNCFLOW_GOVERNANCE_LOCK_TTL_SECONDS="1.5",
+    )
     started = [Replica(env, tmp_path / f"replica-{i}.log") for i in range(3)]
     yield started
     for replica in started:

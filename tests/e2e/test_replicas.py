@@ -18,9 +18,8 @@ from pathlib import Path
 import pymysql
 import pytest
 import redis.asyncio as aioredis
-from conftest import MYSQL, REDIS_URL, Running, StartServer
+from conftest import MYSQL, REDIS_URL, Running, StartServer, serve_env
 from replicas import Replica
-from replicas import replica_env as make_replica_env
 from rpc import SUCCESS, counts, create, hold, register, report
 from waiting import eventually
 
@@ -130,8 +129,16 @@ async def test_rolling_tables_across_three_replicas(
 
 
 @pytest.fixture
-def replica_env(config: Config, redis_prefix: str) -> dict[str, str]:
-    return make_replica_env(config.store.mysql_database, redis_prefix)
+def replica_env(config: Config) -> dict[str, str]:
+    return serve_env(
+        config,
+        ASYNCFLOW_SERVER_PORT="0",
+        ASYNCFLOW_SERVER_SHUTDOWN_DELAY_SECONDS="0",  # no load balancer to wait for
+        ASYNCFLOW_GOVERNANCE_LONG_PROCESS_INTERVAL="0.2",
+        ASYNCFLOW_GOVERNANCE_SPLIT_INTERVAL="0.2",
+        ASYNCFLOW_GOVERNANCE_MOVE_INTERVAL="0.2",
+        ASYNCFLOW_GOVERNANCE_LOCK_TTL_SECONDS="1.5",
+    )
 
 
 @pytest.fixture

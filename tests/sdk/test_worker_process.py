@@ -32,12 +32,14 @@ class WorkerProcess:
     """`asyncflow worker tests/sdk/workers.py:worker`; stdout lines are collected.
     With sdk_alone, the server's dependencies cannot be imported in the process."""
 
-    def __init__(self, address: str, sdk_alone: bool = False, **env: str) -> None:
+    def __init__(
+        self, address: str, sdk_alone: bool = False, args: tuple[str, ...] = (), **env: str
+    ) -> None:
         environ = {**os.environ, "ASYNCFLOW_ADDRESS": address, **env}
         binary = Path(sys.executable).with_name("asyncflow")
         command = [sys.executable, str(SDK_ALONE)] if sdk_alone else [str(binary)]
         self.process = subprocess.Popen(
-            [*command, "worker", f"{WORKERS}:worker", "--log-level", "WARNING"],
+            [*command, "worker", f"{WORKERS}:worker", "--log-level", "WARNING", *args],
             env=environ,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -190,3 +192,40 @@ async def test_asyncflow_worker_runs_with_the_sdk_alone(
         await eventually(all_succeeded, what="three tasks reported")
         worker.process.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(worker.process.wait, 30) == 0, worker.lines
+
+
+async def test_asyncflow_worker_takes_a_list_of_replicas_and_channel_options(
+    start_server: StartServer, config: Config, processes: list[WorkerProcess]
+) -> None:
+    """`--address host1:port,host2:port` as Worker takes it: one stream per replica."""
+    replicas = [await start_server(config, clock_=SystemClock()) for _ in range(2)]
+    address = ",".join(replica.address for replica in replicas)
+    async with Client(address) as client:
+        await client.register_type("slow")
+        created = await client.create_many([TaskSpec("slow") for _ in range(6)])
+        options = ("--address", address, "--keepalive", "20", "--keepalive-timeout", "5")
+        worker = WorkerProcess("localhost:1", args=options, WORKER_CONCURRENCY="4",
+                               WORKER_SECONDS="0")  # fmt: skip
+        processes.append(worker)
+        assert sorted(await worker.until("done", 6)) == sorted(t.task_id for t in created)
+        assert [len(replica.server.dispatcher.sessions) for replica in replicas] == [1, 1]
+        worker.process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(worker.process.wait, 30) == 0, worker.lines
+        assert any(f"on {address}" in line for line in worker.lines), worker.lines
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        (("--keepalive", "1"), "keepalive_time must be at least 10 seconds"),
+        (("--address", "10.0.0.1:1,[::1]:2"), "no address family in common"),
+    ],
+)
+async def test_asyncflow_worker_refuses_bad_channel_options(
+    options: tuple[str, ...], error: str, processes: list[WorkerProcess]
+) -> None:
+    worker = WorkerProcess("localhost:1", args=options)
+    processes.append(worker)
+    assert await asyncio.to_thread(worker.process.wait, 30) == 2
+    worker.close()
+    assert any(error in line for line in worker.lines), worker.lines

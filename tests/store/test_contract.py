@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
+import pymysql
 import pytest
+from conftest import BACKENDS, MYSQL
+from fakes import FakeStore
 
 from asyncflow.core.model import (
     CatchUp,
@@ -26,6 +31,8 @@ from asyncflow.core.model import (
 from asyncflow.core.ports import TaskStore
 from asyncflow.core.service import DEFAULT_TYPE
 from asyncflow.errors import ScheduleAlreadyExists, TaskTypeNotFound, Unavailable
+from asyncflow.store.mysql import MysqlStore
+from asyncflow.store.sqlite import SqliteStore
 
 NOW = 1_800_000_000
 
@@ -65,6 +72,47 @@ def claim(token: str = "tok", now: int = NOW, deadline: int = NOW + 30) -> Claim
 
 async def test_migrate_is_idempotent(store: TaskStore) -> None:
     assert await store.migrate() == []
+
+
+@pytest.fixture(params=[*BACKENDS, pytest.param("fake", id="fake")])
+async def unmigrated(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TaskStore]:
+    """A store on an empty database: no migration applied yet."""
+    if request.param == "fake":
+        yield FakeStore()
+        return
+    if request.param == "sqlite":
+        store: TaskStore = await SqliteStore.open(str(tmp_path / "empty.db"))
+        yield store
+        await store.close()
+        return
+    database = f"asyncflow_empty_{uuid.uuid4().hex[:10]}"
+    store = await MysqlStore.open(**MYSQL, database=database)
+    try:
+        yield store
+    finally:
+        await store.close()
+        conn = pymysql.connect(**MYSQL)
+        try:
+            conn.cursor().execute(f"DROP DATABASE IF EXISTS `{database}`")
+        finally:
+            conn.close()
+
+
+async def test_schema_ready_once_every_migration_is_applied(unmigrated: TaskStore) -> None:
+    store = unmigrated
+    assert await store.schema_ready() is False
+    await store.migrate()
+    assert await store.schema_ready() is True
+    await store.close()
+    with pytest.raises(Unavailable):
+        await store.schema_ready()
+
+
+async def test_pool_usage_counts_connections_without_a_query(store: TaskStore) -> None:
+    await store.type_list()
+    usage = store.pool_usage()
+    assert usage.in_use == 0  # nothing runs between two awaits
+    assert 0 <= usage.open <= usage.limit
 
 
 async def test_type_upsert_creates_then_updates_without_moving_positions(

@@ -13,7 +13,8 @@ import asyncflow.core
 
 CORE = Path(asyncflow.core.__file__).parent
 FORBIDDEN = ("asyncflow.store", "asyncflow.cache", "asyncflow.server", "asyncflow.lock",
-             "aiomysql", "pymysql", "redis", "sqlite3", "grpc")  # fmt: skip
+             "asyncflow.http", "aiomysql", "pymysql", "redis", "sqlite3", "grpc", "aiohttp",
+             "prometheus_client")  # fmt: skip
 
 
 def imported_modules(source: str, package: str) -> set[str]:
