@@ -44,7 +44,7 @@ Counts = dict[str, dict[TaskStatus, int]]
 class Throughput:
     created_per_minute: float
     finished_per_minute: float
-    """Tasks that reached SUCCESS or FAILED."""
+    """Tasks that reached a terminal status (SUCCESS, FAILED, CANCELLED)."""
 
 
 class QueueDepth:
@@ -102,7 +102,8 @@ class QueueDepth:
             change = sum(after.get(s, 0) - before.get(s, 0) for s in statuses)
             return max(change, 0) / minutes
 
-        return Throughput(rate(tuple(TaskStatus)), rate((TaskStatus.SUCCESS, TaskStatus.FAILED)))
+        finished = tuple(status for status in TaskStatus if status.terminal)
+        return Throughput(rate(tuple(TaskStatus)), rate(finished))
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="queue-depth")

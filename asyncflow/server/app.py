@@ -96,18 +96,14 @@ async def open_cache(config: CacheConfig, pool: SharedPool | None) -> TaskCache:
     return NoTaskCache()
 
 
-def open_relay(config: CacheConfig, pool: SharedPool | None) -> WakeRelay | None:
-    """Wake-ups cross replicas through the Redis they share; alone, none is needed."""
-    if pool is not None:
-        return RedisWakeRelay(client(pool), config.key_prefix + "wake")
-    return None
+def open_relay(pool: SharedPool | None) -> RedisRelay | None:
+    """Wake-ups and cancel notices cross replicas through the Redis they share (one
+    subscription for both); alone, none is needed."""
+    return RedisRelay(client(pool)) if pool is not None else None
 
 
-def open_notice_relay(config: CacheConfig, pool: SharedPool | None) -> RedisRelay | None:
-    """Cancel notices cross replicas through the Redis they share."""
-    if pool is not None:
-        return RedisRelay(client(pool), config.key_prefix + "cancel", "cancel relay")
-    return None
+def wake_relay(relay: RedisRelay | None, config: CacheConfig) -> WakeRelay | None:
+    return RedisWakeRelay(relay, config.key_prefix + "wake") if relay is not None else None
 
 
 def open_locks(config: Config, pool: SharedPool | None) -> LockBackend:
@@ -137,7 +133,9 @@ class AsyncflowServer:
     http: HttpSide | None = None
     """/healthz, /readyz, /metrics, /v1 and /ui, when [http] is enabled."""
     redis_pool: SharedPool | None = None
-    """The Redis connections shared by the cache, the locks and the wake-up relay."""
+    """The Redis connections shared by the cache, the locks and the relay."""
+    relay: RedisRelay | None = None
+    """Wake-ups and cancel notices between replicas (one pub/sub subscription)."""
     stopped: bool = False
 
     @classmethod
@@ -156,11 +154,12 @@ class AsyncflowServer:
             log.info("applied migrations %s", ", ".join(applied))
         pool = open_pool(config.cache) if config.cache.backend == "redis" else None
         cache = await open_cache(config.cache, pool)
-        hub = WakeHub(clock, open_relay(config.cache, pool))
+        relay = open_relay(pool)
+        hub = WakeHub(clock, wake_relay(relay, config.cache))
         metrics = PrometheusMetrics() if config.http.enabled else None
         core = TaskCore(store, cache, clock, config.limits, on_due=hub, metrics=metrics)
         dispatcher = Dispatcher(core, hub)
-        notices = CancelNotices(dispatcher, open_notice_relay(config.cache, pool))
+        notices = CancelNotices(dispatcher, relay, config.cache.key_prefix + "cancel")
         control = TaskControl(core, on_cancel=notices)
         schedules = ScheduleCore(core, config.governance.cron_misfire_seconds)
         server = grpc.aio.server(
@@ -192,7 +191,8 @@ class AsyncflowServer:
             port = server.add_insecure_port(address)
         except RuntimeError as exc:
             await hub.close()
-            await notices.close()
+            if relay is not None:
+                await relay.close()
             await cache.close()
             await store.close()
             if pool is not None:
@@ -200,6 +200,8 @@ class AsyncflowServer:
             raise ConfigError(f"server.port: cannot listen on {address}: {exc}") from None
         hub.start()
         notices.start()
+        if relay is not None:
+            relay.start()  # once every channel listens
         await server.start()
         for service in ("", SERVICE_NAME):
             await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -215,6 +217,8 @@ class AsyncflowServer:
             except ConfigError:  # its port is taken
                 await server.stop(None)
                 await hub.close()
+                if relay is not None:
+                    await relay.close()
                 await cache.close()
                 await store.close()
                 if pool is not None:
@@ -250,6 +254,7 @@ class AsyncflowServer:
             governor=governor,
             http=http,
             redis_pool=pool,
+            relay=relay,
         )
 
     async def announce_shutdown(self) -> None:
@@ -279,6 +284,8 @@ class AsyncflowServer:
             await self.http.stop()
         await self.hub.close()
         await self.notices.close()
+        if self.relay is not None:
+            await self.relay.close()
         await self.cache.close()
         await self.store.close()
         if self.redis_pool is not None:

@@ -29,21 +29,24 @@ class Streams(Protocol):
 
 
 class CancelNotices:
-    def __init__(self, streams: Streams, relay: RedisRelay | None = None) -> None:
+    def __init__(
+        self, streams: Streams, relay: RedisRelay | None = None, channel: str = ""
+    ) -> None:
         self._streams = streams
         self._relay = relay
+        self._channel = channel
         self._publishing: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
-        """Take the other replicas' notices (needs a running event loop)."""
+        """Take the other replicas' notices (before the relay starts)."""
         if self._relay is not None:
-            self._relay.start(self._received)
+            self._relay.listen(self._channel, self._received)
 
     def tasks_cancelled(self, held: list[tuple[str, str]], reason: str) -> None:
         self._streams.cancelled(held, reason)
         if self._relay is not None:
             text = json.dumps({"held": held, "reason": reason})
-            publishing = asyncio.ensure_future(self._relay.publish(text))
+            publishing = asyncio.ensure_future(self._relay.publish(self._channel, text))
             self._publishing.add(publishing)
             publishing.add_done_callback(self._publishing.discard)
 
@@ -58,7 +61,6 @@ class CancelNotices:
         self._streams.cancelled(held, reason)
 
     async def close(self) -> None:
+        """Let the notices on their way go (the relay is the server's to close)."""
         if self._publishing:
             await asyncio.gather(*self._publishing, return_exceptions=True)
-        if self._relay is not None:
-            await self._relay.close()

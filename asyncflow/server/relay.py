@@ -1,11 +1,14 @@
-"""Text messages between the replicas that share a Redis, on one pub/sub channel.
+"""Messages between the replicas that share a Redis: one pub/sub subscription per
+server process, for every channel it relays (wake-ups, cancel notices).
 
+One subscription holds one connection of the shared, bounded Redis pool for as
+long as the server runs, so the channels share it rather than take one each.
 A replica hears every other replica's messages and ignores its own (each is
 sent as "<replica>|<text>"). Delivery is best effort: a replica that is not
 subscribed at that moment (Redis down, a reconnect) misses the message, so
 what travels here must only ever speed things up, with another way to reach
-the same end (the wake-up relay: each stream's fallback poll; cancel notices:
-a worker learns of a cancel when it renews the lease).
+the same end (wake-ups: each stream's fallback poll; cancel notices: a worker
+learns of a cancel when it renews the lease).
 """
 
 from __future__ import annotations
@@ -25,49 +28,56 @@ CLOSE_WAIT = 1.0
 """Seconds close() gives the subscription to end on its own before closing it."""
 RESUBSCRIBE_SECONDS = 1.0
 
+Deliver = Callable[[str], object]
+
 
 class RedisRelay:
-    def __init__(self, redis: aioredis.Redis, channel: str, what: str) -> None:
+    def __init__(self, redis: aioredis.Redis) -> None:
         self._redis = redis
-        self._channel = channel
-        self._what = what
-        """What the relay carries, for log lines ("wake-up relay")."""
         self._me = uuid.uuid4().hex
         self._pubsub = self._redis.pubsub()
+        self._channels: dict[str, Deliver] = {}
         self._listener: asyncio.Task[None] | None = None
-        self._warned = False
+        self._warned: set[str] = set()
         self._closing = False
 
-    def start(self, deliver: Callable[[str], object]) -> None:
-        """Listen; hand each other replica's message to `deliver`."""
-        self._listener = asyncio.create_task(
-            self._listen(deliver), name=f"asyncflow-{self._channel}"
-        )
+    def listen(self, channel: str, deliver: Deliver) -> None:
+        """Hand each other replica's message on `channel` to `deliver` (before start)."""
+        self._channels[channel] = deliver
 
-    async def publish(self, text: str) -> None:
+    def start(self) -> None:
+        """Subscribe to every channel listened to (needs a running event loop)."""
+        if self._channels:
+            self._listener = asyncio.create_task(self._listen(), name="asyncflow-relay")
+
+    async def publish(self, channel: str, text: str) -> None:
         try:
-            await self._redis.publish(self._channel, f"{self._me}|{text}")
+            await self._redis.publish(channel, f"{self._me}|{text}")
         except (RedisError, OSError) as exc:
-            if not self._warned:
-                self._warned = True
-                log.warning("%s unavailable, other replicas miss it: %s", self._what, exc)
+            if channel not in self._warned:
+                self._warned.add(channel)
+                log.warning("relay %s unavailable, other replicas miss it: %s", channel, exc)
 
-    async def _listen(self, deliver: Callable[[str], object]) -> None:
+    async def _listen(self) -> None:
         while not self._closing:
             try:
-                await self._pubsub.subscribe(self._channel)
+                await self._pubsub.subscribe(*self._channels)
                 async for message in self._pubsub.listen():
                     if message.get("type") == "message":
-                        data = message["data"]
-                        sender, _, text = (data.decode() if isinstance(data, bytes) else data
-                                           ).partition("|")  # fmt: skip
-                        if sender != self._me:
-                            deliver(text)
+                        self._receive(message["channel"], message["data"])
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
-                log.warning("%s lost its subscription, retrying: %s", self._what, exc)
+                log.warning("relay lost its subscription, retrying: %s", exc)
                 await asyncio.sleep(RESUBSCRIBE_SECONDS)
+
+    def _receive(self, channel: bytes | str, data: bytes | str) -> None:
+        name = channel.decode() if isinstance(channel, bytes) else channel
+        text = data.decode() if isinstance(data, bytes) else data
+        sender, _, body = text.partition("|")
+        deliver = self._channels.get(name)
+        if sender != self._me and deliver is not None:
+            deliver(body)
 
     async def close(self) -> None:
         self._closing = True

@@ -17,8 +17,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
-import redis.asyncio as aioredis
-
 from asyncflow.clock import Alarm, AlarmClock
 from asyncflow.server.relay import RedisRelay
 
@@ -131,20 +129,21 @@ class WakeHub:
 
 
 class RedisWakeRelay:
-    """Carries wake-ups between replicas on one pub/sub channel, as
-    "<task_type>|<count>" messages of a RedisRelay."""
+    """Carries wake-ups between replicas as "<task_type>|<count>" messages on one
+    channel of the server's RedisRelay (which its owner starts and closes)."""
 
-    def __init__(self, redis: aioredis.Redis, channel: str) -> None:
-        self._relay = RedisRelay(redis, channel, "wake-up relay")
+    def __init__(self, relay: RedisRelay, channel: str) -> None:
+        self._relay = relay
+        self._channel = channel
 
     def start(self, deliver: Deliver) -> None:
-        self._relay.start(lambda text: _woken(text, deliver))
+        self._relay.listen(self._channel, lambda text: _woken(text, deliver))
 
     async def publish(self, task_type: str, count: int) -> None:
-        await self._relay.publish(f"{task_type}|{count}")
+        await self._relay.publish(self._channel, f"{task_type}|{count}")
 
     async def close(self) -> None:
-        await self._relay.close()
+        return None  # the relay is shared: closed by the server
 
 
 def _woken(text: str, deliver: Deliver) -> None:

@@ -21,7 +21,7 @@ class StubbornPubSub:
         self.closed = asyncio.Event()
         self.listening = asyncio.Event()
 
-    async def subscribe(self, channel: str) -> None:
+    async def subscribe(self, *channels: str) -> None:
         return None
 
     async def listen(self) -> AsyncIterator[dict[str, object]]:
@@ -39,12 +39,11 @@ class StubbornPubSub:
 
 
 async def test_close_ends_a_listener_that_swallows_its_cancel() -> None:
-    relay = RedisRelay(
-        aioredis.Redis.from_url("redis://127.0.0.1:1/0"), "wake", "wake-up relay"
-    )  # never connects
+    relay = RedisRelay(aioredis.Redis.from_url("redis://127.0.0.1:1/0"))  # never connects
     stubborn = StubbornPubSub()
     relay._pubsub = stubborn  # type: ignore[assignment]
-    relay.start(lambda text: None)
+    relay.listen("wake", lambda text: None)
+    relay.start()
     await stubborn.listening.wait()
     await asyncio.wait_for(relay.close(), timeout=10)
     assert relay._listener is not None
