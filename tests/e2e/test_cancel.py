@@ -189,6 +189,25 @@ async def test_cancel_racing_reports_never_lets_both_win(server: Running) -> Non
                 "TASK_CANCELLED", "cancelled", pb.TASK_STATUS_CANCELLED)  # fmt: skip
 
 
+async def test_cancel_racing_holds_leaves_nothing_runnable(server: Running) -> None:
+    """Holds and cancels of the same tasks at once: every task ends CANCELLED, whether
+    a hold got it first or not, and no holder can report it."""
+    stub = server.stub
+    await register(stub, schedule_limit=100)
+    created = [await create(stub) for _ in range(60)]
+    results = await asyncio.gather(
+        *(hold(stub, limit=10) for _ in range(6)),
+        *(cancel(stub, task.task_id) for task in created),
+    )
+    held = [task for batch in results[:6] for task in batch]  # type: ignore[union-attr]
+    for task in created:
+        assert (await get(stub, task.task_id)).status == pb.TASK_STATUS_CANCELLED
+    for task in held:
+        assert await refusal(report(stub, task, SUCCESS)) == (PRECONDITION, "TASK_CANCELLED",
+                                                              "task_id")  # fmt: skip
+    assert await hold(stub, limit=100) == []
+
+
 @pytest.mark.parametrize("backend", ["mysql"])
 async def test_the_holder_is_told_on_another_replica(
     start_server: StartServer, config: Config
