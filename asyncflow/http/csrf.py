@@ -70,7 +70,7 @@ def token_of(secret: str, binding: str = "") -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-def same_origin(request: web.Request) -> str:
+def origin_problem(request: web.Request) -> str:
     """Why the request does not come from a page of this host ("" when it does)."""
     origin = request.headers.get("Origin")
     source, name = (origin, "Origin") if origin is not None else (
@@ -100,7 +100,7 @@ class CsrfGuard:
 
     async def refusal(self, request: web.Request) -> str:
         """Why an unsafe request is refused ("" when it may go on)."""
-        problem = same_origin(request)
+        problem = origin_problem(request)
         if problem:
             return problem
         cookie = request.cookies.get(COOKIE, "")

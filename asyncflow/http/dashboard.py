@@ -78,7 +78,7 @@ class Dashboard:
         self.depth = depth
         self.csrf = CsrfGuard("/ui")
         """Its middleware guards every POST under /ui (HttpSide installs it)."""
-        self.actions = actions.ActionRoutes(control)
+        self.action_routes = actions.ActionRoutes(control)
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(HERE / "templates"),
             autoescape=True,
@@ -93,7 +93,7 @@ class Dashboard:
             web.get("/ui/tasks", self.tasks),
             web.get("/ui/tasks/{task_id}", self.task),
             web.static("/ui/static", HERE / "static"),
-            *self.actions.routes(),
+            *self.action_routes.routes(),
         ]
 
     def render(self, request: web.Request, template: str, status: int = 200, **values: Any
