@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from conftest import Running
 from rpc import SUCCESS, create, fail, get, hold, register, report
+from streams import RawWorker, Request
 
 from asyncflow.http.csrf import COOKIE
 from asyncflow.v1 import task_service_pb2 as pb
@@ -110,6 +111,27 @@ async def test_cancel_a_pending_task(server: Running, browser: Browser) -> None:
     assert after.status == pb.TASK_STATUS_CANCELLED
     assert "not needed" in after.schedule_log
     assert f'action="{path}/retry"' in page  # a CANCELLED task can be retried
+
+
+async def test_cancel_a_running_task_tells_its_worker(server: Running, browser: Browser) -> None:
+    """The dashboard's TaskControl is the server's: the stream holding the task is told."""
+    await register(server.stub)
+    task = await create(server.stub)
+    raw = RawWorker(server.stub)
+    try:
+        await raw.subscribe("lark", window=1)
+        await raw.until(tasks=1)
+        await raw.send(Request(started=Request.Started(task_ids=[task.task_id])))
+        path = f"/ui/tasks/{task.task_id}"
+        await browser.act(path, path + "/cancel", reason="stop it")
+        await raw.until(answers=1)
+        notice = raw.answers[0]
+        assert notice.WhichOneof("response") == "cancelled"
+        assert (list(notice.cancelled.task_ids), notice.cancelled.reason) == (
+            [task.task_id], "stop it")  # fmt: skip
+    finally:
+        raw.cancel()
+    assert (await get(server.stub, task.task_id)).status == pb.TASK_STATUS_CANCELLED
 
 
 async def paused(server: Running, task_type: str = "lark") -> bool:
