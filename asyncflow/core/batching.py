@@ -33,17 +33,19 @@ Flush = Callable[[list[Item]], Awaitable[Sequence[Result | Exception]]]
 
 
 class Batcher(Generic[Item, Result]):
-    def __init__(self, flush: Flush[Item, Result], max_items: int) -> None:
+    def __init__(self, flush: Flush[Item, Result], max_items: int, max_flushes: int = 1) -> None:
         self._flush = flush
         self._max_items = max_items
+        self._max_flushes = max_flushes
         self._queue: deque[tuple[Item, asyncio.Future[Result]]] = deque()
-        self._flushing: asyncio.Task[None] | None = None
+        self._flushing: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: Item) -> Result:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
-        if self._flushing is None:
-            self._flushing = asyncio.create_task(self._drain(), name="asyncflow-batch")
+        if len(self._flushing) < self._max_flushes:
+            # Held here until it ends (the loop keeps only weak references).
+            self._flushing.add(asyncio.create_task(self._drain(), name="asyncflow-batch"))
         return await future
 
     def _take(self) -> list[tuple[Item, asyncio.Future[Result]]]:
@@ -57,7 +59,7 @@ class Batcher(Generic[Item, Result]):
     async def _drain(self) -> None:
         batch: list[tuple[Item, asyncio.Future[Result]]] = []
         try:
-            # No await between the last check of the queue and clearing
+            # No await between the last check of the queue and leaving
             # _flushing (finally): a submit cannot slip in unseen.
             while self._queue:
                 batch = self._take()
@@ -85,4 +87,4 @@ class Batcher(Generic[Item, Result]):
             self._queue.clear()
             raise
         finally:
-            self._flushing = None
+            self._flushing.discard(asyncio.current_task())
