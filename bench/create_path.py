@@ -20,6 +20,7 @@ from pathlib import Path
 
 from asyncflow.client import Client, TaskSpec
 from bench.common import percentiles, scratch_database, server_process
+from bench.rpc import cpu_seconds
 
 CONTEXT = "x" * 200
 
@@ -41,20 +42,25 @@ async def bulk(client: Client, count: int, batch: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-async def measure(address: str, args: argparse.Namespace) -> None:
+async def measure(address: str, pid: int, args: argparse.Namespace) -> None:
     async with Client(address) as client:
         await client.register_type("one")
         await client.register_type("bulk")
         await one_by_one(client, 100)  # warm up: channel, pool connections
+        cpu = cpu_seconds(pid)
         lat = await one_by_one(client, args.one_by_one)
+        one_cpu = (cpu_seconds(pid) - cpu) * 1000 / args.one_by_one
+        cpu = cpu_seconds(pid)
         rate = await bulk(client, args.bulk, args.batch)
+        bulk_cpu = (cpu_seconds(pid) - cpu) * 1000_000 / args.bulk
         counted = sum((await client.count("bulk")).values())
     if counted != args.bulk:
         raise RuntimeError(f"created {args.bulk} tasks in bulk, the store has {counted}")
     print(f"{args.backend}: one-by-one create, {args.one_by_one} calls (ms): "
-          + "  ".join(f"{k} {v:.2f}" for k, v in lat.items()))  # fmt: skip
+          + "  ".join(f"{k} {v:.2f}" for k, v in lat.items())
+          + f"; server CPU {one_cpu:.3f} ms/call")  # fmt: skip
     print(f"{args.backend}: create_many, {args.bulk} tasks in batches of {args.batch}:"
-          f" {rate:,.0f} tasks/s")  # fmt: skip
+          f" {rate:,.0f} tasks/s; server CPU {bulk_cpu:.0f} us/task")  # fmt: skip
 
 
 def main() -> None:
@@ -67,8 +73,8 @@ def main() -> None:
     if args.backend == "sqlite":
         with tempfile.TemporaryDirectory(prefix="asyncflow-bench-db-") as tmp:
             database = str(Path(tmp) / "asyncflow.db")
-            with server_process(database, "", "sqlite") as (address, _):
-                asyncio.run(measure(address, args))
+            with server_process(database, "", "sqlite") as (address, pid):
+                asyncio.run(measure(address, pid, args))
     else:
         with (
             scratch_database() as database,

@@ -295,3 +295,26 @@ async def test_mysql_insert_reports_the_rows_it_wrote(
             assert await store.task_get("lark", task.pos, task.task_id) == task
     finally:
         await store.close()
+
+
+async def test_a_key_naming_a_task_created_without_one_fails_only_its_caller(
+    core: TaskCore, store: TaskStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key is the uuid of a task created without a key: its task id is
+    taken, so the batch's multi-row insert fails and goes row by row."""
+    await core.register_type(TypeSettings("lark"))
+    plain, _ = await core.create_task(CreateRequest("lark", context="plain"))
+    sizes = record_batches(store, monkeypatch)
+    taken = plain.task_id.split("_")[0]
+    results = await asyncio.gather(
+        core.create_task(CreateRequest("lark", context="a")),
+        core.create_task(CreateRequest("lark", idempotency_key=taken, context="clash")),
+        core.create_task(CreateRequest("lark", idempotency_key="fresh", context="b")),
+    )
+    assert sizes == [3]
+    (_, a_new), (clash, clash_new), (_, b_new) = results
+    assert a_new
+    assert b_new
+    assert not clash_new
+    assert clash == plain
+    assert {t.context for t in await all_tasks(store, "lark")} == {"plain", "a", "b"}
