@@ -76,14 +76,8 @@ def main() -> None:
             with server_process(database, "", "sqlite") as (address, pid):
                 asyncio.run(measure(address, pid, args))
     else:
-        with (
-            scratch_database() as database,
-            server_process(database, f"bench:{database}:") as (
-                address,
-                _,
-            ),
-        ):
-            asyncio.run(measure(address, args))
+        with scratch_database() as db, server_process(db, f"bench:{db}:") as (address, pid):
+            asyncio.run(measure(address, pid, args))
 
 
 if __name__ == "__main__":

@@ -237,12 +237,16 @@ class TaskCore:
         return final
 
     async def _write(self, news: list[TaskInsert]) -> list[Task | str]:
-        """Insert `news` in one transaction, fill the cache and wake the dispatcher
-        once for them all; a Task per insert, or the task id its key already names."""
-        generation = self.cache.generation()
+        """Insert `news` in one transaction and wake the dispatcher once for them
+        all; a Task per insert, or the task id its key already names.
+
+        The cache is not written: a new task id never had an entry (ids carry
+        their table position, which only grows), so there is no older state to
+        hide, and the first GetTask fills it from the store. That spares every
+        create a cache round trip.
+        """
         results = await self.store.task_insert_many(news, self.clock.now())
         created = [r for r in results if isinstance(r, Task)]
-        await self.cache.fill(created, generation)  # new rows: no older state to hide
         self._announce(created)
         observe.tally(self.metrics, "created", observe.created([(t, True) for t in created]))
         return results
