@@ -33,19 +33,20 @@ Flush = Callable[[list[Item]], Awaitable[Sequence[Result | Exception]]]
 
 
 class Batcher(Generic[Item, Result]):
-    def __init__(self, flush: Flush[Item, Result], max_items: int, max_flushes: int = 1) -> None:
+    def __init__(self, flush: Flush[Item, Result], max_items: int) -> None:
         self._flush = flush
         self._max_items = max_items
-        self._max_flushes = max_flushes
         self._queue: deque[tuple[Item, asyncio.Future[Result]]] = deque()
-        self._flushing: set[asyncio.Task[None]] = set()
+        self._flushing: asyncio.Task[None] | None = None
+        """The one flush in flight (a second beside it only made batches smaller:
+        measured, docs/benchmarks.md)."""
 
     async def submit(self, item: Item) -> Result:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
-        if len(self._flushing) < self._max_flushes:
+        if self._flushing is None:
             # Held here until it ends (the loop keeps only weak references).
-            self._flushing.add(asyncio.create_task(self._drain(), name="asyncflow-batch"))
+            self._flushing = asyncio.create_task(self._drain(), name="asyncflow-batch")
         return await future
 
     def _take(self) -> list[tuple[Item, asyncio.Future[Result]]]:
@@ -87,4 +88,4 @@ class Batcher(Generic[Item, Result]):
             self._queue.clear()
             raise
         finally:
-            self._flushing.discard(asyncio.current_task())
+            self._flushing = None

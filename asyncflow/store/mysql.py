@@ -571,9 +571,12 @@ class MysqlStore(TaskTableReads, OperatorRows):
         if len(written) != len(chunk):  # one position row joined: all or nothing
             raise RuntimeError(f"inserted {len(written)} of {len(chunk)} tasks")
         by_id = {row[1]: row for row in written}
+        targets: dict[tuple[int, ...], InsertTarget] = {}  # one per statement, in fact
         for i in chunk:
             row_id, _, *retry = by_id[ids[i]]
-            results[i] = inserted(tasks[i], ids[i], InsertTarget(pos, *retry), int(row_id), now)
+            key = tuple(retry)
+            target = targets.get(key) or targets.setdefault(key, InsertTarget(pos, *key))
+            results[i] = inserted(tasks[i], ids[i], target, int(row_id), now)
 
     async def task_claim_due(self, config: TaskTypeConfig, limit: int, claim: Claim) -> list[Task]:
         async with self._tx() as cur:

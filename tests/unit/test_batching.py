@@ -94,8 +94,8 @@ async def test_a_stopped_flusher_fails_its_waiters() -> None:
     flush.hold.clear()
     waiting = [asyncio.create_task(batcher.submit(i)) for i in (0, 2)]
     await flush.entered.wait()
-    (flusher,) = batcher._flushing
-    flusher.cancel()  # the server's loop shutting down
+    assert batcher._flushing is not None
+    batcher._flushing.cancel()  # the server's loop shutting down
     for task in waiting:
         with pytest.raises(Unavailable):
             await task
