@@ -19,7 +19,8 @@ The rules (docs/semantics.md, "Cache", says what they guarantee):
   failures: reads are misses at once, at store speed. The heartbeat renews the
   lease when idle and, while the breaker is open, probes Redis.
 - Every operation is one round trip (one script call) whatever the number of
-  tasks; pending puts ride along with the next call.
+  tasks; pending puts ride along with the next call. Concurrent gets share
+  one (core/batching.py): a get starts no later than the round trip it rides.
 """
 
 from __future__ import annotations
@@ -40,11 +41,14 @@ from asyncflow.cache import codec, scripts
 from asyncflow.cache.breaker import Breaker
 from asyncflow.cache.connection import SharedPool, client
 from asyncflow.cache.lease import Lease
+from asyncflow.core.batching import Batcher
 from asyncflow.core.model import Task
 
 log = logging.getLogger(__name__)
 
 WARN_EVERY_SECONDS = 30.0
+GET_BATCH = 256
+"""Most gets one round trip carries."""
 LAYOUT = "cache1:"
 """Key namespace of the layout in scripts.py."""
 
@@ -118,6 +122,7 @@ class RedisTaskCache:
         self._closing = False
         self._unavailable = _Warning(clock)
         self._undecodable = _Warning(clock)
+        self._gets: Batcher[str, Task | None] = Batcher(self._get_many, GET_BATCH)
 
     async def start(self) -> None:
         """Join (learn the generation, take the lease), then start the heartbeat:
@@ -136,11 +141,22 @@ class RedisTaskCache:
     async def get(self, task_id: str) -> Task | None:
         if not self.breaker.allows():
             return None
-        reply = await self._round_trip([], [self._task_prefix + task_id])
-        if reply is None or reply[0] is None:
-            return None
+        return await self._gets.submit(task_id)
+
+    async def _get_many(self, task_ids: list[str]) -> list[Task | None]:
+        reply = None
+        if self.breaker.allows():
+            reply = await self._round_trip([], [self._task_prefix + t for t in task_ids])
+        if reply is None:
+            return [None] * len(task_ids)
+        return [
+            self._decoded(t, p) if p is not None else None
+            for t, p in zip(task_ids, reply, strict=True)
+        ]
+
+    def _decoded(self, task_id: str, payload: bytes | str) -> Task | None:
         try:
-            return codec.decode(reply[0])
+            return codec.decode(payload)
         except codec.UndecodablePayload as bad:
             # The put after the store read replaces it (same version or newer).
             self._undecodable(

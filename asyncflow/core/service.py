@@ -15,6 +15,7 @@ import secrets
 from dataclasses import replace
 
 from asyncflow.core import observe, policy
+from asyncflow.core.batching import Batcher
 from asyncflow.core.ids import (
     MAX_POS,
     MAX_ROW_ID,
@@ -77,6 +78,8 @@ DEFAULT_TYPE = TaskTypeConfig(
 """Settings of a newly registered type, from the original's sample `lark` row."""
 
 DAY = 86_400
+CREATE_BATCH = 500
+"""Most creates one group commit takes (one multi-row INSERT per type)."""
 LEASE_RACE_RETRIES = 3
 MAX_PAGE_TOKEN_CHARS = 256
 
@@ -104,6 +107,7 @@ class TaskCore:
         self.limits = limits or Limits()
         self.on_due: DueListener = on_due or NoListener()
         self.metrics: Metrics = metrics or NoMetrics()
+        self._creates: Batcher[TaskInsert, Task | str] = Batcher(self._insert_batch, CREATE_BATCH)
 
     # -- task types -----------------------------------------------------------
 
@@ -169,9 +173,17 @@ class TaskCore:
     # -- producers ------------------------------------------------------------
 
     async def create_task(self, request: CreateRequest) -> tuple[Task, bool]:
-        """Insert a task; with an idempotency key already used, return that task instead."""
-        (created,) = await self._insert([self._insertable(request)])
-        return created
+        """Insert a task; with an idempotency key already used, return that task instead.
+
+        Concurrent creates share one transaction (core/batching.py): the task is
+        committed when this returns, as with a transaction of its own.
+        """
+        result = await self._creates.submit(self._insertable(request))
+        if isinstance(result, str):  # an idempotency key already used: that task, as it is now
+            task = await self.get_task(result)
+            observe.tally(self.metrics, "created", observe.created([(task, False)]))
+            return task, False
+        return result, True
 
     async def create_tasks(self, requests: list[CreateRequest]) -> list[tuple[Task, bool]]:
         """Validate every request first (nothing is created if one is bad), then insert."""
@@ -216,17 +228,46 @@ class TaskCore:
         )
 
     async def _insert(self, news: list[TaskInsert]) -> list[tuple[Task, bool]]:
-        generation = self.cache.generation()
-        results = await self.store.task_insert_many(news, self.clock.now())
-        created = [r for r in results if isinstance(r, Task)]
-        await self.cache.fill(created, generation)  # new rows: no older state to hide
-        self._announce(created)
+        results = await self._write(news)
         # An idempotency key already used: that task, as it is now.
         final = [
             (r, True) if isinstance(r, Task) else (await self.get_task(r), False) for r in results
         ]
-        observe.tally(self.metrics, "created", observe.created(final))
+        observe.tally(self.metrics, "created", observe.created([f for f in final if not f[1]]))
         return final
+
+    async def _write(self, news: list[TaskInsert]) -> list[Task | str]:
+        """Insert `news` in one transaction and wake the dispatcher once for them
+        all; a Task per insert, or the task id its key already names.
+
+        The cache is not written: a new task id never had an entry (ids carry
+        their table position, which only grows), so there is no older state to
+        hide, and the first GetTask fills it from the store. That spares every
+        create a cache round trip.
+        """
+        results = await self.store.task_insert_many(news, self.clock.now())
+        created = [r for r in results if isinstance(r, Task)]
+        self._announce(created)
+        observe.tally(self.metrics, "created", observe.created([(t, True) for t in created]))
+        return results
+
+    async def _insert_batch(self, news: list[TaskInsert]) -> list[Task | str | Exception]:
+        """The flush of the create batcher: a type that is not registered fails
+        its own callers only; the others are inserted together."""
+        try:
+            return list(await self._write(news))
+        except TaskTypeNotFound:
+            pass
+        registered = {config.task_type for config in await self.store.type_list()}
+        good = [n for n in news if n.task_type in registered]
+        written = iter(await self._write(good) if good else [])
+        return [
+            next(written)
+            if n.task_type in registered
+            else TaskTypeNotFound(f"task type {n.task_type!r} is not registered",
+                                  field="task_type")
+            for n in news
+        ]  # fmt: skip
 
     # -- readers --------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import heapq
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from importlib import resources
 from typing import Any
 
@@ -236,6 +237,11 @@ class InsertTarget:
     retry_interval: int
     max_retry_interval: int
 
+    @cached_property
+    def retry(self) -> RetryPolicy:
+        """Decoded once per target, not once per inserted row."""
+        return decode_retry(self.retry_interval, self.max_retry_interval)
+
     def params(self, task: TaskInsert, task_id: str, now: int) -> tuple[Any, ...]:
         """Parameters of a backend's TASK_INSERT, in its column order."""
         return (
@@ -274,7 +280,7 @@ def inserted(task: TaskInsert, task_id: str, target: InsertTarget, row_id: int, 
         priority=task.priority,
         crt_retry_num=0,
         max_retry_num=target.max_retry_num,
-        retry=decode_retry(target.retry_interval, target.max_retry_interval),
+        retry=target.retry,
         context=task.context,
         schedule_log="",
         order_time=task.order_time,

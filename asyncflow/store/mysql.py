@@ -34,9 +34,10 @@ from asyncflow.core.model import (
     TaskStatus,
     TaskTypeConfig,
 )
-from asyncflow.errors import ConfigError, Unavailable
+from asyncflow.errors import ConfigError, TaskTypeNotFound, Unavailable
 from asyncflow.store.common import (
     SCHEMA_VERSION,
+    InsertTarget,
     changed,
     claimed,
     config_params,
@@ -65,9 +66,14 @@ from asyncflow.store.mysql_sql import (
     END_POS_SELECT,
     EXTEND_LEASE,
     INSERT_TARGET_LOCKED,
+    INSERTED_COLUMNS,
+    INSERTED_SELECT,
     KEY_INSERT,
+    KEY_ROW,
     KEY_SELECT,
+    KEYS_INSERT,
     KEYS_PRUNE,
+    KEYS_SELECT,
     LEASED_LOCKED,
     LEASED_ROW,
     LIVE_TASK,
@@ -78,6 +84,8 @@ from asyncflow.store.mysql_sql import (
     SCHEDULE_SQL,
     TABLE_SQL,
     TASK_INSERT,
+    TASK_INSERT_GUARDED,
+    TASK_ROW,
     UPDATE_FENCED,
     UPDATE_LEASED,
     UPDATE_LEASED_MANY,
@@ -91,6 +99,8 @@ BATCH_ROWS = 1000
 BATCH_BYTES = 4 << 20
 """Bounds of one multi-row update: well under max_allowed_packet (16 MiB by default)."""
 ER_DUP_ENTRY = 1062
+INSERT_ATTEMPTS = 5
+"""Guarded inserts tried before giving up (each failure is a split in between)."""
 ER_NO_SUCH_TABLE = 1146
 DATABASE_RE = re.compile(r"[A-Za-z0-9_]{1,64}")
 
@@ -137,6 +147,18 @@ async def _table_rows(cur: aiomysql.Cursor, sql: str, params: Sequence[Any]) -> 
     return rows
 
 
+class _Moved(Exception):
+    """A guarded insert found that its type's newest table is not the one it named."""
+
+    def __init__(self, task_type: str) -> None:
+        super().__init__(task_type)
+        self.task_type = task_type
+
+
+def _context_size(task: TaskInsert) -> int:
+    return len(task.context) + 512
+
+
 def _batches(items: list[T], size: Callable[[T], int]) -> Iterator[list[T]]:
     """`items` in runs of at most BATCH_ROWS items and (past the first) BATCH_BYTES."""
     batch: list[T] = []
@@ -157,8 +179,12 @@ class MysqlStore(TaskTableReads, OperatorRows):
     _sql = TABLE_SQL
     _schedule_sql = SCHEDULE_SQL
 
-    def __init__(self, pool: aiomysql.Pool) -> None:
+    def __init__(self, pool: aiomysql.Pool, *, returning: bool = False) -> None:
         self._pool = pool
+        self._returning = returning
+        """INSERT ... RETURNING (MariaDB 10.5+); else the new rows are read back."""
+        self._newest: dict[str, int] = {}
+        """The newest table of each type as last seen: where creates insert (guarded)."""
 
     @classmethod
     async def open(
@@ -200,9 +226,12 @@ class MysqlStore(TaskTableReads, OperatorRows):
                 init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
                 **common,
             )
+            async with pool.acquire() as conn, conn.cursor() as cur:
+                await cur.execute("SELECT VERSION()")
+                (version,) = await cur.fetchone()
         except (pymysql.err.OperationalError, OSError) as exc:
             raise Unavailable(f"cannot connect to MySQL at {host}:{port}: {exc}") from exc
-        return cls(pool)
+        return cls(pool, returning="mariadb" in str(version).lower())
 
     async def close(self) -> None:
         self._pool.close()
@@ -324,6 +353,8 @@ class MysqlStore(TaskTableReads, OperatorRows):
             # tables up to end_pos, so an extra empty table is harmless.
             await self._create_task_table(cur, config.task_type, config.end_pos + 1)
             moved = await cur.execute(END_POS_ADVANCE, (now, config.task_type, config.end_pos))
+        if moved == 1:
+            self._newest[config.task_type] = config.end_pos + 1  # spares a failed guard
         return bool(moved == 1)
 
     async def pos_advance_begin(self, config: TaskTypeConfig, now: int) -> bool:
@@ -367,28 +398,185 @@ class MysqlStore(TaskTableReads, OperatorRows):
     # -- tasks (the reads table by table come from TaskTableReads) ---------------
 
     async def task_insert_many(self, tasks: list[TaskInsert], now: int) -> list[Task | str]:
-        results: list[Task | str] = []
+        for _ in range(INSERT_ATTEMPTS):
+            newest = await self._newest_tables({t.task_type for t in tasks})
+            try:
+                return await self._insert_at(tasks, newest, now)
+            except _Moved as moved:  # a split: nothing was written; look again
+                self._newest.pop(moved.task_type, None)
+        raise Unavailable("the task tables kept moving under the insert; try again")
+
+    async def _newest_tables(self, task_types: set[str]) -> dict[str, int]:
+        """The newest table of each type, read only for the types not seen yet."""
+        unseen = sorted(task_types - self._newest.keys())
+        if unseen:
+            async with self._cursor() as cur:
+                for task_type in unseen:
+                    await cur.execute(END_POS_SELECT, (task_type,))
+                    row = await cur.fetchone()
+                    if row is None:
+                        raise TaskTypeNotFound(
+                            f"task type {task_type!r} is not registered", field="task_type"
+                        )
+                    self._newest[task_type] = int(row[0])
+        return {task_type: self._newest[task_type] for task_type in task_types}
+
+    async def _insert_at(
+        self, tasks: list[TaskInsert], newest: dict[str, int], now: int
+    ) -> list[Task | str]:
+        ids = [new_task_id(t.task_type, newest[t.task_type], t.idempotency_key) for t in tasks]
+        results: list[Task | str | None] = [None] * len(tasks)
+        chunks = [
+            (task_type, chunk)
+            for task_type in sorted(newest)  # one lock order
+            for chunk in _batches(
+                [i for i, t in enumerate(tasks) if t.task_type == task_type],
+                lambda i: _context_size(tasks[i]),
+            )
+        ]
+        if len(tasks) == 1 and tasks[0].idempotency_key is None:
+            # One guarded statement is atomic on its own: autocommit spares BEGIN
+            # and COMMIT (the one-by-one create).
+            async with self._cursor() as cur:
+                await self._insert_rows(cur, tasks, ids, [0], newest[tasks[0].task_type], now,
+                                        results)  # fmt: skip
+            return [r for r in results if r is not None]
         async with self._tx() as cur:
-            targets = {}
-            for task_type in sorted({t.task_type for t in tasks}):  # one lock order
-                await cur.execute(INSERT_TARGET_LOCKED, (task_type,))
-                targets[task_type] = insert_target(task_type, await cur.fetchone())
-            for task in tasks:
-                target = targets[task.task_type]
-                task_id = new_task_id(task.task_type, target.pos, task.idempotency_key)
-                # A duplicate key undoes the failed statement only, not the transaction.
-                if task.idempotency_key is not None:
-                    key = (task.task_type, task.idempotency_key)
-                    if not await _inserted(cur, KEY_INSERT, (*key, task_id, now)):
-                        await cur.execute(KEY_SELECT, key)
-                        results.append((await cur.fetchone())[0])
-                        continue
-                insert = TASK_INSERT.format(table=task_table(task.task_type, target.pos))
-                if not await _inserted(cur, insert, target.params(task, task_id, now)):
-                    results.append(task_id)  # the key names a task created without one
-                    continue
-                results.append(inserted(task, task_id, target, cur.lastrowid, now))
-        return results
+            twins = await self._claim_keys(cur, tasks, ids, now, results)
+            for task_type, chunk in chunks:
+                todo = [i for i in chunk if results[i] is None]
+                if todo:
+                    await self._insert_rows(cur, tasks, ids, todo, newest[task_type], now, results)
+        for twin, first in twins:  # a key twice in one call: the second names the first's task
+            named = results[first]
+            results[twin] = named if isinstance(named, str) else ids[first]
+        return [r for r in results if r is not None]
+
+    async def _claim_keys(
+        self,
+        cur: aiomysql.Cursor,
+        tasks: list[TaskInsert],
+        ids: list[str],
+        now: int,
+        results: list[Task | str | None],
+    ) -> list[tuple[int, int]]:
+        """Insert the idempotency keys (one statement per type and chunk); a key
+        already used sets its task's result to the task id it names. Returns the
+        (index, index of the first) pairs of keys given twice in this call, whose
+        results are left unset for the caller to fill in."""
+        first: dict[tuple[str, str], int] = {}
+        twins: list[tuple[int, int]] = []
+        by_type: dict[str, list[int]] = {}
+        for index, task in enumerate(tasks):
+            if task.idempotency_key is None:
+                continue
+            key = (task.task_type, task.idempotency_key)
+            if key in first:
+                twins.append((index, first[key]))
+                results[index] = ""  # not a task row to insert; set by the caller
+            else:
+                first[key] = index
+                by_type.setdefault(task.task_type, []).append(index)
+        for task_type, indices in sorted(by_type.items()):
+            indices.sort(key=lambda i: tasks[i].idempotency_key or "")  # one lock order
+            for start in range(0, len(indices), BATCH_ROWS):
+                chunk = indices[start : start + BATCH_ROWS]
+                keys = [tasks[i].idempotency_key for i in chunk]
+                await cur.execute(KEYS_SELECT.format(ids=_marks(keys)), (task_type, *keys))
+                used = dict(await cur.fetchall())
+                new = []
+                for i in chunk:
+                    if tasks[i].idempotency_key in used:
+                        results[i] = used[tasks[i].idempotency_key]
+                    else:
+                        new.append(i)
+                if new:
+                    await self._insert_keys(cur, tasks, ids, new, now, results)
+        return twins
+
+    @staticmethod
+    async def _insert_keys(
+        cur: aiomysql.Cursor,
+        tasks: list[TaskInsert],
+        ids: list[str],
+        new: list[int],
+        now: int,
+        results: list[Task | str | None],
+    ) -> None:
+        params: list[Any] = []
+        for i in new:
+            params += (tasks[i].task_type, tasks[i].idempotency_key, ids[i], now)
+        if await _inserted(cur, KEYS_INSERT.format(rows=", ".join([KEY_ROW] * len(new))), params):
+            return
+        # Another call took one of these keys since the read: key by key.
+        for i in new:
+            key = (tasks[i].task_type, tasks[i].idempotency_key)
+            if not await _inserted(cur, KEY_INSERT, (*key, ids[i], now)):
+                await cur.execute(KEY_SELECT, key)
+                results[i] = (await cur.fetchone())[0]
+
+    async def _insert_rows(
+        self,
+        cur: aiomysql.Cursor,
+        tasks: list[TaskInsert],
+        ids: list[str],
+        chunk: list[int],
+        pos: int,
+        now: int,
+        results: list[Task | str | None],
+    ) -> None:
+        """Insert the tasks at `chunk` (one type) into table `pos`, guarded (see
+        TASK_INSERT_GUARDED); _Moved if the guard failed. Several tasks need a
+        transaction (the locked guard read, then the insert)."""
+        task_type = tasks[chunk[0]].task_type
+        table = task_table(task_type, pos)
+        if len(chunk) == 1:
+            task = tasks[chunk[0]]
+            sql = TASK_INSERT_GUARDED.format(table=table)
+            params: list[Any] = [ids[chunk[0]], task.user_id, task.task_stage, task.priority]
+            params += (task.context, task.order_time, now, now, task_type, pos)
+        else:
+            await cur.execute(INSERT_TARGET_LOCKED, (task_type, pos))
+            row = await cur.fetchone()
+            if row is None:
+                raise _Moved(task_type)
+            target = insert_target(task_type, row)
+            sql = TASK_INSERT.format(table=table, rows=", ".join([TASK_ROW] * len(chunk)))
+            params = [v for i in chunk for v in target.params(tasks[i], ids[i], now)]
+        if self._returning:
+            sql += " RETURNING " + INSERTED_COLUMNS
+        try:
+            count = await cur.execute(sql, params)
+        except pymysql.err.IntegrityError as exc:
+            if exc.args[0] != ER_DUP_ENTRY:
+                raise
+            # A key that names a task created without one (its id is taken):
+            # the statement alone was undone; row by row finds which.
+            if len(chunk) == 1:
+                results[chunk[0]] = ids[chunk[0]]
+                return
+            for i in chunk:
+                await self._insert_rows(cur, tasks, ids, [i], pos, now, results)
+            return
+        if self._returning:
+            written = await cur.fetchall()
+        elif count:
+            chosen = [ids[i] for i in chunk]
+            await cur.execute(INSERTED_SELECT.format(table=table, ids=_marks(chosen)), chosen)
+            written = await cur.fetchall()
+        else:
+            written = ()
+        if not written:
+            raise _Moved(task_type)
+        if len(written) != len(chunk):  # one position row joined: all or nothing
+            raise RuntimeError(f"inserted {len(written)} of {len(chunk)} tasks")
+        by_id = {row[1]: row for row in written}
+        targets: dict[tuple[int, ...], InsertTarget] = {}  # one per statement, in fact
+        for i in chunk:
+            row_id, _, *retry = by_id[ids[i]]
+            key = tuple(retry)
+            target = targets.get(key) or targets.setdefault(key, InsertTarget(pos, *key))
+            results[i] = inserted(tasks[i], ids[i], target, int(row_id), now)
 
     async def task_claim_due(self, config: TaskTypeConfig, limit: int, claim: Claim) -> list[Task]:
         async with self._tx() as cur:

@@ -39,13 +39,6 @@ END_POS_ADVANCE = """
 UPDATE t_schedule_pos SET schedule_end_pos = schedule_end_pos + 1, modify_time = %s
 WHERE task_type = %s AND schedule_end_pos = %s
 """
-# The shared lock on the position row lasts until the insert commits; begin-advance
-# takes it exclusively, so it can never retire the table a create is writing to.
-INSERT_TARGET_LOCKED = """
-SELECT p.schedule_end_pos, c.max_retry_num, c.retry_interval, c.max_retry_interval
-FROM t_schedule_pos p JOIN t_schedule_cfg c ON c.task_type = p.task_type
-WHERE p.task_type = %s LOCK IN SHARE MODE
-"""
 POS_LOCKED = (
     "SELECT schedule_begin_pos, schedule_end_pos, data_begin_pos FROM t_schedule_pos"
     " WHERE task_type = %s FOR UPDATE"
@@ -67,12 +60,51 @@ KEY_INSERT = (
     " VALUES (%s, %s, %s, %s)"
 )
 KEY_SELECT = "SELECT task_id FROM t_task_key WHERE task_type = %s AND idempotency_key = %s"
+KEYS_SELECT = (
+    "SELECT idempotency_key, task_id FROM t_task_key"
+    " WHERE task_type = %s AND idempotency_key IN ({ids})"
+)
+KEYS_INSERT = (
+    "INSERT INTO t_task_key (task_type, idempotency_key, task_id, create_time) VALUES {rows}"
+)
+KEY_ROW = "(%s, %s, %s, %s)"
+# New tasks go to the type's newest table as the server last saw it, guarded:
+# inserted only while that table is still the newest one, under a shared lock
+# on the type's position row held until commit. A begin advance locks that row
+# exclusively, so it waits for the insert and then sees its tasks: it can never
+# retire a table a create is writing to. When the guard fails (a split moved
+# the newest table), nothing is written and the store reads the position again.
+#
+# One task: one INSERT ... SELECT, guard included (in autocommit: one round
+# trip). Several: the guard as a locked read, then one multi-row INSERT ...
+# VALUES; an INSERT ... SELECT of many rows would reserve auto-increment ids in
+# powers of two and leave gaps, and MAX(id) is how a table's size is measured.
+TASK_INSERT_GUARDED = """
+INSERT INTO {table} (task_id, task_type, user_id, task_stage, status, priority, crt_retry_num,
+    max_retry_num, retry_interval, max_retry_interval, schedule_log, task_context, order_time,
+    version, create_time, modify_time)
+SELECT %s, p.task_type, %s, %s, 1, %s, 0, c.max_retry_num, c.retry_interval,
+    c.max_retry_interval, '', %s, %s, 1, %s, %s
+FROM t_schedule_pos p JOIN t_schedule_cfg c ON c.task_type = p.task_type
+WHERE p.task_type = %s AND p.schedule_end_pos = %s
+LOCK IN SHARE MODE
+"""
+INSERT_TARGET_LOCKED = """
+SELECT p.schedule_end_pos, c.max_retry_num, c.retry_interval, c.max_retry_interval
+FROM t_schedule_pos p JOIN t_schedule_cfg c ON c.task_type = p.task_type
+WHERE p.task_type = %s AND p.schedule_end_pos = %s LOCK IN SHARE MODE
+"""
 TASK_INSERT = """
 INSERT INTO {table} (task_id, task_type, user_id, task_stage, status, priority, crt_retry_num,
     max_retry_num, retry_interval, max_retry_interval, schedule_log, task_context, order_time,
     version, create_time, modify_time)
-VALUES (%s, %s, %s, %s, 1, %s, 0, %s, %s, %s, '', %s, %s, 1, %s, %s)
+VALUES {rows}
 """
+TASK_ROW = "(%s, %s, %s, %s, 1, %s, 0, %s, %s, %s, '', %s, %s, 1, %s, %s)"
+# What an insert wrote that the server did not choose: MariaDB returns it from
+# the INSERT itself; MySQL reads it back by task id.
+INSERTED_COLUMNS = "id, task_id, max_retry_num, retry_interval, max_retry_interval"
+INSERTED_SELECT = "SELECT " + INSERTED_COLUMNS + " FROM {table} WHERE task_id IN ({ids})"
 DUE_LOCKED = (
     "SELECT " + TASK_COLUMNS + " FROM {table} WHERE status = 1 AND order_time <= %s"
     " ORDER BY order_time, id LIMIT %s FOR UPDATE SKIP LOCKED"

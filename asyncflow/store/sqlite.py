@@ -26,6 +26,7 @@ from asyncflow.core.model import Claim, PoolUsage, Task, TaskChange, TaskInsert,
 from asyncflow.errors import ConfigError, Unavailable
 from asyncflow.store.common import (
     SCHEMA_VERSION,
+    InsertTarget,
     changed,
     config_params,
     fenced_update_params,
@@ -52,6 +53,7 @@ from asyncflow.store.sqlite_sql import (
     DUE_CANDIDATES,
     END_POS_ADVANCE,
     EXTEND_LEASE,
+    INSERT_ROWS,
     INSERT_TARGET,
     KEY_INSERT,
     KEY_SELECT,
@@ -63,6 +65,8 @@ from asyncflow.store.sqlite_sql import (
     SCHEDULE_SQL,
     TABLE_SQL,
     TASK_INSERT,
+    TASK_INSERT_ROWS,
+    TASK_ROW,
     UPDATE_FENCED,
     UPDATE_LEASED,
 )
@@ -352,27 +356,56 @@ class SqliteStore(TaskTableReads, OperatorRows):
         return await self._run(self._task_insert_many, tasks, now)
 
     def _task_insert_many(self, tasks: list[TaskInsert], now: int) -> list[Task | str]:
-        results: list[Task | str] = []
+        results: list[Task | str | None] = [None] * len(tasks)
         with self._tx() as db:
             targets = {}
             for task_type in sorted({t.task_type for t in tasks}):
                 row = _first(db.execute(INSERT_TARGET, (task_type,)))
                 targets[task_type] = insert_target(task_type, row)
-            for task in tasks:
-                target = targets[task.task_type]
-                task_id = new_task_id(task.task_type, target.pos, task.idempotency_key)
+            ids = [new_task_id(t.task_type, targets[t.task_type].pos, t.idempotency_key)
+                   for t in tasks]  # fmt: skip
+            by_type: dict[str, list[int]] = {}
+            for index, task in enumerate(tasks):
                 if task.idempotency_key is not None:
                     key = (task.task_type, task.idempotency_key)
-                    if _inserted(db, KEY_INSERT, (*key, task_id, now)) is None:
-                        results.append(_first(db.execute(KEY_SELECT, key))[0])
+                    if _inserted(db, KEY_INSERT, (*key, ids[index], now)) is None:
+                        results[index] = _first(db.execute(KEY_SELECT, key))[0]
                         continue
-                insert = TASK_INSERT.format(table=task_table(task.task_type, target.pos))
-                row_id = _inserted(db, insert, target.params(task, task_id, now))
-                if row_id is None:
-                    results.append(task_id)  # the key names a task created without one
-                    continue
-                results.append(inserted(task, task_id, target, row_id, now))
-        return results
+                by_type.setdefault(task.task_type, []).append(index)
+            for task_type, indices in by_type.items():
+                for start in range(0, len(indices), INSERT_ROWS):
+                    chunk = indices[start : start + INSERT_ROWS]
+                    self._insert_rows(db, tasks, ids, chunk, targets[task_type], now, results)
+        return [r for r in results if r is not None]
+
+    @staticmethod
+    def _insert_rows(
+        db: sqlite3.Connection,
+        tasks: list[TaskInsert],
+        ids: list[str],
+        chunk: list[int],
+        target: InsertTarget,
+        now: int,
+        results: list[Task | str | None],
+    ) -> None:
+        """Insert the tasks at `chunk` (one table) with one statement."""
+        table = task_table(tasks[chunk[0]].task_type, target.pos)
+        sql = TASK_INSERT_ROWS.format(table=table, rows=", ".join([TASK_ROW] * len(chunk)))
+        params = [v for i in chunk for v in target.params(tasks[i], ids[i], now)]
+        try:
+            row_ids = dict((task_id, row_id) for row_id, task_id in db.execute(sql, params))
+        except sqlite3.IntegrityError:
+            # A key that names a task created without one (its id is taken): the
+            # statement alone was undone; row by row finds which.
+            for i in chunk:
+                insert = TASK_INSERT.format(table=table)
+                row_id = _inserted(db, insert, target.params(tasks[i], ids[i], now))
+                results[i] = (
+                    ids[i] if row_id is None else inserted(tasks[i], ids[i], target, row_id, now)
+                )
+            return
+        for i in chunk:
+            results[i] = inserted(tasks[i], ids[i], target, row_ids[ids[i]], now)
 
     async def task_claim_due(self, config: TaskTypeConfig, limit: int, claim: Claim) -> list[Task]:
         return await self._run(self._task_claim_due, config, limit, claim)

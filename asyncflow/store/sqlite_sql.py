@@ -69,6 +69,17 @@ INSERT INTO {table} (task_id, task_type, user_id, task_stage, status, priority, 
     version, create_time, modify_time)
 VALUES (?, ?, ?, ?, 1, ?, 0, ?, ?, ?, '', ?, ?, 1, ?, ?)
 """
+# Many tasks of one table in one statement (cheaper than a statement each);
+# RETURNING gives their ids (in no promised order: matched by task_id).
+TASK_INSERT_ROWS = """
+INSERT INTO {table} (task_id, task_type, user_id, task_stage, status, priority, crt_retry_num,
+    max_retry_num, retry_interval, max_retry_interval, schedule_log, task_context, order_time,
+    version, create_time, modify_time)
+VALUES {rows} RETURNING id, task_id
+"""
+TASK_ROW = "(?, ?, ?, ?, 1, ?, 0, ?, ?, ?, '', ?, ?, 1, ?, ?)"
+INSERT_ROWS = 1000
+"""Rows per multi-row insert: 12 bound values each, well under SQLite's 32,766."""
 DUE_CANDIDATES = """
 SELECT order_time, id FROM {table} WHERE status = 1 AND order_time <= ?
 ORDER BY order_time, id LIMIT ?

@@ -104,6 +104,9 @@ async def test_create_folds_priority_into_order_time_and_announces(parts: Parts)
     assert created
     assert task.order_time == NOW - 60
     assert parts.due.due == [("lark", NOW - 60, 1)]
+    # Not cached by the create (no older state to hide): the first read fills it.
+    assert task.task_id not in parts.cache.entries
+    assert await parts.core.get_task(task.task_id) == task
     assert parts.cache.entries[task.task_id] == task
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from asyncflow.core.ids import check_task_type, new_task_id, parse_task_id, task_table
@@ -74,3 +76,13 @@ def test_malformed_task_ids_are_refused(task_id: str) -> None:
 def test_table_names_need_a_positive_int_position(pos: object) -> None:
     with pytest.raises(ValueError, match="refusing"):
         task_table("lark", pos)  # type: ignore[arg-type]
+
+
+def test_a_task_id_without_a_key_gets_a_fresh_uuid4() -> None:
+    keys = {new_task_id("lark", 3).split("_")[0] for _ in range(1000)}
+    assert len(keys) == 1000
+    for key in keys:
+        parsed = uuid.UUID(key)
+        assert str(parsed) == key
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
