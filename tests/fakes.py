@@ -25,6 +25,7 @@ from asyncflow.core.model import (
     TaskTypeConfig,
 )
 from asyncflow.errors import ScheduleAlreadyExists, TaskTypeNotFound, Unavailable
+from asyncflow.store.common import oldest_first, wire_size
 
 
 @dataclass
@@ -207,12 +208,19 @@ class FakeStore:
 
     async def task_claim_due(self, config: TaskTypeConfig, limit: int, claim: Claim) -> list[Task]:
         self._enter("task_claim_due")
-        due = sorted(
-            (task for pos in range(config.begin_pos, config.end_pos + 1)
-             for task in self._rows(config.task_type, pos).values()
-             if task.status is TaskStatus.PENDING and task.order_time <= claim.now),
-            key=lambda t: (t.order_time, t.pos, t.row_id),
-        )[:limit]  # fmt: skip
+        rows = {
+            (task.pos, task.row_id): task
+            for pos in range(config.begin_pos, config.end_pos + 1)
+            for task in self._rows(config.task_type, pos).values()
+            if task.status is TaskStatus.PENDING and task.order_time <= claim.now
+        }
+        chosen = oldest_first(
+            ((t.order_time, t.pos, t.row_id, wire_size(t)) for t in rows.values()),
+            limit,
+            claim.max_bytes,
+        )
+        due = sorted((rows[(pos, row_id)] for pos, ids in chosen.items() for row_id in ids),
+                     key=lambda t: (t.order_time, t.pos, t.row_id))  # fmt: skip
         return [
             self._write(replace(
                 task, status=TaskStatus.PROCESSING, lease_token=claim.token,

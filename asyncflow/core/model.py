@@ -147,6 +147,10 @@ class Claim:
     token: str
     deadline: int
     now: int
+    max_bytes: int = 0
+    """Lease only the oldest due tasks whose encoded size (estimated from their
+    stored text, see asyncflow.store.common.WIRE_TASK_OVERHEAD) fits in this many
+    bytes; the first always goes, alone if it is larger. 0: no bound."""
 
 
 @dataclass(frozen=True)

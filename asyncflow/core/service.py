@@ -77,6 +77,8 @@ DEFAULT_TYPE = TaskTypeConfig(
 """Settings of a newly registered type, from the original's sample `lark` row."""
 
 DAY = 86_400
+REPLY_ENVELOPE_BYTES = 64
+"""A hold reply's bytes around its tasks (HoldTasksResponse / a pushed Tasks message)."""
 LEASE_RACE_RETRIES = 3
 MAX_PAGE_TOKEN_CHARS = 256
 
@@ -264,14 +266,18 @@ class TaskCore:
     # -- workers --------------------------------------------------------------
 
     async def hold_tasks(self, task_type: str, limit: int) -> list[Task]:
-        """Lease up to `limit` due tasks (0: the type's schedule_limit) to one holder."""
+        """Lease up to `limit` due tasks (0: the type's schedule_limit) to one holder,
+        as many of the oldest as fit in one reply of limits.max_reply_bytes."""
         config = await self.task_type(task_type)
         if config.paused:  # PauseTaskType: nothing held until ResumeTaskType
             return []
         limit = min(limit or config.schedule_limit, self.limits.max_hold_limit)
         now = self.clock.now()
         claim = Claim(
-            token=secrets.token_hex(16), deadline=now + config.max_processing_time, now=now
+            token=secrets.token_hex(16),
+            deadline=now + config.max_processing_time,
+            now=now,
+            max_bytes=self.limits.max_reply_bytes - REPLY_ENVELOPE_BYTES,
         )
         generation = self.cache.generation()
         tasks = await self.store.task_claim_due(config, limit, claim)

@@ -32,8 +32,6 @@ log = logging.getLogger(__name__)
 Write = Callable[[pb.WorkTasksResponse], Awaitable[None]]
 Response = pb.WorkTasksResponse
 _ids = itertools.count(1)
-PUSH_CHUNK = 100
-"""Tasks per pushed message: 100 tasks with 8 KiB contexts stay near 1 MiB."""
 
 
 @dataclass
@@ -103,40 +101,45 @@ class WorkSession:
         while not self.closed:
             self._event.clear()
             room = self.window - len(self.outstanding)
+            more = False
             if room > 0:
                 self.hub.want(self, self.task_types)
                 try:
-                    room = await self._fill(rotation, room, write)
+                    more = await self._fill(rotation, room, write)
                 except AsyncflowError as exc:  # the store is down: try again later
                     log.warning("stream %s could not hold tasks: %s", self.key, exc)
-                    room = 0
             if self.closed:
                 return
+            if more:
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._event.wait(), timeout=self.poll_interval)
 
-    async def _fill(self, rotation: deque[str], room: int, write: Write) -> int:
-        """One round over the subscribed types; returns the room left (0 if a
-        type gave all we asked for, meaning more may be due)."""
+    async def _fill(self, rotation: deque[str], room: int, write: Write) -> bool:
+        """One round over the subscribed types; True if one gave tasks and the
+        window still has room (a hold bounded by bytes may have left more due).
+
+        Each hold is one pushed message: the core bounds it by limits.max_reply_bytes.
+        """
+        pushed = False
         for _ in range(len(rotation)):
             task_type = rotation[0]
             rotation.rotate(-1)
             tasks = await self.core.hold_tasks(task_type, room)
             if not tasks:
                 continue
+            pushed = True
             self.core.metrics.tasks("pushed", task_type, "", len(tasks))
             for task in tasks:
                 self.outstanding[task.task_id] = Pushed(task_type, task.lease_token)
             self.max_outstanding = max(self.max_outstanding, len(self.outstanding))
-            for first in range(0, len(tasks), PUSH_CHUNK):
-                chunk = tasks[first : first + PUSH_CHUNK]
-                await write(Response(tasks=Response.Tasks(tasks=[to_pb(t) for t in chunk])))
+            await write(Response(tasks=Response.Tasks(tasks=[to_pb(t) for t in tasks])))
             if len(tasks) == room:
                 # There may be more due: pass the baton to another waiting stream.
                 self.hub.wake(task_type, 1)
-                return 0
+                return False
             room -= len(tasks)
-        return room
+        return pushed and room > 0
 
     # -- requests -----------------------------------------------------------------
 

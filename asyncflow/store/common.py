@@ -185,14 +185,44 @@ def filter_sql(where: TaskFilter, mark: str) -> tuple[str, list[Any]]:
     return "".join(clauses), params
 
 
-def oldest_first(candidates: Iterable[tuple[int, int, int]], limit: int) -> dict[int, list[int]]:
-    """Pick the `limit` oldest (order_time, pos, row_id) candidates, grouped by pos.
+WIRE_TEXT_COLUMNS = ("task_id", "task_type", "user_id", "task_stage", "task_context",
+                     "schedule_log")  # fmt: skip
+WIRE_TASK_OVERHEAD = 256
+"""Bytes a task takes in a reply beyond its text columns: field tags, length
+prefixes, integers at their widest varint and the lease (token up to 64
+characters), with room to spare (tests/unit/test_reply_budget.py checks it)."""
+
+
+def wire_size_sql(byte_length: str) -> str:
+    """SQL of a row's estimated encoded size, `byte_length` the dialect's function
+    giving a text's UTF-8 length in bytes ("{}" stands for the column)."""
+    texts = " + ".join(byte_length.format(column) for column in WIRE_TEXT_COLUMNS)
+    return f"{texts} + {WIRE_TASK_OVERHEAD}"
+
+
+def wire_size(task: Task) -> int:
+    """What wire_size_sql computes on the task's row."""
+    texts = (task.task_id, task.task_type, task.user_id, task.task_stage, task.context,
+             task.schedule_log)  # fmt: skip
+    return sum(len(text.encode()) for text in texts) + WIRE_TASK_OVERHEAD
+
+
+def oldest_first(
+    candidates: Iterable[tuple[int, int, int, int]], limit: int, max_bytes: int = 0
+) -> dict[int, list[int]]:
+    """Pick the `limit` oldest (order_time, pos, row_id, wire size) candidates,
+    grouped by pos; with `max_bytes`, only the oldest that fit in it together
+    (the first always: a task larger than the budget goes alone).
 
     Holds collect due candidates from every live table and keep the globally
     oldest, so an old table can never block newer ones (no head-of-line block).
     """
     chosen: dict[int, list[int]] = {}
-    for _, pos, row_id in heapq.nsmallest(limit, candidates):
+    total = 0
+    for _, pos, row_id, size in heapq.nsmallest(limit, candidates):
+        if max_bytes and chosen and total + size > max_bytes:
+            break
+        total += size
         chosen.setdefault(pos, []).append(row_id)
     return chosen
 

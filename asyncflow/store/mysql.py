@@ -393,13 +393,21 @@ class MysqlStore(TaskTableReads, OperatorRows):
     async def task_claim_due(self, config: TaskTypeConfig, limit: int, claim: Claim) -> list[Task]:
         async with self._tx() as cur:
             locked: dict[tuple[int, int], Task] = {}
+            sizes: dict[tuple[int, int], int] = {}
             for pos in range(config.begin_pos, config.end_pos + 1):
                 table = task_table(config.task_type, pos)
                 await cur.execute(DUE_LOCKED.format(table=table), (claim.now, limit))
                 for row in await cur.fetchall():
                     task = row_to_task(row, pos)
                     locked[(pos, task.row_id)] = task
-            chosen = oldest_first(((t.order_time, t.pos, t.row_id) for t in locked.values()), limit)
+                    sizes[(pos, task.row_id)] = int(row[-1])
+            # Rows locked but not chosen (over the limit or the byte budget) are
+            # unlocked untouched at commit.
+            chosen = oldest_first(
+                ((t.order_time, t.pos, t.row_id, sizes[key]) for key, t in locked.items()),
+                limit,
+                claim.max_bytes,
+            )
             result: list[Task] = []
             for pos, ids in chosen.items():
                 sql = CLAIM.format(table=task_table(config.task_type, pos), ids=_marks(ids))

@@ -6,7 +6,7 @@ and `{rows}` with placeholders; every value is bound.
 
 from __future__ import annotations
 
-from asyncflow.store.common import CONFIG_COLUMNS, TASK_COLUMNS
+from asyncflow.store.common import CONFIG_COLUMNS, TASK_COLUMNS, wire_size_sql
 from asyncflow.store.operator import schedule_sql
 from asyncflow.store.tables import table_sql
 
@@ -73,8 +73,13 @@ INSERT INTO {table} (task_id, task_type, user_id, task_stage, status, priority, 
     version, create_time, modify_time)
 VALUES (%s, %s, %s, %s, 1, %s, 0, %s, %s, %s, '', %s, %s, 1, %s, %s)
 """
+# The last column: the row's estimated size in a reply (LENGTH counts bytes).
 DUE_LOCKED = (
-    "SELECT " + TASK_COLUMNS + " FROM {table} WHERE status = 1 AND order_time <= %s"
+    "SELECT "
+    + TASK_COLUMNS
+    + ", "
+    + wire_size_sql("LENGTH({})")
+    + " FROM {table} WHERE status = 1 AND order_time <= %s"
     " ORDER BY order_time, id LIMIT %s FOR UPDATE SKIP LOCKED"
 )
 CLAIM = """

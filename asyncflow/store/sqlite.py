@@ -381,14 +381,14 @@ class SqliteStore(TaskTableReads, OperatorRows):
         claimed: list[Task] = []
         with self._tx() as db:
             candidates = [
-                (order_time, pos, row_id)
+                (order_time, pos, row_id, size)
                 for pos in range(config.begin_pos, config.end_pos + 1)
-                for order_time, row_id in db.execute(
+                for order_time, row_id, size in db.execute(
                     DUE_CANDIDATES.format(table=task_table(config.task_type, pos)),
                     (claim.now, limit),
                 )
             ]
-            for pos, ids in oldest_first(candidates, limit).items():
+            for pos, ids in oldest_first(candidates, limit, claim.max_bytes).items():
                 sql = CLAIM.format(
                     table=task_table(config.task_type, pos), ids=TABLE_SQL.marks(ids)
                 )

@@ -6,7 +6,7 @@ with placeholders; every value is bound.
 
 from __future__ import annotations
 
-from asyncflow.store.common import CONFIG_COLUMNS, TASK_COLUMNS
+from asyncflow.store.common import CONFIG_COLUMNS, TASK_COLUMNS, wire_size_sql
 from asyncflow.store.operator import schedule_sql
 from asyncflow.store.tables import table_sql
 
@@ -69,10 +69,12 @@ INSERT INTO {table} (task_id, task_type, user_id, task_stage, status, priority, 
     version, create_time, modify_time)
 VALUES (?, ?, ?, ?, 1, ?, 0, ?, ?, ?, '', ?, ?, 1, ?, ?)
 """
-DUE_CANDIDATES = """
-SELECT order_time, id FROM {table} WHERE status = 1 AND order_time <= ?
-ORDER BY order_time, id LIMIT ?
-"""
+# The last column: the row's estimated size in a reply, in bytes (a BLOB's LENGTH).
+DUE_CANDIDATES = (
+    "SELECT order_time, id, "
+    + wire_size_sql("LENGTH(CAST({} AS BLOB))")
+    + " FROM {table} WHERE status = 1 AND order_time <= ? ORDER BY order_time, id LIMIT ?"
+)
 CLAIM = (
     """
 UPDATE {table} SET status = 2, lease_token = ?, hold_count = hold_count + 1,
