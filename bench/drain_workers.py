@@ -1,12 +1,14 @@
 """Drain throughput with separate `asyncflow worker` processes (issue 9, target 4).
 
     .venv/bin/python -m bench.drain_workers [--tasks 20000] [--workers 2]
-        [--backend mysql|sqlite] [--concurrency 64] [--prefetch 64]
+        [--backend mysql|sqlite] [--concurrency 64] [--prefetch 64] [--profile DIR]
 
 A real `asyncflow serve` (MariaDB + Redis by default, a scratch database); the
 type is paused while the backlog is created and the worker processes connect,
 then resumed: the clock runs from the resume until every task is SUCCESS
-(each durably claimed and durably reported by a worker process).
+(each durably claimed and durably reported by a worker process). --profile
+samples the server and each worker with py-spy (`pip install py-spy`) into
+DIR/<process>.txt (collapsed stacks) during the first --profile-seconds.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,18 +24,26 @@ from pathlib import Path
 from asyncflow.client import Client, TaskSpec, TaskStatus
 from bench.common import clean_env, scratch_database, server_process
 
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
+Process = asyncio.subprocess.Process
 
-def profile(pids: dict[str, int], seconds: float, into: str) -> list[subprocess.Popen[bytes]]:
-    """py-spy (pip install py-spy) samples each process into INTO/NAME.txt (collapsed stacks)."""
-    spy = Path(sys.executable).with_name("py-spy")
+
+async def spawn(*command: str, env: dict[str, str] | None = None) -> Process:
+    quiet = asyncio.subprocess.DEVNULL
+    return await asyncio.create_subprocess_exec(*command, env=env, stdout=quiet, stderr=quiet)
+
+
+async def profile(pids: dict[str, int], seconds: float, into: str) -> list[Process]:
     return [
-        subprocess.Popen(
-            [str(spy), "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "200", "-f", "raw",
-             "-o", os.path.join(into, f"{name}.txt")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        await spawn(str(BIN / "py-spy"), "record", "-p", str(pid), "-d", str(int(seconds)),
+                    "-r", "200", "-f", "raw", "-o", os.path.join(into, f"{name}.txt"))
         for name, pid in pids.items()
-    ]
+    ]  # fmt: skip
+
+
+async def finished(client: Client, count: int) -> bool:
+    return (await client.count("drain")).get(TaskStatus.SUCCESS, 0) >= count
 
 
 async def drain(address: str, server_pid: int, args: argparse.Namespace) -> float:
@@ -45,17 +54,13 @@ async def drain(address: str, server_pid: int, args: argparse.Namespace) -> floa
             await client.create_many(
                 [TaskSpec("drain") for _ in range(min(1000, args.tasks - first))]
             )
-        binary = Path(sys.executable).with_name("asyncflow")
-        env = clean_env() | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        env = clean_env() | {"PYTHONPATH": str(ROOT)}
         workers = [
-            subprocess.Popen(
-                [str(binary), "worker", "bench.noop_handlers:handlers", "--address", address,
-                 "--concurrency", str(args.concurrency), "--prefetch", str(args.prefetch),
-                 "--log-level", "WARNING"],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
+            await spawn(str(BIN / "asyncflow"), "worker", "bench.noop_handlers:handlers",
+                        "--address", address, "--concurrency", str(args.concurrency),
+                        "--prefetch", str(args.prefetch), "--log-level", "WARNING", env=env)
             for _ in range(args.workers)
-        ]
+        ]  # fmt: skip
         try:
             await asyncio.sleep(2.0)  # the workers start and subscribe (the type is paused)
             start = time.perf_counter()
@@ -63,18 +68,18 @@ async def drain(address: str, server_pid: int, args: argparse.Namespace) -> floa
             spies = []
             if args.profile:
                 pids = {"server": server_pid} | {f"worker{i}": w.pid for i, w in enumerate(workers)}
-                spies = profile(pids, args.profile_seconds, args.profile)
-            while (await client.count("drain")).get(TaskStatus.SUCCESS, 0) < args.tasks:
-                await asyncio.sleep(0.05)
+                spies = await profile(pids, args.profile_seconds, args.profile)
+            while not await finished(client, args.tasks):
+                await asyncio.sleep(0.05)  # the workers are other processes: poll
             rate = args.tasks / (time.perf_counter() - start)
             for spy in spies:
-                spy.wait(60)
+                await spy.wait()
             return rate
         finally:
             for worker in workers:
                 worker.terminate()
             for worker in workers:
-                worker.wait(30)
+                await worker.wait()
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -84,9 +89,10 @@ async def main(args: argparse.Namespace) -> None:
             with server_process(path, "", backend="sqlite") as (address, pid):
                 rate = await drain(address, pid, args)
     else:
-        with scratch_database() as database, server_process(
-            database, f"bench:{database}:"
-        ) as (address, pid):
+        with (
+            scratch_database() as database,
+            server_process(database, f"bench:{database}:") as (address, pid),
+        ):
             rate = await drain(address, pid, args)
     print(f"drain of {args.tasks:,} no-op tasks, {args.workers} `asyncflow worker` processes"
           f" (concurrency {args.concurrency}, prefetch {args.prefetch}), {args.backend}:"
@@ -99,7 +105,7 @@ if __name__ == "__main__":
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--prefetch", type=int, default=64)
+    parser.add_argument("--backend", choices=("mysql", "sqlite"), default="mysql")
     parser.add_argument("--profile", help="a directory: py-spy profiles of every process")
     parser.add_argument("--profile-seconds", type=float, default=5.0)
-    parser.add_argument("--backend", choices=("mysql", "sqlite"), default="mysql")
     asyncio.run(main(parser.parse_args()))

@@ -12,9 +12,11 @@ import binascii
 import json
 import logging
 import secrets
+from collections.abc import Mapping
 from dataclasses import replace
 
 from asyncflow.core import observe, policy
+from asyncflow.core.group import GroupCommit
 from asyncflow.core.ids import (
     MAX_POS,
     MAX_ROW_ID,
@@ -106,6 +108,10 @@ class TaskCore:
         self.limits = limits or Limits()
         self.on_due: DueListener = on_due or NoListener()
         self.metrics: Metrics = metrics or NoMetrics()
+        self._reporting: GroupCommit[tuple[Report, Task | None], Task | AsyncflowError] = (
+            GroupCommit(self._set_chunk, self.limits.max_hold_limit)
+        )
+        """Concurrent reports (every stream's, and SetTask's) share one transaction."""
 
     # -- task types -----------------------------------------------------------
 
@@ -294,23 +300,43 @@ class TaskCore:
             raise result
         return result
 
-    async def set_tasks(self, reports: list[Report]) -> list[Task | AsyncflowError]:
+    async def set_tasks(
+        self, reports: list[Report], known: Mapping[str, Task] | None = None
+    ) -> list[Task | AsyncflowError]:
         """Apply a batch of reports (a stream's Reports message), each exactly as
         set_task would, in chunks of at most limits.max_hold_limit reports.
 
         A message may hold any number of reports; chunks keep each transaction
         (and each statement's list of bound values, which SQLite limits) bounded.
+        Concurrent calls share transactions (GroupCommit).
+
+        `known`: tasks as the caller last saw them written (a stream keeps what
+        it pushed), by id. A report whose token is that task's lease is decided
+        on it without reading the row; the write is fenced by the row's version,
+        so a task that changed since is read and decided again.
         """
+        known = known or {}
         size = self.limits.max_hold_limit
         results: list[Task | AsyncflowError] = []
         for first in range(0, len(reports), size):
-            results.extend(await self._set_chunk(reports[first : first + size]))
+            chunk = reports[first : first + size]
+            results.extend(await self._reporting.submit([(r, known.get(r.task_id)) for r in chunk]))
         return results
 
-    async def _set_chunk(self, reports: list[Report]) -> list[Task | AsyncflowError]:
-        """One read per table, one transaction, one cache write."""
+    async def _set_chunk(
+        self, items: list[tuple[Report, Task | None]]
+    ) -> list[Task | AsyncflowError]:
+        """One read per table (none for the tasks known), one transaction, one cache write."""
+        reports = [report for report, _ in items]
         results: list[Task | AsyncflowError | None] = [None] * len(reports)
         where: dict[int, tuple[str, int]] = {}
+        # The row each report is decided on, by report: a task may be reported
+        # twice in one batch (by a stale holder and the current one).
+        rows: dict[int, Task | None] = {
+            index: seen
+            for index, (report, seen) in enumerate(items)
+            if seen is not None and seen.lease_token == report.lease_token
+        }
         for index, report in enumerate(reports):
             try:
                 where[index] = parse_task_id(report.task_id)
@@ -325,13 +351,18 @@ class TaskCore:
             todo = [i for i, result in enumerate(results) if result is None]
             if not todo:
                 break
-            rows = await self.store.task_get_many([(*where[i], reports[i].task_id) for i in todo])
+            unread = [i for i in todo if i not in rows]
+            if unread:
+                read = await self.store.task_get_many(
+                    [(*where[i], reports[i].task_id) for i in unread]
+                )
+                rows |= {i: read.get(reports[i].task_id) for i in unread}
             now = self.clock.now()
             changes: list[tuple[int, Task, TaskChange]] = []
             for i in todo:
                 report = reports[i]
                 try:
-                    task = _leased(rows.get(report.task_id), report.task_id, report.lease_token)
+                    task = _leased(rows[i], report.task_id, report.lease_token)
                 except AsyncflowError as refused:
                     results[i] = refused
                     continue
@@ -342,6 +373,8 @@ class TaskCore:
             )
             for (i, _, _), updated in zip(changes, applied, strict=True):
                 results[i] = updated  # None: the row moved under us; read it again
+                if updated is None:
+                    del rows[i]
         done = [r for r in results if isinstance(r, Task)]
         await self.cache.put(done, generation)
         self._announce([t for t in done if t.status is TaskStatus.PENDING])

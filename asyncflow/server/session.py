@@ -36,9 +36,14 @@ _ids = itertools.count(1)
 
 @dataclass
 class Pushed:
-    task_type: str
-    lease_token: str
+    task: Task
+    """As pushed (or last renewed on this stream): a report is decided on it
+    without reading the row again (the write is fenced by its version)."""
     started: bool = False
+
+    @property
+    def lease_token(self) -> str:
+        return self.task.lease_token
 
 
 class WorkSession:
@@ -131,7 +136,7 @@ class WorkSession:
             pushed = True
             self.core.metrics.tasks("pushed", task_type, "", len(tasks))
             for task in tasks:
-                self.outstanding[task.task_id] = Pushed(task_type, task.lease_token)
+                self.outstanding[task.task_id] = Pushed(task)
             self.max_outstanding = max(self.max_outstanding, len(self.outstanding))
             await write(Response(tasks=Response.Tasks(tasks=[to_pb(t) for t in tasks])))
             if len(tasks) == room:
@@ -176,7 +181,8 @@ class WorkSession:
             except AsyncflowError as bad:
                 decoded.append(bad)
         valid = [r for r in decoded if isinstance(r, Report)]
-        applied = iter(await self.core.set_tasks(valid))
+        known = {r.task_id: p.task for r in valid if (p := self.outstanding.get(r.task_id))}
+        applied = iter(await self.core.set_tasks(valid, known))
         results = []
         for report, item in zip(reports, decoded, strict=True):
             outcome = next(applied) if isinstance(item, Report) else item
@@ -197,6 +203,9 @@ class WorkSession:
             task = await self.core.extend_lease(lease.task_id, lease.lease_token)
         except AsyncflowError as refused:
             return pb.ExtendResult(task_id=lease.task_id, error=error_to_pb(refused))
+        pushed = self.outstanding.get(task.task_id)
+        if pushed is not None and pushed.lease_token == task.lease_token:
+            pushed.task = task
         return pb.ExtendResult(task_id=lease.task_id, lease=to_pb(task).lease)
 
     def drop_cancelled(self, held: list[tuple[str, str]]) -> list[str]:

@@ -151,6 +151,29 @@ def _batches(items: list[T], size: Callable[[T], int]) -> Iterator[list[T]]:
         yield batch
 
 
+async def _update_leased_rows(
+    cur: aiomysql.Cursor,
+    table: str,
+    updates: list[tuple[Task, str, TaskChange]],
+    indices: list[int],
+    now: int,
+) -> int:
+    """The updates at `indices` (all in `table`, distinct tasks) in multi-row
+    UPDATEs, each row fenced by its lease token and version; rows changed."""
+    total = 0
+    for batch in _batches(indices, lambda i: len(updates[i][2].context) + 512):
+        params: list[Any] = []
+        for index in batch:
+            task, token, change = updates[index]
+            params += (task.row_id, token, task.version, int(change.status), change.task_stage,
+                       change.context, change.crt_retry_num, change.order_time,
+                       change.schedule_log)  # fmt: skip
+        rows = " UNION ALL ".join([LEASED_ROW] + ["SELECT " + _marks(range(9))] * (len(batch) - 1))
+        sql = UPDATE_LEASED_MANY.format(table=table, rows=rows)
+        total += int(await cur.execute(sql, (*params, now)))
+    return total
+
+
 class MysqlStore(TaskTableReads, OperatorRows):
     """TaskStore over an aiomysql pool (see module docstring)."""
 
@@ -433,6 +456,9 @@ class MysqlStore(TaskTableReads, OperatorRows):
         tables: dict[tuple[str, int], list[int]] = {}
         for index, (task, _, _) in enumerate(updates):
             tables.setdefault((task.task_type, task.pos), []).append(index)
+        distinct = len({(t.task_type, t.pos, t.row_id) for t, _, _ in updates}) == len(updates)
+        if distinct and await self._update_leased_all(tables, updates, now):
+            return [changed(task, change, now) for task, _, change in updates]
         async with self._tx() as cur:
             for (task_type, pos), indices in sorted(tables.items()):  # one lock order
                 table = task_table(task_type, pos)
@@ -440,6 +466,33 @@ class MysqlStore(TaskTableReads, OperatorRows):
                     task, _, change = updates[index]
                     results[index] = changed(task, change, now)
         return results
+
+    async def _update_leased_all(
+        self,
+        tables: dict[tuple[str, int], list[int]],
+        updates: list[tuple[Task, str, TaskChange]],
+        now: int,
+    ) -> bool:
+        """The usual case first: every update still holds its lease. Fenced
+        multi-row UPDATEs, no read: committed if they changed every row, else
+        rolled back (the caller then finds out which still hold, under locks)."""
+        async with self._cursor() as cur:
+            await cur.connection.begin()
+            try:
+                updated = 0
+                for (task_type, pos), indices in sorted(tables.items()):  # one lock order
+                    ordered = sorted(indices, key=lambda i: updates[i][0].row_id)
+                    updated += await _update_leased_rows(
+                        cur, task_table(task_type, pos), updates, ordered, now
+                    )
+            except BaseException:
+                await cur.connection.rollback()
+                raise
+            if updated != len(updates):
+                await cur.connection.rollback()
+                return False
+            await cur.connection.commit()
+        return True
 
     @staticmethod
     async def _update_leased_table(
@@ -460,20 +513,8 @@ class MysqlStore(TaskTableReads, OperatorRows):
             if current.get(task.row_id) == (token, task.version):
                 del current[task.row_id]  # a second report of the same task loses
                 applied.append(index)
-        for batch in _batches(applied, lambda i: len(updates[i][2].context) + 512):
-            params: list[Any] = []
-            for index in batch:
-                task, token, change = updates[index]
-                params += (task.row_id, token, task.version, int(change.status), change.task_stage,
-                           change.context, change.crt_retry_num, change.order_time,
-                           change.schedule_log)  # fmt: skip
-            rows = " UNION ALL ".join(
-                [LEASED_ROW] + ["SELECT " + _marks(range(9))] * (len(batch) - 1)
-            )
-            updated = await cur.execute(UPDATE_LEASED_MANY.format(table=table, rows=rows),
-                                        (*params, now))  # fmt: skip
-            if updated != len(batch):  # the rows are locked by us: cannot happen
-                raise RuntimeError(f"updated {updated} of {len(batch)} locked rows")
+        if await _update_leased_rows(cur, table, updates, applied, now) != len(applied):
+            raise RuntimeError(f"updated fewer than {len(applied)} locked rows")  # cannot happen
         return applied
 
     async def task_extend_lease(

@@ -349,6 +349,31 @@ async def test_update_leased_applies_a_batch_across_tables(store: TaskStore) -> 
     assert untouched == held[1]
 
 
+async def test_update_leased_batch_with_one_stale_lease_applies_the_others(
+    store: TaskStore,
+) -> None:
+    """Distinct tasks over two tables, one under a lease that is no longer its own
+    (MariaDB tries the batch unlocked first, then finds out which still hold)."""
+    config = await registered(store)
+    for _ in range(2):
+        await insert(store, new_task(config), NOW)
+    assert await store.pos_split(config, NOW)
+    config = await store.type_get("lark")
+    assert config is not None
+    for _ in range(2):
+        await insert(store, new_task(config), NOW)
+    held = await store.task_claim_due(config, 4, claim())
+    done = TaskChange(TaskStatus.SUCCESS, "first", "done", 0, NOW, "")
+    results = await store.task_update_leased_many(
+        [(task, "stale" if i == 2 else "tok", done) for i, task in enumerate(held)], NOW + 1
+    )
+    assert [r is not None for r in results] == [True, True, False, True]
+    assert await store.task_get("lark", held[2].pos, held[2].task_id) == held[2]
+    for task, result in zip(held, results, strict=True):
+        if result is not None:
+            assert await store.task_get("lark", task.pos, task.task_id) == result
+
+
 async def test_update_leased_applies_a_batch_larger_than_one_statement(store: TaskStore) -> None:
     """1100 updates with 4 KiB contexts: more rows and bytes than one multi-row statement takes."""
     config = await registered(store, schedule_limit=1000)

@@ -19,7 +19,8 @@ def widest(context: str, token: str = "t" * 64) -> Task:
         priority=(1 << 32) - 1, crt_retry_num=(1 << 32) - 1, max_retry_num=(1 << 32) - 1,
         retry=RetryPolicy(RetryStrategy.UNIFORM, 1, 1), context=context,
         schedule_log="{" + "x" * 3000 + "}", order_time=-BIG, lease_token=token,
-        hold_count=(1 << 32) - 1, lease_deadline=-BIG, version=BIG, create_time=-BIG, modify_time=-BIG,
+        hold_count=(1 << 32) - 1, lease_deadline=-BIG, version=BIG, create_time=-BIG,
+        modify_time=-BIG,
     )  # fmt: skip
 
 
