@@ -69,8 +69,8 @@ async def drain(address: str, server_pid: int, args: argparse.Namespace) -> floa
             if args.profile:
                 pids = {"server": server_pid} | {f"worker{i}": w.pid for i, w in enumerate(workers)}
                 spies = await profile(pids, args.profile_seconds, args.profile)
-            while not await finished(client, args.tasks):
-                await asyncio.sleep(0.05)  # the workers are other processes: poll
+            while not await finished(client, args.tasks):  # noqa: ASYNC110 (other processes)
+                await asyncio.sleep(0.05)
             rate = args.tasks / (time.perf_counter() - start)
             for spy in spies:
                 await spy.wait()
