@@ -183,13 +183,17 @@ class FakeStore:
                 results.append(task_id)  # the key names a task created without one
                 continue
             table.last_id += 1
+            leased = bool(task.lease_token) and not config.paused and task.order_time <= now
             results.append(self._write(Task(
                 row_id=table.last_id, task_id=task_id, task_type=task.task_type,
                 pos=config.end_pos, user_id=task.user_id, task_stage=task.task_stage,
-                status=TaskStatus.PENDING, priority=task.priority, crt_retry_num=0,
+                status=TaskStatus.PROCESSING if leased else TaskStatus.PENDING,
+                priority=task.priority, crt_retry_num=0,
                 max_retry_num=config.max_retry_num, retry=config.retry, context=task.context,
-                schedule_log="", order_time=task.order_time, lease_token="", hold_count=0,
-                lease_deadline=0, version=1, create_time=now, modify_time=now,
+                schedule_log="", order_time=task.order_time,
+                lease_token=task.lease_token if leased else "", hold_count=int(leased),
+                lease_deadline=now + config.max_processing_time if leased else 0,
+                version=1, create_time=now, modify_time=now,
             )))  # fmt: skip
         return results
 

@@ -45,7 +45,16 @@ from asyncflow.core.model import (
     TaskTypeConfig,
     TypeSettings,
 )
-from asyncflow.core.ports import Clock, DueListener, Metrics, NoMetrics, TaskCache, TaskStore
+from asyncflow.core.ports import (
+    Clock,
+    DueListener,
+    HandOff,
+    Metrics,
+    NoMetrics,
+    Taker,
+    TaskCache,
+    TaskStore,
+)
 from asyncflow.core.validate import (
     MAX_ERROR_CHARS,
     MAX_STAGE_CHARS,
@@ -92,6 +101,13 @@ class NoListener:
         return None
 
 
+class NoHandOff:
+    """No stream waits here (tools and benchmarks that run the core alone)."""
+
+    def offer(self, task_type: str, count: int) -> list[Taker]:
+        return []
+
+
 class TaskCore:
     def __init__(
         self,
@@ -101,6 +117,7 @@ class TaskCore:
         limits: Limits | None = None,
         on_due: DueListener | None = None,
         metrics: Metrics | None = None,
+        handoff: HandOff | None = None,
     ) -> None:
         self.store = store
         self.cache = cache
@@ -108,6 +125,7 @@ class TaskCore:
         self.limits = limits or Limits()
         self.on_due: DueListener = on_due or NoListener()
         self.metrics: Metrics = metrics or NoMetrics()
+        self.handoff: HandOff = handoff or NoHandOff()
         self._reporting: GroupCommit[tuple[Report, Task | None], Task | AsyncflowError] = (
             GroupCommit(self._set_chunk, self.limits.max_hold_limit)
         )
@@ -225,16 +243,50 @@ class TaskCore:
 
     async def _insert(self, news: list[TaskInsert]) -> list[tuple[Task, bool]]:
         generation = self.cache.generation()
-        results = await self.store.task_insert_many(news, self.clock.now())
+        news, takers = self._hand_off(news)
+        try:
+            results = await self.store.task_insert_many(news, self.clock.now())
+        except BaseException:
+            for taker in takers.values():
+                taker.cancel()
+            raise
         created = [r for r in results if isinstance(r, Task)]
         await self.cache.fill(created, generation)  # new rows: no older state to hide
-        self._announce(created)
+        for index, taker in takers.items():
+            result = results[index]
+            if isinstance(result, Task) and result.status is TaskStatus.PROCESSING:
+                taker.take(result)  # committed under its lease: push it
+            else:
+                taker.cancel()
+        self._announce([t for t in created if t.status is TaskStatus.PENDING])
         # An idempotency key already used: that task, as it is now.
         final = [
             (r, True) if isinstance(r, Task) else (await self.get_task(r), False) for r in results
         ]
         observe.tally(self.metrics, "created", observe.created(final))
         return final
+
+    def _hand_off(self, news: list[TaskInsert]) -> tuple[list[TaskInsert], dict[int, Taker]]:
+        """Lease the tasks due now to streams of this replica that wait with room
+        (HandOff): they are inserted PROCESSING, the store checking in the same
+        transaction that the type is not paused. If the push then fails (the
+        stream ends), the lease expires and stuck recovery returns the task; a
+        late report under it is refused like any stale lease."""
+        now = self.clock.now()
+        takers: dict[int, Taker] = {}
+        by_type: dict[str, list[int]] = {}
+        for index, new in enumerate(news):
+            if new.order_time <= now:
+                by_type.setdefault(new.task_type, []).append(index)
+        if not by_type:
+            return news, takers
+        news = list(news)
+        for task_type, indices in by_type.items():
+            offered = self.handoff.offer(task_type, len(indices))  # maybe fewer
+            for index, taker in zip(indices, offered, strict=False):
+                takers[index] = taker
+                news[index] = replace(news[index], lease_token=taker.lease_token)
+        return news, takers
 
     # -- readers --------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import secrets
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -66,6 +67,11 @@ class WorkSession:
         self.outstanding: dict[str, Pushed] = {}
         self.max_outstanding = 0
         """Most un-reported tasks this stream ever had (the window's witness)."""
+        self.reserved = 0
+        """Slots reserved for tasks a create is handing off (counted in the window)."""
+        self.notify: Callable[[Response], None] | None = None
+        """Puts a push in the stream's outbox from outside the push loop (hand-offs)."""
+        self._releasing: set[asyncio.Task[object]] = set()
         self.closed = False
         self.finished = asyncio.Event()
         """Set once the stream ended and its un-started tasks were released."""
@@ -105,7 +111,7 @@ class WorkSession:
         rotation = deque(self.task_types)
         while not self.closed:
             self._event.clear()
-            room = self.window - len(self.outstanding)
+            room = self.window - len(self.outstanding) - self.reserved
             more = False
             if room > 0:
                 self.hub.want(self, self.task_types)
@@ -145,6 +151,38 @@ class WorkSession:
                 return False
             room -= len(tasks)
         return pushed and room > 0
+
+    # -- hand-offs (asyncflow.core.ports.HandOff, through WakeHub.offer) -----------
+
+    def slot(self) -> HandOffSlot | None:
+        room = self.window - len(self.outstanding) - self.reserved
+        if self.closed or self.notify is None or room <= 0:
+            return None
+        self.reserved += 1
+        return HandOffSlot(self, secrets.token_hex(16))
+
+    def handed(self, task: Task) -> None:
+        """A create committed `task` leased to a slot of this stream: push it."""
+        self.reserved -= 1
+        if self.closed or self.notify is None or len(self.outstanding) >= self.window:
+            # The stream ended, or its window was lowered meanwhile: give it back.
+            releasing = asyncio.ensure_future(
+                self.core.set_task(task.task_id, task.lease_token, Release())
+            )
+            self._releasing.add(releasing)
+            releasing.add_done_callback(self._released)
+            return
+        self.outstanding[task.task_id] = Pushed(task)
+        self.max_outstanding = max(self.max_outstanding, len(self.outstanding))
+        self.core.metrics.tasks("held", task.task_type, "", 1)
+        self.core.metrics.tasks("pushed", task.task_type, "", 1)
+        self.notify(Response(tasks=Response.Tasks(tasks=[to_pb(task)])))
+
+    def _released(self, releasing: asyncio.Task[object]) -> None:
+        self._releasing.discard(releasing)
+        if not releasing.cancelled() and (failure := releasing.exception()) is not None:
+            # Its lease expires and stuck recovery returns it.
+            log.warning("stream %s could not give back a handed-off task: %r", self.key, failure)
 
     # -- requests -----------------------------------------------------------------
 
@@ -234,6 +272,20 @@ class WorkSession:
             if isinstance(result, BaseException) and not isinstance(result, AsyncflowError):
                 log.warning("stream %s could not release %s: %r", self.key, task_id, result)
         return len(unstarted)
+
+
+class HandOffSlot:
+    """One reserved slot of a stream (asyncflow.core.ports.Taker)."""
+
+    def __init__(self, session: WorkSession, lease_token: str) -> None:
+        self._session = session
+        self.lease_token = lease_token
+
+    def take(self, task: Task) -> None:
+        self._session.handed(task)
+
+    def cancel(self) -> None:
+        self._session.reserved -= 1
 
 
 def loggable(text: str) -> str:

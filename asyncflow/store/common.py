@@ -265,20 +265,31 @@ class InsertTarget:
     max_retry_num: int
     retry_interval: int
     max_retry_interval: int
+    max_processing_time: int
+    paused: bool
+
+    def leased(self, task: TaskInsert, now: int) -> bool:
+        """Whether a handed-off task goes in PROCESSING (see TaskInsert.lease_token)."""
+        return bool(task.lease_token) and not self.paused and task.order_time <= now
 
     def params(self, task: TaskInsert, task_id: str, now: int) -> tuple[Any, ...]:
         """Parameters of a backend's TASK_INSERT, in its column order."""
+        leased = self.leased(task, now)
         return (
             task_id,
             task.task_type,
             task.user_id,
             task.task_stage,
+            int(TaskStatus.PROCESSING if leased else TaskStatus.PENDING),
             task.priority,
             self.max_retry_num,
             self.retry_interval,
             self.max_retry_interval,
             task.context,
             task.order_time,
+            task.lease_token if leased else "",
+            int(leased),
+            now + self.max_processing_time if leased else 0,
             now,
             now,
         )
@@ -288,11 +299,14 @@ def insert_target(task_type: str, row: Sequence[Any] | None) -> InsertTarget:
     """The type's INSERT_TARGET row, or TaskTypeNotFound if it is not registered."""
     if row is None:
         raise TaskTypeNotFound(f"task type {task_type!r} is not registered", field="task_type")
-    return InsertTarget(*row)
+    pos, max_retry_num, retry_interval, max_retry_interval, max_processing_time, paused = row
+    return InsertTarget(pos, max_retry_num, retry_interval, max_retry_interval,
+                        max_processing_time, bool(paused))  # fmt: skip
 
 
 def inserted(task: TaskInsert, task_id: str, target: InsertTarget, row_id: int, now: int) -> Task:
     """The row a task insert wrote (see claimed)."""
+    leased = target.leased(task, now)
     return Task(
         row_id=row_id,
         task_id=task_id,
@@ -300,7 +314,7 @@ def inserted(task: TaskInsert, task_id: str, target: InsertTarget, row_id: int, 
         pos=target.pos,
         user_id=task.user_id,
         task_stage=task.task_stage,
-        status=TaskStatus.PENDING,
+        status=TaskStatus.PROCESSING if leased else TaskStatus.PENDING,
         priority=task.priority,
         crt_retry_num=0,
         max_retry_num=target.max_retry_num,
@@ -308,9 +322,9 @@ def inserted(task: TaskInsert, task_id: str, target: InsertTarget, row_id: int, 
         context=task.context,
         schedule_log="",
         order_time=task.order_time,
-        lease_token="",
-        hold_count=0,
-        lease_deadline=0,
+        lease_token=task.lease_token if leased else "",
+        hold_count=int(leased),
+        lease_deadline=now + target.max_processing_time if leased else 0,
         version=1,
         create_time=now,
         modify_time=now,

@@ -42,7 +42,8 @@ WHERE task_type = %s AND schedule_end_pos = %s
 # The shared lock on the position row lasts until the insert commits; begin-advance
 # takes it exclusively, so it can never retire the table a create is writing to.
 INSERT_TARGET_LOCKED = """
-SELECT p.schedule_end_pos, c.max_retry_num, c.retry_interval, c.max_retry_interval
+SELECT p.schedule_end_pos, c.max_retry_num, c.retry_interval, c.max_retry_interval,
+    c.max_processing_time, c.paused
 FROM t_schedule_pos p JOIN t_schedule_cfg c ON c.task_type = p.task_type
 WHERE p.task_type = %s LOCK IN SHARE MODE
 """
@@ -70,8 +71,9 @@ KEY_SELECT = "SELECT task_id FROM t_task_key WHERE task_type = %s AND idempotenc
 TASK_INSERT = """
 INSERT INTO {table} (task_id, task_type, user_id, task_stage, status, priority, crt_retry_num,
     max_retry_num, retry_interval, max_retry_interval, schedule_log, task_context, order_time,
-    version, create_time, modify_time)
-VALUES (%s, %s, %s, %s, 1, %s, 0, %s, %s, %s, '', %s, %s, 1, %s, %s)
+    lease_token, hold_count, lease_deadline, version, create_time, modify_time)
+VALUES (%s, %s, %s, %s, %s, %s, 0, %s, %s, %s, '', %s, %s, %s, %s, %s, 1,
+    %s, %s)
 """
 # The last column: the row's estimated size in a reply (LENGTH counts bytes).
 DUE_LOCKED = (

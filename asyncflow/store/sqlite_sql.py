@@ -37,7 +37,8 @@ WHERE task_type = ? AND schedule_end_pos = ?
 """
 # One connection, one writer: the read and the insert that follows are atomic.
 INSERT_TARGET = """
-SELECT p.schedule_end_pos, c.max_retry_num, c.retry_interval, c.max_retry_interval
+SELECT p.schedule_end_pos, c.max_retry_num, c.retry_interval, c.max_retry_interval,
+    c.max_processing_time, c.paused
 FROM t_schedule_pos p JOIN t_schedule_cfg c ON c.task_type = p.task_type
 WHERE p.task_type = ?
 """
@@ -66,8 +67,9 @@ KEY_SELECT = "SELECT task_id FROM t_task_key WHERE task_type = ? AND idempotency
 TASK_INSERT = """
 INSERT INTO {table} (task_id, task_type, user_id, task_stage, status, priority, crt_retry_num,
     max_retry_num, retry_interval, max_retry_interval, schedule_log, task_context, order_time,
-    version, create_time, modify_time)
-VALUES (?, ?, ?, ?, 1, ?, 0, ?, ?, ?, '', ?, ?, 1, ?, ?)
+    lease_token, hold_count, lease_deadline, version, create_time, modify_time)
+VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, '', ?, ?, ?, ?, ?, 1,
+    ?, ?)
 """
 # The last column: the row's estimated size in a reply, in bytes (a BLOB's LENGTH).
 DUE_CANDIDATES = (

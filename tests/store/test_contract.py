@@ -258,6 +258,29 @@ async def test_concurrent_claims_are_disjoint(store: TaskStore) -> None:
     assert len(ids) == len(set(ids)) == 60
 
 
+async def test_insert_handed_off_is_leased_unless_paused_or_not_due(store: TaskStore) -> None:
+    """A hand-off inserts the task already held; the type's paused flag and the
+    task's run time are checked in the insert's own transaction."""
+    config = await registered(store, max_processing_time=40)
+    handed = await insert(store, new_task(config, lease_token="hand"), NOW)
+    assert (handed.status, handed.lease_token, handed.hold_count, handed.lease_deadline) == (
+        TaskStatus.PROCESSING, "hand", 1, NOW + 40,
+    )  # fmt: skip
+    assert handed == await store.task_get("lark", 1, handed.task_id)
+    later = await insert(store, new_task(config, lease_token="hand", order_time=NOW + 5), NOW)
+    await store.type_set_paused("lark", True, NOW)
+    paused = await insert(store, new_task(config, lease_token="hand"), NOW)
+    for task in (later, paused):
+        assert (task.status, task.lease_token, task.hold_count) == (TaskStatus.PENDING, "", 0)
+        assert task == await store.task_get("lark", 1, task.task_id)
+    # The handed-off lease is an ordinary one: its report is fenced by it.
+    done = TaskChange(TaskStatus.SUCCESS, "first", "done", 0, NOW, "")
+    assert await store.task_update_leased_many([(handed, "other", done)], NOW + 1) == [None]
+    (reported,) = await store.task_update_leased_many([(handed, "hand", done)], NOW + 1)
+    assert reported is not None
+    assert reported.status is TaskStatus.SUCCESS
+
+
 async def test_update_leased_needs_token_version_and_processing(store: TaskStore) -> None:
     config = await registered(store)
     await insert(store, new_task(config), NOW)
