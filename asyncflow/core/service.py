@@ -250,14 +250,16 @@ class TaskCore:
             for taker in takers.values():
                 taker.cancel()
             raise
-        created = [r for r in results if isinstance(r, Task)]
-        await self.cache.fill(created, generation)  # new rows: no older state to hide
         for index, taker in takers.items():
             result = results[index]
             if isinstance(result, Task) and result.status is TaskStatus.PROCESSING:
-                taker.take(result)  # committed under its lease: push it
+                taker.take(result)  # committed under its lease: push it now
             else:
                 taker.cancel()
+        created = [r for r in results if isinstance(r, Task)]
+        # New rows: no older state to hide. (A report that overtakes this fill
+        # writes a newer version, which the fill cannot replace.)
+        await self.cache.fill(created, generation)
         self._announce([t for t in created if t.status is TaskStatus.PENDING])
         # An idempotency key already used: that task, as it is now.
         final = [

@@ -83,6 +83,10 @@ class WakeHub:
         for task_type in task_types:
             self._waiting.setdefault(task_type, OrderedDict())[waiter.key] = waiter
 
+    def waiting(self, task_type: str) -> int:
+        """Streams waiting on the type now."""
+        return len(self._waiting.get(task_type, ()))
+
     def forget(self, waiter: Waiter) -> None:
         for waiting in self._waiting.values():
             waiting.pop(waiter.key, None)
