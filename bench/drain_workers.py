@@ -29,6 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 Process = asyncio.subprocess.Process
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def spawn(*command: str, env: dict[str, str] | None = None) -> Process:
     quiet = asyncio.subprocess.DEVNULL
     return await asyncio.create_subprocess_exec(*command, env=env, stdout=quiet, stderr=quiet)
@@ -46,7 +52,7 @@ async def finished(client: Client, count: int) -> bool:
     return (await client.count("drain")).get(TaskStatus.SUCCESS, 0) >= count
 
 
-async def drain(address: str, server_pid: int, args: argparse.Namespace) -> float:
+async def drain(address: str, server_pid: int, args: argparse.Namespace) -> tuple[float, str]:
     async with Client(address) as client:
         await client.register_type("drain", schedule_limit=500)
         await client.pause_type("drain")
@@ -63,18 +69,23 @@ async def drain(address: str, server_pid: int, args: argparse.Namespace) -> floa
         ]  # fmt: skip
         try:
             await asyncio.sleep(2.0)  # the workers start and subscribe (the type is paused)
+            pids = {"server": server_pid} | {f"worker{i}": w.pid for i, w in enumerate(workers)}
+            cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
             start = time.perf_counter()
             await client.resume_type("drain")
             spies = []
             if args.profile:
-                pids = {"server": server_pid} | {f"worker{i}": w.pid for i, w in enumerate(workers)}
                 spies = await profile(pids, args.profile_seconds, args.profile)
             while not await finished(client, args.tasks):  # noqa: ASYNC110 (other processes)
                 await asyncio.sleep(0.05)
             rate = args.tasks / (time.perf_counter() - start)
+            per_task = "; ".join(
+                f"{name} {(cpu_seconds(pid) - cpu[name]) / args.tasks * 1e6:.0f}"
+                for name, pid in pids.items()
+            )
             for spy in spies:
                 await spy.wait()
-            return rate
+            return rate, f"CPU per task (µs): {per_task}"
         finally:
             for worker in workers:
                 worker.terminate()
@@ -87,16 +98,16 @@ async def main(args: argparse.Namespace) -> None:
         with tempfile.TemporaryDirectory() as scratch:
             path = os.path.join(scratch, "bench.db")
             with server_process(path, "", backend="sqlite") as (address, pid):
-                rate = await drain(address, pid, args)
+                rate, cpu = await drain(address, pid, args)
     else:
         with (
             scratch_database() as database,
             server_process(database, f"bench:{database}:") as (address, pid),
         ):
-            rate = await drain(address, pid, args)
+            rate, cpu = await drain(address, pid, args)
     print(f"drain of {args.tasks:,} no-op tasks, {args.workers} `asyncflow worker` processes"
           f" (concurrency {args.concurrency}, prefetch {args.prefetch}), {args.backend}:"
-          f" {rate:,.0f} tasks/s")  # fmt: skip
+          f" {rate:,.0f} tasks/s; {cpu}")  # fmt: skip
 
 
 if __name__ == "__main__":
