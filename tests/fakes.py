@@ -211,28 +211,37 @@ class FakeStore:
         return found
 
     async def task_claim_due(self, config: TaskTypeConfig, limit: int, claim: Claim) -> list[Task]:
+        (held,) = await self.task_claim_due_many(config, [(limit, claim)])
+        return held
+
+    async def task_claim_due_many(
+        self, config: TaskTypeConfig, claims: list[tuple[int, Claim]]
+    ) -> list[list[Task]]:
         self._enter("task_claim_due")
+        now = claims[0][1].now
         rows = {
             (task.pos, task.row_id): task
             for pos in range(config.begin_pos, config.end_pos + 1)
             for task in self._rows(config.task_type, pos).values()
-            if task.status is TaskStatus.PENDING and task.order_time <= claim.now
+            if task.status is TaskStatus.PENDING and task.order_time <= now
         }
-        chosen = oldest_first(
+        shares = oldest_first(
             ((t.order_time, t.pos, t.row_id, wire_size(t)) for t in rows.values()),
-            limit,
-            claim.max_bytes,
+            [(limit, claim.max_bytes) for limit, claim in claims],
         )
-        due = sorted((rows[(pos, row_id)] for pos, ids in chosen.items() for row_id in ids),
-                     key=lambda t: (t.order_time, t.pos, t.row_id))  # fmt: skip
-        return [
-            self._write(replace(
-                task, status=TaskStatus.PROCESSING, lease_token=claim.token,
-                hold_count=task.hold_count + 1, lease_deadline=claim.deadline,
-                version=task.version + 1, modify_time=claim.now,
-            ))
-            for task in due
-        ]  # fmt: skip
+        results = []
+        for (_, claim), chosen in zip(claims, shares, strict=True):
+            due = sorted((rows[(pos, row_id)] for pos, ids in chosen.items() for row_id in ids),
+                         key=lambda t: (t.order_time, t.pos, t.row_id))  # fmt: skip
+            results.append([
+                self._write(replace(
+                    task, status=TaskStatus.PROCESSING, lease_token=claim.token,
+                    hold_count=task.hold_count + 1, lease_deadline=claim.deadline,
+                    version=task.version + 1, modify_time=claim.now,
+                ))
+                for task in due
+            ])  # fmt: skip
+        return results
 
     async def task_update_fenced_many(
         self, updates: list[tuple[Task, TaskChange]], now: int

@@ -220,6 +220,14 @@ class TaskStore(Protocol):
         to two concurrent callers."""
         ...
 
+    async def task_claim_due_many(
+        self, config: TaskTypeConfig, claims: list[tuple[int, Claim]]
+    ) -> list[list[Task]]:
+        """Several holds of the type in one transaction, as task_claim_due would
+        make them one after the other: each (limit, claim) in turn takes the
+        oldest due tasks left, up to its limit and its byte budget."""
+        ...
+
     async def task_get_many(self, keys: list[tuple[str, int, str]]) -> dict[str, Task]:
         """Tasks by (task_type, pos, task_id), one query per table; missing ones absent."""
         ...

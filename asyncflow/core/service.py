@@ -88,6 +88,8 @@ DEFAULT_TYPE = TaskTypeConfig(
 """Settings of a newly registered type, from the original's sample `lark` row."""
 
 DAY = 86_400
+HOLDS_PER_ROUND = 16
+"""Holds claimed in one transaction at most (each up to limits.max_hold_limit tasks)."""
 REPLY_ENVELOPE_BYTES = 64
 """A hold reply's bytes around its tasks (HoldTasksResponse / a pushed Tasks message)."""
 LEASE_RACE_RETRIES = 3
@@ -130,6 +132,10 @@ class TaskCore:
             GroupCommit(self._set_chunk, self.limits.max_hold_limit)
         )
         """Concurrent reports (every stream's, and SetTask's) share one transaction."""
+        self._holding: GroupCommit[tuple[str, int], list[Task] | AsyncflowError] = GroupCommit(
+            self._hold_round, HOLDS_PER_ROUND
+        )
+        """Concurrent holds share a claim transaction per type."""
 
     # -- task types -----------------------------------------------------------
 
@@ -327,23 +333,52 @@ class TaskCore:
 
     async def hold_tasks(self, task_type: str, limit: int) -> list[Task]:
         """Lease up to `limit` due tasks (0: the type's schedule_limit) to one holder,
-        as many of the oldest as fit in one reply of limits.max_reply_bytes."""
-        config = await self.task_type(task_type)
-        if config.paused:  # PauseTaskType: nothing held until ResumeTaskType
-            return []
-        limit = min(limit or config.schedule_limit, self.limits.max_hold_limit)
-        now = self.clock.now()
-        claim = Claim(
-            token=secrets.token_hex(16),
-            deadline=now + config.max_processing_time,
-            now=now,
-            max_bytes=self.limits.max_reply_bytes - REPLY_ENVELOPE_BYTES,
-        )
+        as many of the oldest as fit in one reply of limits.max_reply_bytes.
+
+        Concurrent holds (streams, HoldTasks) share a round: one config read and
+        one claim transaction per type, one cache write (GroupCommit)."""
+        check_task_type(task_type)
+        (held,) = await self._holding.submit([(task_type, limit)])
+        if isinstance(held, AsyncflowError):
+            raise held
+        return held
+
+    async def _hold_round(self, holds: list[tuple[str, int]]) -> list[list[Task] | AsyncflowError]:
+        results: list[list[Task] | AsyncflowError] = [[] for _ in holds]
+        by_type: dict[str, list[int]] = {}
+        for index, (task_type, _) in enumerate(holds):
+            by_type.setdefault(task_type, []).append(index)
         generation = self.cache.generation()
-        tasks = await self.store.task_claim_due(config, limit, claim)
-        await self.cache.put(tasks, generation)
-        self.metrics.tasks("held", task_type, "", len(tasks))
-        return tasks
+        held: list[Task] = []
+        for task_type, indices in by_type.items():
+            try:
+                config = await self.task_type(task_type)
+            except AsyncflowError as refused:  # not registered: those holds only
+                for index in indices:
+                    results[index] = refused
+                continue
+            if config.paused:  # PauseTaskType: nothing held until ResumeTaskType
+                continue
+            now = self.clock.now()
+            claims = [
+                (
+                    min(holds[index][1] or config.schedule_limit, self.limits.max_hold_limit),
+                    Claim(
+                        token=secrets.token_hex(16),
+                        deadline=now + config.max_processing_time,
+                        now=now,
+                        max_bytes=self.limits.max_reply_bytes - REPLY_ENVELOPE_BYTES,
+                    ),
+                )
+                for index in indices
+            ]
+            shares = await self.store.task_claim_due_many(config, claims)
+            for index, tasks in zip(indices, shares, strict=True):
+                results[index] = tasks
+                held += tasks
+            self.metrics.tasks("held", task_type, "", sum(len(tasks) for tasks in shares))
+        await self.cache.put(held, generation)
+        return results
 
     async def set_task(
         self, task_id: str, lease_token: str, outcome: Outcome, context: str | None = None

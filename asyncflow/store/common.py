@@ -208,23 +208,45 @@ def wire_size(task: Task) -> int:
 
 
 def oldest_first(
-    candidates: Iterable[tuple[int, int, int, int]], limit: int, max_bytes: int = 0
-) -> dict[int, list[int]]:
-    """Pick the `limit` oldest (order_time, pos, row_id, wire size) candidates,
-    grouped by pos; with `max_bytes`, only the oldest that fit in it together
+    candidates: Iterable[tuple[int, int, int, int]], wants: list[tuple[int, int]]
+) -> list[dict[int, list[int]]]:
+    """Deal the oldest (order_time, pos, row_id, wire size) candidates out to
+    holds in turn, each (limit, max_bytes) getting up to `limit` of the oldest
+    left, grouped by pos; with `max_bytes`, only as many as fit in it together
     (the first always: a task larger than the budget goes alone).
 
     Holds collect due candidates from every live table and keep the globally
     oldest, so an old table can never block newer ones (no head-of-line block).
     """
-    chosen: dict[int, list[int]] = {}
-    total = 0
-    for _, pos, row_id, size in heapq.nsmallest(limit, candidates):
-        if max_bytes and chosen and total + size > max_bytes:
-            break
-        total += size
-        chosen.setdefault(pos, []).append(row_id)
-    return chosen
+    ordered = heapq.nsmallest(sum(limit for limit, _ in wants), candidates)
+    shares: list[dict[int, list[int]]] = []
+    at = 0
+    for limit, max_bytes in wants:
+        chosen: dict[int, list[int]] = {}
+        total = taken = 0
+        while at < len(ordered) and taken < limit:
+            _, pos, row_id, size = ordered[at]
+            if max_bytes and taken and total + size > max_bytes:
+                break
+            total += size
+            taken += 1
+            at += 1
+            chosen.setdefault(pos, []).append(row_id)
+        shares.append(chosen)
+    return shares
+
+
+class ClaimOne:
+    """task_claim_due as one hold of task_claim_due_many."""
+
+    async def task_claim_due_many(
+        self, config: TaskTypeConfig, claims: list[tuple[int, Claim]]
+    ) -> list[list[Task]]:
+        raise NotImplementedError
+
+    async def task_claim_due(self, config: TaskTypeConfig, limit: int, claim: Claim) -> list[Task]:
+        (held,) = await self.task_claim_due_many(config, [(limit, claim)])
+        return held
 
 
 def claimed(task: Task, claim: Claim) -> Task:

@@ -37,6 +37,7 @@ from asyncflow.core.model import (
 from asyncflow.errors import ConfigError, Unavailable
 from asyncflow.store.common import (
     SCHEMA_VERSION,
+    ClaimOne,
     changed,
     claimed,
     config_params,
@@ -174,7 +175,7 @@ async def _update_leased_rows(
     return total
 
 
-class MysqlStore(TaskTableReads, OperatorRows):
+class MysqlStore(ClaimOne, TaskTableReads, OperatorRows):
     """TaskStore over an aiomysql pool (see module docstring)."""
 
     _sql = TABLE_SQL
@@ -413,33 +414,39 @@ class MysqlStore(TaskTableReads, OperatorRows):
                 results.append(inserted(task, task_id, target, cur.lastrowid, now))
         return results
 
-    async def task_claim_due(self, config: TaskTypeConfig, limit: int, claim: Claim) -> list[Task]:
+    async def task_claim_due_many(
+        self, config: TaskTypeConfig, claims: list[tuple[int, Claim]]
+    ) -> list[list[Task]]:
+        now = claims[0][1].now
+        total = sum(limit for limit, _ in claims)
+        results: list[list[Task]] = []
         async with self._tx() as cur:
             locked: dict[tuple[int, int], Task] = {}
             sizes: dict[tuple[int, int], int] = {}
             for pos in range(config.begin_pos, config.end_pos + 1):
                 table = task_table(config.task_type, pos)
-                await cur.execute(DUE_LOCKED.format(table=table), (claim.now, limit))
+                await cur.execute(DUE_LOCKED.format(table=table), (now, total))
                 for row in await cur.fetchall():
                     task = row_to_task(row, pos)
                     locked[(pos, task.row_id)] = task
                     sizes[(pos, task.row_id)] = int(row[-1])
-            # Rows locked but not chosen (over the limit or the byte budget) are
+            # Rows locked but not chosen (over the limits or the byte budgets) are
             # unlocked untouched at commit.
-            chosen = oldest_first(
+            shares = oldest_first(
                 ((t.order_time, t.pos, t.row_id, sizes[key]) for key, t in locked.items()),
-                limit,
-                claim.max_bytes,
+                [(limit, claim.max_bytes) for limit, claim in claims],
             )
-            result: list[Task] = []
-            for pos, ids in chosen.items():
-                sql = CLAIM.format(table=task_table(config.task_type, pos), ids=_marks(ids))
-                updated = await cur.execute(sql, (claim.token, claim.deadline, claim.now, *ids))
-                if updated != len(ids):  # the rows are locked by us: cannot happen
-                    raise RuntimeError(f"claimed {updated} of {len(ids)} locked rows")
-                result.extend(claimed(locked[(pos, row_id)], claim) for row_id in ids)
-        result.sort(key=lambda t: (t.order_time, t.pos, t.row_id))
-        return result
+            for (_, claim), chosen in zip(claims, shares, strict=True):
+                result: list[Task] = []
+                for pos, ids in chosen.items():
+                    sql = CLAIM.format(table=task_table(config.task_type, pos), ids=_marks(ids))
+                    updated = await cur.execute(sql, (claim.token, claim.deadline, claim.now, *ids))
+                    if updated != len(ids):  # the rows are locked by us: cannot happen
+                        raise RuntimeError(f"claimed {updated} of {len(ids)} locked rows")
+                    result.extend(claimed(locked[(pos, row_id)], claim) for row_id in ids)
+                result.sort(key=lambda t: (t.order_time, t.pos, t.row_id))
+                results.append(result)
+        return results
 
     async def task_update_leased_many(
         self, updates: list[tuple[Task, str, TaskChange]], now: int

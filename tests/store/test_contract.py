@@ -221,6 +221,33 @@ async def test_claim_takes_due_tasks_oldest_first(store: TaskStore) -> None:
     assert [t.task_id for t in later] == [late.task_id]
 
 
+async def test_claim_many_deals_the_oldest_to_each_hold_in_turn(store: TaskStore) -> None:
+    """Several streams' holds in one transaction: each its own lease, the oldest
+    left up to its limit and its byte budget (the first task always)."""
+    config = await registered(store)
+    made = [await insert(store, new_task(config, order_time=NOW - 10 + i, context=f"{i}" * 900))
+            for i in range(4)]  # fmt: skip
+    assert await store.pos_split(config, NOW)
+    config = await store.type_get("lark")
+    assert config is not None
+    made += [await insert(store, new_task(config, order_time=NOW - 5 + i)) for i in range(4)]
+    # Oldest first: made[0..3] (900-byte contexts), made[4..7] (small, newer table).
+    one, two, three, four = await store.task_claim_due_many(
+        config,
+        [(1, claim("a")), (3, replace(claim("b"), max_bytes=2000)), (2, claim("c")),
+         (5, claim("d"))],
+    )  # fmt: skip
+    assert [t.task_id for t in one] == [made[0].task_id]
+    assert [t.task_id for t in two] == [made[1].task_id]  # the second would not fit
+    assert [t.task_id for t in three] == [made[2].task_id, made[3].task_id]
+    assert [t.task_id for t in four] == [t.task_id for t in made[4:]]
+    for token, held in zip("abcd", (one, two, three, four), strict=True):
+        for task in held:
+            assert task.lease_token == token
+            assert task == await store.task_get("lark", task.pos, task.task_id)
+    assert await store.task_claim_due_many(config, [(5, claim("e"))]) == [[]]
+
+
 async def test_claim_respects_limit(store: TaskStore) -> None:
     config = await registered(store)
     for _ in range(5):

@@ -228,6 +228,26 @@ async def test_a_batch_of_reports_answers_each_on_its_own(parts: Parts) -> None:
     assert parts.store.calls.count("task_update_leased_many") == 2  # one write, one retry
 
 
+async def test_concurrent_holds_share_one_claim_each_with_its_own_lease(parts: Parts) -> None:
+    await parts.core.register_type(TypeSettings("lark"))
+    await parts.core.create_tasks([CreateRequest("lark") for _ in range(5)])
+    parts.store.calls.clear()
+    first, second, missing, third = await asyncio.gather(
+        parts.core.hold_tasks("lark", 2),
+        parts.core.hold_tasks("lark", 2),
+        parts.core.hold_tasks("nope", 2),
+        parts.core.hold_tasks("lark", 2),
+        return_exceptions=True,
+    )
+    assert isinstance(missing, TaskTypeNotFound)  # fails alone
+    assert isinstance(first, list) and isinstance(second, list) and isinstance(third, list)
+    assert [len(first), len(second), len(third)] == [2, 2, 1]
+    assert len({t.task_id for t in first + second + third}) == 5
+    assert len({t.lease_token for t in first + second + third}) == 3
+    assert parts.store.calls.count("task_claim_due") == 1  # one claim transaction
+    assert parts.store.calls.count("type_get") == 2  # once per type
+
+
 async def test_reports_on_known_tasks_skip_the_read_and_stay_fenced(parts: Parts) -> None:
     first, second, third = await held(parts, 3)
     renewed = await parts.core.extend_lease(second.task_id, second.lease_token)  # version moved
