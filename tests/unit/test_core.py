@@ -240,7 +240,9 @@ async def test_concurrent_holds_share_one_claim_each_with_its_own_lease(parts: P
         return_exceptions=True,
     )
     assert isinstance(missing, TaskTypeNotFound)  # fails alone
-    assert isinstance(first, list) and isinstance(second, list) and isinstance(third, list)
+    assert isinstance(first, list)
+    assert isinstance(second, list)
+    assert isinstance(third, list)
     assert [len(first), len(second), len(third)] == [2, 2, 1]
     assert len({t.task_id for t in first + second + third}) == 5
     assert len({t.lease_token for t in first + second + third}) == 3
