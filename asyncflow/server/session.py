@@ -69,6 +69,8 @@ class WorkSession:
         """Most un-reported tasks this stream ever had (the window's witness)."""
         self.reserved = 0
         """Slots reserved for tasks a create is handing off (counted in the window)."""
+        self.claiming = 0
+        """Slots a hold in flight may fill (not free for a hand-off meanwhile)."""
         self.notify: Callable[[Response], None] | None = None
         """Puts a push in the stream's outbox from outside the push loop (hand-offs)."""
         self._releasing: set[asyncio.Task[object]] = set()
@@ -136,7 +138,11 @@ class WorkSession:
         for _ in range(len(rotation)):
             task_type = rotation[0]
             rotation.rotate(-1)
-            tasks = await self.core.hold_tasks(task_type, room)
+            self.claiming = room  # a hand-off meanwhile must leave this room alone
+            try:
+                tasks = await self.core.hold_tasks(task_type, room)
+            finally:
+                self.claiming = 0
             if not tasks:
                 continue
             pushed = True
@@ -155,7 +161,7 @@ class WorkSession:
     # -- hand-offs (asyncflow.core.ports.HandOff, through WakeHub.offer) -----------
 
     def slot(self) -> HandOffSlot | None:
-        room = self.window - len(self.outstanding) - self.reserved
+        room = self.window - len(self.outstanding) - self.reserved - self.claiming
         if self.closed or self.notify is None or room <= 0:
             return None
         self.reserved += 1
