@@ -190,7 +190,7 @@ WIRE_TEXT_COLUMNS = ("task_id", "task_type", "user_id", "task_stage", "task_cont
 WIRE_TASK_OVERHEAD = 256
 """Bytes a task takes in a reply beyond its text columns: field tags, length
 prefixes, integers at their widest varint and the lease (token up to 64
-characters), with room to spare (tests/unit/test_reply_budget.py checks it)."""
+characters), with room to spare (tests/unit/test_wire_size.py checks it)."""
 
 
 def wire_size_sql(byte_length: str) -> str:
