@@ -143,6 +143,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "limits.max_context_bytes": (1, 16 * 1024 * 1024),
     "limits.max_page_size": (1, 100_000),
     "limits.default_page_size": (1, 100_000),
+    "limits.max_reply_bytes": (4096, 1 << 30),
     "governance.long_process_interval": (0.001, 86_400),
     "governance.split_interval": (0.001, 86_400),
     "governance.move_interval": (0.001, 86_400),

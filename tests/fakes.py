@@ -25,6 +25,7 @@ from asyncflow.core.model import (
     TaskTypeConfig,
 )
 from asyncflow.errors import ScheduleAlreadyExists, TaskTypeNotFound, Unavailable
+from asyncflow.store.common import oldest_first, wire_size
 
 
 @dataclass
@@ -182,13 +183,17 @@ class FakeStore:
                 results.append(task_id)  # the key names a task created without one
                 continue
             table.last_id += 1
+            leased = bool(task.lease_token) and not config.paused and task.order_time <= now
             results.append(self._write(Task(
                 row_id=table.last_id, task_id=task_id, task_type=task.task_type,
                 pos=config.end_pos, user_id=task.user_id, task_stage=task.task_stage,
-                status=TaskStatus.PENDING, priority=task.priority, crt_retry_num=0,
+                status=TaskStatus.PROCESSING if leased else TaskStatus.PENDING,
+                priority=task.priority, crt_retry_num=0,
                 max_retry_num=config.max_retry_num, retry=config.retry, context=task.context,
-                schedule_log="", order_time=task.order_time, lease_token="", hold_count=0,
-                lease_deadline=0, version=1, create_time=now, modify_time=now,
+                schedule_log="", order_time=task.order_time,
+                lease_token=task.lease_token if leased else "", hold_count=int(leased),
+                lease_deadline=now + config.max_processing_time if leased else 0,
+                version=1, create_time=now, modify_time=now,
             )))  # fmt: skip
         return results
 
@@ -206,21 +211,37 @@ class FakeStore:
         return found
 
     async def task_claim_due(self, config: TaskTypeConfig, limit: int, claim: Claim) -> list[Task]:
+        (held,) = await self.task_claim_due_many(config, [(limit, claim)])
+        return held
+
+    async def task_claim_due_many(
+        self, config: TaskTypeConfig, claims: list[tuple[int, Claim]]
+    ) -> list[list[Task]]:
         self._enter("task_claim_due")
-        due = sorted(
-            (task for pos in range(config.begin_pos, config.end_pos + 1)
-             for task in self._rows(config.task_type, pos).values()
-             if task.status is TaskStatus.PENDING and task.order_time <= claim.now),
-            key=lambda t: (t.order_time, t.pos, t.row_id),
-        )[:limit]  # fmt: skip
-        return [
-            self._write(replace(
-                task, status=TaskStatus.PROCESSING, lease_token=claim.token,
-                hold_count=task.hold_count + 1, lease_deadline=claim.deadline,
-                version=task.version + 1, modify_time=claim.now,
-            ))
-            for task in due
-        ]  # fmt: skip
+        now = claims[0][1].now
+        rows = {
+            (task.pos, task.row_id): task
+            for pos in range(config.begin_pos, config.end_pos + 1)
+            for task in self._rows(config.task_type, pos).values()
+            if task.status is TaskStatus.PENDING and task.order_time <= now
+        }
+        shares = oldest_first(
+            ((t.order_time, t.pos, t.row_id, wire_size(t)) for t in rows.values()),
+            [(limit, claim.max_bytes) for limit, claim in claims],
+        )
+        results = []
+        for (_, claim), chosen in zip(claims, shares, strict=True):
+            due = sorted((rows[(pos, row_id)] for pos, ids in chosen.items() for row_id in ids),
+                         key=lambda t: (t.order_time, t.pos, t.row_id))  # fmt: skip
+            results.append([
+                self._write(replace(
+                    task, status=TaskStatus.PROCESSING, lease_token=claim.token,
+                    hold_count=task.hold_count + 1, lease_deadline=claim.deadline,
+                    version=task.version + 1, modify_time=claim.now,
+                ))
+                for task in due
+            ])  # fmt: skip
+        return results
 
     async def task_update_fenced_many(
         self, updates: list[tuple[Task, TaskChange]], now: int

@@ -140,21 +140,25 @@ def _resolve(answer: Answer, result: pb.ReportResult | None) -> None:
 
 
 def coalesce(batch: list[Request | None]) -> list[Request | None]:
-    """Fold adjacent reports (and adjacent start acks) into one message each."""
+    """Fold the reports (and the start acks) of a batch into one message each, at
+    the place of the first, up to the next message of another kind that must keep
+    its order (set_window, the end). Every message costs the server a read and an
+    answer; the order between reports and start acks does not matter (a start
+    ack after its task's report is ignored)."""
     out: list[Request | None] = []
+    folding: dict[str, Request] = {}
     for request in batch:
-        last = out[-1] if out else None
         kind = request.WhichOneof("request") if request is not None else None
-        if (
-            last is not None
-            and kind in ("reports", "started")
-            and last.WhichOneof("request") == kind
-        ):
-            assert request is not None
-            if kind == "reports":
-                last.reports.reports.extend(request.reports.reports)
+        if request is not None and kind in ("reports", "started"):
+            into = folding.get(kind)
+            if into is None:
+                folding[kind] = request
+                out.append(request)
+            elif kind == "reports":
+                into.reports.reports.extend(request.reports.reports)
             else:
-                last.started.task_ids.extend(request.started.task_ids)
+                into.started.task_ids.extend(request.started.task_ids)
             continue
+        folding.clear()  # keep what came before a window change or the end before it
         out.append(request)
     return out

@@ -126,6 +126,11 @@ class TaskInsert:
     order_time: int
     idempotency_key: str | None
     """When set, the store refuses a second task with the same (type, key)."""
+    lease_token: str = ""
+    """Handed off to a waiting stream (asyncflow.core.ports.HandOff): the store
+    inserts the task already PROCESSING under this lease (attempt 1, deadline
+    now + the type's max_processing_time), unless, in the same transaction, the
+    type is paused or the task is not due yet: then it is PENDING as usual."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,10 @@ class Claim:
     token: str
     deadline: int
     now: int
+    max_bytes: int = 0
+    """Lease only the oldest due tasks whose encoded size (estimated from their
+    stored text, see asyncflow.store.common.WIRE_TASK_OVERHEAD) fits in this many
+    bytes; the first always goes, alone if it is larger. 0: no bound."""
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,33 @@ class DueListener(Protocol):
     def tasks_due(self, task_type: str, when: int, count: int) -> None: ...
 
 
+class Taker(Protocol):
+    """One free slot of a waiting stream, reserved for one new task."""
+
+    @property
+    def lease_token(self) -> str:
+        """The lease the task is inserted under if it goes to this slot."""
+        ...
+
+    def take(self, task: Task) -> None:
+        """The task was committed PROCESSING under lease_token: push it now."""
+        ...
+
+    def cancel(self) -> None:
+        """The task did not come (paused type, a used idempotency key, an error)."""
+        ...
+
+
+class HandOff(Protocol):
+    """Sync match: streams of this replica that wait for tasks of a type, so that
+    a create can commit a task already leased to one and push it after the
+    commit, with no claim transaction and no wake-up in between."""
+
+    def offer(self, task_type: str, count: int) -> list[Taker]:
+        """Up to `count` reserved slots (none: no stream waits with room)."""
+        ...
+
+
 class CancelListener(Protocol):
     """Told when an operator cancels tasks that were held, so that the stream
     holding each one can tell its worker to stop the stage at once."""
@@ -191,6 +218,14 @@ class TaskStore(Protocol):
         """Atomically lease up to `limit` pending tasks with order_time <= now,
         oldest first across tables begin_pos..end_pos. A task is never returned
         to two concurrent callers."""
+        ...
+
+    async def task_claim_due_many(
+        self, config: TaskTypeConfig, claims: list[tuple[int, Claim]]
+    ) -> list[list[Task]]:
+        """Several holds of the type in one transaction, as task_claim_due would
+        make them one after the other: each (limit, claim) in turn takes the
+        oldest due tasks left, up to its limit and its byte budget."""
         ...
 
     async def task_get_many(self, keys: list[tuple[str, int, str]]) -> dict[str, Task]:

@@ -12,10 +12,12 @@ import binascii
 import json
 import logging
 import secrets
+from collections.abc import Mapping
 from dataclasses import replace
 
 from asyncflow.core import observe, policy
 from asyncflow.core.batching import Batcher
+from asyncflow.core.group import GroupCommit
 from asyncflow.core.ids import (
     MAX_POS,
     MAX_ROW_ID,
@@ -44,7 +46,16 @@ from asyncflow.core.model import (
     TaskTypeConfig,
     TypeSettings,
 )
-from asyncflow.core.ports import Clock, DueListener, Metrics, NoMetrics, TaskCache, TaskStore
+from asyncflow.core.ports import (
+    Clock,
+    DueListener,
+    HandOff,
+    Metrics,
+    NoMetrics,
+    Taker,
+    TaskCache,
+    TaskStore,
+)
 from asyncflow.core.validate import (
     MAX_ERROR_CHARS,
     MAX_STAGE_CHARS,
@@ -80,6 +91,10 @@ DEFAULT_TYPE = TaskTypeConfig(
 DAY = 86_400
 CREATE_BATCH = 500
 """Most creates one group commit takes (one multi-row INSERT per type)."""
+HOLDS_PER_ROUND = 16
+"""Holds claimed in one transaction at most (each up to limits.max_hold_limit tasks)."""
+REPLY_ENVELOPE_BYTES = 64
+"""A hold reply's bytes around its tasks (HoldTasksResponse / a pushed Tasks message)."""
 LEASE_RACE_RETRIES = 3
 MAX_PAGE_TOKEN_CHARS = 256
 
@@ -91,6 +106,13 @@ class NoListener:
         return None
 
 
+class NoHandOff:
+    """No stream waits here (tools and benchmarks that run the core alone)."""
+
+    def offer(self, task_type: str, count: int) -> list[Taker]:
+        return []
+
+
 class TaskCore:
     def __init__(
         self,
@@ -100,6 +122,7 @@ class TaskCore:
         limits: Limits | None = None,
         on_due: DueListener | None = None,
         metrics: Metrics | None = None,
+        handoff: HandOff | None = None,
     ) -> None:
         self.store = store
         self.cache = cache
@@ -108,6 +131,15 @@ class TaskCore:
         self.on_due: DueListener = on_due or NoListener()
         self.metrics: Metrics = metrics or NoMetrics()
         self._creates: Batcher[TaskInsert, Task | str] = Batcher(self._insert_batch, CREATE_BATCH)
+        self.handoff: HandOff = handoff or NoHandOff()
+        self._reporting: GroupCommit[tuple[Report, Task | None], Task | AsyncflowError] = (
+            GroupCommit(self._set_chunk, self.limits.max_hold_limit)
+        )
+        """Concurrent reports (every stream's, and SetTask's) share one transaction."""
+        self._holding: GroupCommit[tuple[str, int], list[Task] | AsyncflowError] = GroupCommit(
+            self._hold_round, HOLDS_PER_ROUND
+        )
+        """Concurrent holds share a claim transaction per type."""
 
     # -- task types -----------------------------------------------------------
 
@@ -245,9 +277,21 @@ class TaskCore:
         hide, and the first GetTask fills it from the store. That spares every
         create a cache round trip.
         """
-        results = await self.store.task_insert_many(news, self.clock.now())
+        news, takers = self._hand_off(news)
+        try:
+            results = await self.store.task_insert_many(news, self.clock.now())
+        except BaseException:
+            for taker in takers.values():
+                taker.cancel()
+            raise
+        for index, taker in takers.items():
+            result = results[index]
+            if isinstance(result, Task) and result.status is TaskStatus.PROCESSING:
+                taker.take(result)  # committed under its lease: push it now
+            else:
+                taker.cancel()
         created = [r for r in results if isinstance(r, Task)]
-        self._announce(created)
+        self._announce([t for t in created if t.status is TaskStatus.PENDING])
         observe.tally(self.metrics, "created", observe.created([(t, True) for t in created]))
         return results
 
@@ -268,6 +312,28 @@ class TaskCore:
                                   field="task_type")
             for n in news
         ]  # fmt: skip
+
+    def _hand_off(self, news: list[TaskInsert]) -> tuple[list[TaskInsert], dict[int, Taker]]:
+        """Lease the tasks due now to streams of this replica that wait with room
+        (HandOff): they are inserted PROCESSING, the store checking in the same
+        transaction that the type is not paused. If the push then fails (the
+        stream ends), the lease expires and stuck recovery returns the task; a
+        late report under it is refused like any stale lease."""
+        now = self.clock.now()
+        takers: dict[int, Taker] = {}
+        by_type: dict[str, list[int]] = {}
+        for index, new in enumerate(news):
+            if new.order_time <= now:
+                by_type.setdefault(new.task_type, []).append(index)
+        if not by_type:
+            return news, takers
+        news = list(news)
+        for task_type, indices in by_type.items():
+            offered = self.handoff.offer(task_type, len(indices))  # maybe fewer
+            for index, taker in zip(indices, offered, strict=False):
+                takers[index] = taker
+                news[index] = replace(news[index], lease_token=taker.lease_token)
+        return news, takers
 
     # -- readers --------------------------------------------------------------
 
@@ -305,20 +371,53 @@ class TaskCore:
     # -- workers --------------------------------------------------------------
 
     async def hold_tasks(self, task_type: str, limit: int) -> list[Task]:
-        """Lease up to `limit` due tasks (0: the type's schedule_limit) to one holder."""
-        config = await self.task_type(task_type)
-        if config.paused:  # PauseTaskType: nothing held until ResumeTaskType
-            return []
-        limit = min(limit or config.schedule_limit, self.limits.max_hold_limit)
-        now = self.clock.now()
-        claim = Claim(
-            token=secrets.token_hex(16), deadline=now + config.max_processing_time, now=now
-        )
+        """Lease up to `limit` due tasks (0: the type's schedule_limit) to one holder,
+        as many of the oldest as fit in one reply of limits.max_reply_bytes.
+
+        Concurrent holds (streams, HoldTasks) share a round: one config read and
+        one claim transaction per type, one cache write (GroupCommit)."""
+        check_task_type(task_type)
+        (held,) = await self._holding.submit([(task_type, limit)])
+        if isinstance(held, AsyncflowError):
+            raise held
+        return held
+
+    async def _hold_round(self, holds: list[tuple[str, int]]) -> list[list[Task] | AsyncflowError]:
+        results: list[list[Task] | AsyncflowError] = [[] for _ in holds]
+        by_type: dict[str, list[int]] = {}
+        for index, (task_type, _) in enumerate(holds):
+            by_type.setdefault(task_type, []).append(index)
         generation = self.cache.generation()
-        tasks = await self.store.task_claim_due(config, limit, claim)
-        await self.cache.put(tasks, generation)
-        self.metrics.tasks("held", task_type, "", len(tasks))
-        return tasks
+        held: list[Task] = []
+        for task_type, indices in by_type.items():
+            try:
+                config = await self.task_type(task_type)
+            except AsyncflowError as refused:  # not registered: those holds only
+                for index in indices:
+                    results[index] = refused
+                continue
+            if config.paused:  # PauseTaskType: nothing held until ResumeTaskType
+                continue
+            now = self.clock.now()
+            claims = [
+                (
+                    min(holds[index][1] or config.schedule_limit, self.limits.max_hold_limit),
+                    Claim(
+                        token=secrets.token_hex(16),
+                        deadline=now + config.max_processing_time,
+                        now=now,
+                        max_bytes=self.limits.max_reply_bytes - REPLY_ENVELOPE_BYTES,
+                    ),
+                )
+                for index in indices
+            ]
+            shares = await self.store.task_claim_due_many(config, claims)
+            for index, tasks in zip(indices, shares, strict=True):
+                results[index] = tasks
+                held += tasks
+            self.metrics.tasks("held", task_type, "", sum(len(tasks) for tasks in shares))
+        await self.cache.put(held, generation)
+        return results
 
     async def set_task(
         self, task_id: str, lease_token: str, outcome: Outcome, context: str | None = None
@@ -329,23 +428,43 @@ class TaskCore:
             raise result
         return result
 
-    async def set_tasks(self, reports: list[Report]) -> list[Task | AsyncflowError]:
+    async def set_tasks(
+        self, reports: list[Report], known: Mapping[str, Task] | None = None
+    ) -> list[Task | AsyncflowError]:
         """Apply a batch of reports (a stream's Reports message), each exactly as
         set_task would, in chunks of at most limits.max_hold_limit reports.
 
         A message may hold any number of reports; chunks keep each transaction
         (and each statement's list of bound values, which SQLite limits) bounded.
+        Concurrent calls share transactions (GroupCommit).
+
+        `known`: tasks as the caller last saw them written (a stream keeps what
+        it pushed), by id. A report whose token is that task's lease is decided
+        on it without reading the row; the write is fenced by the row's version,
+        so a task that changed since is read and decided again.
         """
+        known = known or {}
         size = self.limits.max_hold_limit
         results: list[Task | AsyncflowError] = []
         for first in range(0, len(reports), size):
-            results.extend(await self._set_chunk(reports[first : first + size]))
+            chunk = reports[first : first + size]
+            results.extend(await self._reporting.submit([(r, known.get(r.task_id)) for r in chunk]))
         return results
 
-    async def _set_chunk(self, reports: list[Report]) -> list[Task | AsyncflowError]:
-        """One read per table, one transaction, one cache write."""
+    async def _set_chunk(
+        self, items: list[tuple[Report, Task | None]]
+    ) -> list[Task | AsyncflowError]:
+        """One read per table (none for the tasks known), one transaction, one cache write."""
+        reports = [report for report, _ in items]
         results: list[Task | AsyncflowError | None] = [None] * len(reports)
         where: dict[int, tuple[str, int]] = {}
+        # The row each report is decided on, by report: a task may be reported
+        # twice in one batch (by a stale holder and the current one).
+        rows: dict[int, Task | None] = {
+            index: seen
+            for index, (report, seen) in enumerate(items)
+            if seen is not None and seen.lease_token == report.lease_token
+        }
         for index, report in enumerate(reports):
             try:
                 where[index] = parse_task_id(report.task_id)
@@ -360,13 +479,18 @@ class TaskCore:
             todo = [i for i, result in enumerate(results) if result is None]
             if not todo:
                 break
-            rows = await self.store.task_get_many([(*where[i], reports[i].task_id) for i in todo])
+            unread = [i for i in todo if i not in rows]
+            if unread:
+                read = await self.store.task_get_many(
+                    [(*where[i], reports[i].task_id) for i in unread]
+                )
+                rows |= {i: read.get(reports[i].task_id) for i in unread}
             now = self.clock.now()
             changes: list[tuple[int, Task, TaskChange]] = []
             for i in todo:
                 report = reports[i]
                 try:
-                    task = _leased(rows.get(report.task_id), report.task_id, report.lease_token)
+                    task = _leased(rows[i], report.task_id, report.lease_token)
                 except AsyncflowError as refused:
                     results[i] = refused
                     continue
@@ -377,6 +501,8 @@ class TaskCore:
             )
             for (i, _, _), updated in zip(changes, applied, strict=True):
                 results[i] = updated  # None: the row moved under us; read it again
+                if updated is None:
+                    del rows[i]
         done = [r for r in results if isinstance(r, Task)]
         await self.cache.put(done, generation)
         self._announce([t for t in done if t.status is TaskStatus.PENDING])

@@ -18,6 +18,9 @@ class Limits:
     max_context_bytes: int = 8192
     max_page_size: int = 1000
     default_page_size: int = 100
+    max_reply_bytes: int = 4 * 1024 * 1024
+    """Largest hold reply and stream push: a hold leases only the tasks that fit
+    (gRPC clients receive 4 MiB by default); a single larger task goes alone."""
 
 
 MAX_USER_ID_CHARS = 256

@@ -157,7 +157,9 @@ class AsyncflowServer:
         relay = open_relay(pool)
         hub = WakeHub(clock, wake_relay(relay, config.cache))
         metrics = PrometheusMetrics() if config.http.enabled else None
-        core = TaskCore(store, cache, clock, config.limits, on_due=hub, metrics=metrics)
+        core = TaskCore(
+            store, cache, clock, config.limits, on_due=hub, metrics=metrics, handoff=hub
+        )
         dispatcher = Dispatcher(core, hub)
         notices = CancelNotices(dispatcher, relay, config.cache.key_prefix + "cancel")
         control = TaskControl(core, on_cancel=notices)

@@ -158,6 +158,7 @@ class Dispatcher:
         )  # fmt: skip
         outbox = Outbox()
         self.outboxes[session.key] = outbox
+        session.notify = outbox.notify
         answerer = Answerer(session, outbox)
         reader = asyncio.create_task(RequestReader(session, answerer).run(requests))
         pusher = asyncio.create_task(push(session, outbox))

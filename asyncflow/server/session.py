@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import secrets
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -32,15 +33,18 @@ log = logging.getLogger(__name__)
 Write = Callable[[pb.WorkTasksResponse], Awaitable[None]]
 Response = pb.WorkTasksResponse
 _ids = itertools.count(1)
-PUSH_CHUNK = 100
-"""Tasks per pushed message: 100 tasks with 8 KiB contexts stay near 1 MiB."""
 
 
 @dataclass
 class Pushed:
-    task_type: str
-    lease_token: str
+    task: Task
+    """As pushed (or last renewed on this stream): a report is decided on it
+    without reading the row again (the write is fenced by its version)."""
     started: bool = False
+
+    @property
+    def lease_token(self) -> str:
+        return self.task.lease_token
 
 
 class WorkSession:
@@ -63,6 +67,13 @@ class WorkSession:
         self.outstanding: dict[str, Pushed] = {}
         self.max_outstanding = 0
         """Most un-reported tasks this stream ever had (the window's witness)."""
+        self.reserved = 0
+        """Slots reserved for tasks a create is handing off (counted in the window)."""
+        self.claiming = 0
+        """Slots a hold in flight may fill (not free for a hand-off meanwhile)."""
+        self.notify: Callable[[Response], None] | None = None
+        """Puts a push in the stream's outbox from outside the push loop (hand-offs)."""
+        self._releasing: set[asyncio.Task[object]] = set()
         self.closed = False
         self.finished = asyncio.Event()
         """Set once the stream ended and its un-started tasks were released."""
@@ -102,41 +113,82 @@ class WorkSession:
         rotation = deque(self.task_types)
         while not self.closed:
             self._event.clear()
-            room = self.window - len(self.outstanding)
+            room = self.window - len(self.outstanding) - self.reserved
+            more = False
             if room > 0:
                 self.hub.want(self, self.task_types)
                 try:
-                    room = await self._fill(rotation, room, write)
+                    more = await self._fill(rotation, room, write)
                 except AsyncflowError as exc:  # the store is down: try again later
                     log.warning("stream %s could not hold tasks: %s", self.key, exc)
-                    room = 0
             if self.closed:
                 return
+            if more:
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._event.wait(), timeout=self.poll_interval)
 
-    async def _fill(self, rotation: deque[str], room: int, write: Write) -> int:
-        """One round over the subscribed types; returns the room left (0 if a
-        type gave all we asked for, meaning more may be due)."""
+    async def _fill(self, rotation: deque[str], room: int, write: Write) -> bool:
+        """One round over the subscribed types; True if one gave tasks and the
+        window still has room (a hold bounded by bytes may have left more due).
+
+        Each hold is one pushed message: the core bounds it by limits.max_reply_bytes.
+        """
+        pushed = False
         for _ in range(len(rotation)):
             task_type = rotation[0]
             rotation.rotate(-1)
-            tasks = await self.core.hold_tasks(task_type, room)
+            self.claiming = room  # a hand-off meanwhile must leave this room alone
+            try:
+                tasks = await self.core.hold_tasks(task_type, room)
+            finally:
+                self.claiming = 0
             if not tasks:
                 continue
+            pushed = True
             self.core.metrics.tasks("pushed", task_type, "", len(tasks))
             for task in tasks:
-                self.outstanding[task.task_id] = Pushed(task_type, task.lease_token)
+                self.outstanding[task.task_id] = Pushed(task)
             self.max_outstanding = max(self.max_outstanding, len(self.outstanding))
-            for first in range(0, len(tasks), PUSH_CHUNK):
-                chunk = tasks[first : first + PUSH_CHUNK]
-                await write(Response(tasks=Response.Tasks(tasks=[to_pb(t) for t in chunk])))
+            await write(Response(tasks=Response.Tasks(tasks=[to_pb(t) for t in tasks])))
             if len(tasks) == room:
                 # There may be more due: pass the baton to another waiting stream.
                 self.hub.wake(task_type, 1)
-                return 0
+                return False
             room -= len(tasks)
-        return room
+        return pushed and room > 0
+
+    # -- hand-offs (asyncflow.core.ports.HandOff, through WakeHub.offer) -----------
+
+    def slot(self) -> HandOffSlot | None:
+        room = self.window - len(self.outstanding) - self.reserved - self.claiming
+        if self.closed or self.notify is None or room <= 0:
+            return None
+        self.reserved += 1
+        return HandOffSlot(self, secrets.token_hex(16))
+
+    def handed(self, task: Task) -> None:
+        """A create committed `task` leased to a slot of this stream: push it."""
+        self.reserved -= 1
+        if self.closed or self.notify is None or len(self.outstanding) >= self.window:
+            # The stream ended, or its window was lowered meanwhile: give it back.
+            releasing = asyncio.ensure_future(
+                self.core.set_task(task.task_id, task.lease_token, Release())
+            )
+            self._releasing.add(releasing)
+            releasing.add_done_callback(self._released)
+            return
+        self.outstanding[task.task_id] = Pushed(task)
+        self.max_outstanding = max(self.max_outstanding, len(self.outstanding))
+        self.core.metrics.tasks("held", task.task_type, "", 1)
+        self.core.metrics.tasks("pushed", task.task_type, "", 1)
+        self.notify(Response(tasks=Response.Tasks(tasks=[to_pb(task)])))
+
+    def _released(self, releasing: asyncio.Task[object]) -> None:
+        self._releasing.discard(releasing)
+        if not releasing.cancelled() and (failure := releasing.exception()) is not None:
+            # Its lease expires and stuck recovery returns it.
+            log.warning("stream %s could not give back a handed-off task: %r", self.key, failure)
 
     # -- requests -----------------------------------------------------------------
 
@@ -173,7 +225,8 @@ class WorkSession:
             except AsyncflowError as bad:
                 decoded.append(bad)
         valid = [r for r in decoded if isinstance(r, Report)]
-        applied = iter(await self.core.set_tasks(valid))
+        known = {r.task_id: p.task for r in valid if (p := self.outstanding.get(r.task_id))}
+        applied = iter(await self.core.set_tasks(valid, known))
         results = []
         for report, item in zip(reports, decoded, strict=True):
             outcome = next(applied) if isinstance(item, Report) else item
@@ -194,6 +247,9 @@ class WorkSession:
             task = await self.core.extend_lease(lease.task_id, lease.lease_token)
         except AsyncflowError as refused:
             return pb.ExtendResult(task_id=lease.task_id, error=error_to_pb(refused))
+        pushed = self.outstanding.get(task.task_id)
+        if pushed is not None and pushed.lease_token == task.lease_token:
+            pushed.task = task
         return pb.ExtendResult(task_id=lease.task_id, lease=to_pb(task).lease)
 
     def drop_cancelled(self, held: list[tuple[str, str]]) -> list[str]:
@@ -222,6 +278,20 @@ class WorkSession:
             if isinstance(result, BaseException) and not isinstance(result, AsyncflowError):
                 log.warning("stream %s could not release %s: %r", self.key, task_id, result)
         return len(unstarted)
+
+
+class HandOffSlot:
+    """One reserved slot of a stream (asyncflow.core.ports.Taker)."""
+
+    def __init__(self, session: WorkSession, lease_token: str) -> None:
+        self._session = session
+        self.lease_token = lease_token
+
+    def take(self, task: Task) -> None:
+        self._session.handed(task)
+
+    def cancel(self) -> None:
+        self._session.reserved -= 1
 
 
 def loggable(text: str) -> str:

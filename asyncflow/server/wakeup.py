@@ -1,5 +1,9 @@
 """Wake-ups for streaming dispatch: push tasks as soon as they are due.
 
+A stream that waits with room can also be handed a task by a create on this
+replica (WakeHub.offer, the core's HandOff): the create commits the task
+already leased to it, and it is pushed right after, with no wake-up at all.
+
 The core reports every task that becomes due (created, re-queued for a next
 stage or a retry, recovered, released). Due now: the hub wakes up to `count`
 streams waiting on that type, in arrival order, and the relay tells the other
@@ -18,6 +22,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from asyncflow.clock import Alarm, AlarmClock
+from asyncflow.core.ports import Taker
 from asyncflow.server.relay import RedisRelay
 
 log = logging.getLogger(__name__)
@@ -33,6 +38,10 @@ class Waiter(Protocol):
     def key(self) -> str: ...
 
     def wake(self) -> None: ...
+
+    def slot(self) -> Taker | None:
+        """Reserve one free slot for a task handed off by a create (None: full)."""
+        ...
 
 
 Deliver = Callable[[str, int], object]
@@ -74,9 +83,29 @@ class WakeHub:
         for task_type in task_types:
             self._waiting.setdefault(task_type, OrderedDict())[waiter.key] = waiter
 
+    def waiting(self, task_type: str) -> int:
+        """Streams waiting on the type now."""
+        return len(self._waiting.get(task_type, ()))
+
     def forget(self, waiter: Waiter) -> None:
         for waiting in self._waiting.values():
             waiting.pop(waiter.key, None)
+
+    def offer(self, task_type: str, count: int) -> list[Taker]:
+        """The core's HandOff: up to `count` slots of streams waiting on the type,
+        longest waiting first; a stream that got one goes to the back of the line,
+        so that one create after another spread over the waiting streams."""
+        takers: list[Taker] = []
+        waiting = self._waiting.get(task_type)
+        if not waiting:
+            return takers
+        for key, waiter in list(waiting.items()):
+            while len(takers) < count and (taker := waiter.slot()) is not None:
+                takers.append(taker)
+                waiting.move_to_end(key)
+            if len(takers) == count:
+                break
+        return takers
 
     def wake(self, task_type: str, count: int) -> int:
         """Wake up to `count` waiters of `task_type`, longest waiting first."""

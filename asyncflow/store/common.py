@@ -186,16 +186,68 @@ def filter_sql(where: TaskFilter, mark: str) -> tuple[str, list[Any]]:
     return "".join(clauses), params
 
 
-def oldest_first(candidates: Iterable[tuple[int, int, int]], limit: int) -> dict[int, list[int]]:
-    """Pick the `limit` oldest (order_time, pos, row_id) candidates, grouped by pos.
+WIRE_TEXT_COLUMNS = ("task_id", "task_type", "user_id", "task_stage", "task_context",
+                     "schedule_log")  # fmt: skip
+WIRE_TASK_OVERHEAD = 256
+"""Bytes a task takes in a reply beyond its text columns: field tags, length
+prefixes, integers at their widest varint and the lease (token up to 64
+characters), with room to spare (tests/unit/test_wire_size.py checks it)."""
+
+
+def wire_size_sql(byte_length: str) -> str:
+    """SQL of a row's estimated encoded size, `byte_length` the dialect's function
+    giving a text's UTF-8 length in bytes ("{}" stands for the column)."""
+    texts = " + ".join(byte_length.format(column) for column in WIRE_TEXT_COLUMNS)
+    return f"{texts} + {WIRE_TASK_OVERHEAD}"
+
+
+def wire_size(task: Task) -> int:
+    """What wire_size_sql computes on the task's row."""
+    texts = (task.task_id, task.task_type, task.user_id, task.task_stage, task.context,
+             task.schedule_log)  # fmt: skip
+    return sum(len(text.encode()) for text in texts) + WIRE_TASK_OVERHEAD
+
+
+def oldest_first(
+    candidates: Iterable[tuple[int, int, int, int]], wants: list[tuple[int, int]]
+) -> list[dict[int, list[int]]]:
+    """Deal the oldest (order_time, pos, row_id, wire size) candidates out to
+    holds in turn, each (limit, max_bytes) getting up to `limit` of the oldest
+    left, grouped by pos; with `max_bytes`, only as many as fit in it together
+    (the first always: a task larger than the budget goes alone).
 
     Holds collect due candidates from every live table and keep the globally
     oldest, so an old table can never block newer ones (no head-of-line block).
     """
-    chosen: dict[int, list[int]] = {}
-    for _, pos, row_id in heapq.nsmallest(limit, candidates):
-        chosen.setdefault(pos, []).append(row_id)
-    return chosen
+    ordered = heapq.nsmallest(sum(limit for limit, _ in wants), candidates)
+    shares: list[dict[int, list[int]]] = []
+    at = 0
+    for limit, max_bytes in wants:
+        chosen: dict[int, list[int]] = {}
+        total = taken = 0
+        while at < len(ordered) and taken < limit:
+            _, pos, row_id, size = ordered[at]
+            if max_bytes and taken and total + size > max_bytes:
+                break
+            total += size
+            taken += 1
+            at += 1
+            chosen.setdefault(pos, []).append(row_id)
+        shares.append(chosen)
+    return shares
+
+
+class ClaimOne:
+    """task_claim_due as one hold of task_claim_due_many."""
+
+    async def task_claim_due_many(
+        self, config: TaskTypeConfig, claims: list[tuple[int, Claim]]
+    ) -> list[list[Task]]:
+        raise NotImplementedError
+
+    async def task_claim_due(self, config: TaskTypeConfig, limit: int, claim: Claim) -> list[Task]:
+        (held,) = await self.task_claim_due_many(config, [(limit, claim)])
+        return held
 
 
 def claimed(task: Task, claim: Claim) -> Task:
@@ -236,6 +288,12 @@ class InsertTarget:
     max_retry_num: int
     retry_interval: int
     max_retry_interval: int
+    max_processing_time: int
+    paused: bool
+
+    def leased(self, task: TaskInsert, now: int) -> bool:
+        """Whether a handed-off task goes in PROCESSING (see TaskInsert.lease_token)."""
+        return bool(task.lease_token) and not self.paused and task.order_time <= now
 
     @cached_property
     def retry(self) -> RetryPolicy:
@@ -244,17 +302,22 @@ class InsertTarget:
 
     def params(self, task: TaskInsert, task_id: str, now: int) -> tuple[Any, ...]:
         """Parameters of a backend's TASK_INSERT, in its column order."""
+        leased = self.leased(task, now)
         return (
             task_id,
             task.task_type,
             task.user_id,
             task.task_stage,
+            int(TaskStatus.PROCESSING if leased else TaskStatus.PENDING),
             task.priority,
             self.max_retry_num,
             self.retry_interval,
             self.max_retry_interval,
             task.context,
             task.order_time,
+            task.lease_token if leased else "",
+            int(leased),
+            now + self.max_processing_time if leased else 0,
             now,
             now,
         )
@@ -264,11 +327,14 @@ def insert_target(task_type: str, row: Sequence[Any] | None) -> InsertTarget:
     """The type's INSERT_TARGET row, or TaskTypeNotFound if it is not registered."""
     if row is None:
         raise TaskTypeNotFound(f"task type {task_type!r} is not registered", field="task_type")
-    return InsertTarget(*row)
+    pos, max_retry_num, retry_interval, max_retry_interval, max_processing_time, paused = row
+    return InsertTarget(pos, max_retry_num, retry_interval, max_retry_interval,
+                        max_processing_time, bool(paused))  # fmt: skip
 
 
 def inserted(task: TaskInsert, task_id: str, target: InsertTarget, row_id: int, now: int) -> Task:
     """The row a task insert wrote (see claimed)."""
+    leased = target.leased(task, now)
     return Task(
         row_id=row_id,
         task_id=task_id,
@@ -276,7 +342,7 @@ def inserted(task: TaskInsert, task_id: str, target: InsertTarget, row_id: int, 
         pos=target.pos,
         user_id=task.user_id,
         task_stage=task.task_stage,
-        status=TaskStatus.PENDING,
+        status=TaskStatus.PROCESSING if leased else TaskStatus.PENDING,
         priority=task.priority,
         crt_retry_num=0,
         max_retry_num=target.max_retry_num,
@@ -284,9 +350,9 @@ def inserted(task: TaskInsert, task_id: str, target: InsertTarget, row_id: int, 
         context=task.context,
         schedule_log="",
         order_time=task.order_time,
-        lease_token="",
-        hold_count=0,
-        lease_deadline=0,
+        lease_token=task.lease_token if leased else "",
+        hold_count=int(leased),
+        lease_deadline=now + target.max_processing_time if leased else 0,
         version=1,
         create_time=now,
         modify_time=now,

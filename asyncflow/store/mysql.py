@@ -37,6 +37,7 @@ from asyncflow.core.model import (
 from asyncflow.errors import ConfigError, TaskTypeNotFound, Unavailable
 from asyncflow.store.common import (
     SCHEMA_VERSION,
+    ClaimOne,
     InsertTarget,
     changed,
     claimed,
@@ -173,7 +174,30 @@ def _batches(items: list[T], size: Callable[[T], int]) -> Iterator[list[T]]:
         yield batch
 
 
-class MysqlStore(TaskTableReads, OperatorRows):
+async def _update_leased_rows(
+    cur: aiomysql.Cursor,
+    table: str,
+    updates: list[tuple[Task, str, TaskChange]],
+    indices: list[int],
+    now: int,
+) -> int:
+    """The updates at `indices` (all in `table`, distinct tasks) in multi-row
+    UPDATEs, each row fenced by its lease token and version; rows changed."""
+    total = 0
+    for batch in _batches(indices, lambda i: len(updates[i][2].context) + 512):
+        params: list[Any] = []
+        for index in batch:
+            task, token, change = updates[index]
+            params += (task.row_id, token, task.version, int(change.status), change.task_stage,
+                       change.context, change.crt_retry_num, change.order_time,
+                       change.schedule_log)  # fmt: skip
+        rows = " UNION ALL ".join([LEASED_ROW] + ["SELECT " + _marks(range(9))] * (len(batch) - 1))
+        sql = UPDATE_LEASED_MANY.format(table=table, rows=rows)
+        total += int(await cur.execute(sql, (*params, now)))
+    return total
+
+
+class MysqlStore(ClaimOne, TaskTableReads, OperatorRows):
     """TaskStore over an aiomysql pool (see module docstring)."""
 
     _sql = TABLE_SQL
@@ -434,7 +458,7 @@ class MysqlStore(TaskTableReads, OperatorRows):
                 lambda i: _context_size(tasks[i]),
             )
         ]
-        if len(tasks) == 1 and tasks[0].idempotency_key is None:
+        if len(tasks) == 1 and tasks[0].idempotency_key is None and not tasks[0].lease_token:
             # One guarded statement is atomic on its own: autocommit spares BEGIN
             # and COMMIT (the one-by-one create).
             async with self._cursor() as cur:
@@ -526,11 +550,13 @@ class MysqlStore(TaskTableReads, OperatorRows):
         results: list[Task | str | None],
     ) -> None:
         """Insert the tasks at `chunk` (one type) into table `pos`, guarded (see
-        TASK_INSERT_GUARDED); _Moved if the guard failed. Several tasks need a
-        transaction (the locked guard read, then the insert)."""
+        TASK_INSERT_GUARDED); _Moved if the guard failed. Several tasks, or a
+        handed-off one (its status depends on the paused flag read under the
+        lock), need a transaction: the locked guard read, then the insert."""
         task_type = tasks[chunk[0]].task_type
         table = task_table(task_type, pos)
-        if len(chunk) == 1:
+        target: InsertTarget | None = None
+        if len(chunk) == 1 and not tasks[chunk[0]].lease_token:
             task = tasks[chunk[0]]
             sql = TASK_INSERT_GUARDED.format(table=table)
             params: list[Any] = [ids[chunk[0]], task.user_id, task.task_stage, task.priority]
@@ -571,32 +597,47 @@ class MysqlStore(TaskTableReads, OperatorRows):
         if len(written) != len(chunk):  # one position row joined: all or nothing
             raise RuntimeError(f"inserted {len(written)} of {len(chunk)} tasks")
         by_id = {row[1]: row for row in written}
-        targets: dict[tuple[int, ...], InsertTarget] = {}  # one per statement, in fact
         for i in chunk:
-            row_id, _, *retry = by_id[ids[i]]
-            key = tuple(retry)
-            target = targets.get(key) or targets.setdefault(key, InsertTarget(pos, *key))
+            row_id, _, max_retry_num, retry_interval, max_retry_interval = by_id[ids[i]]
+            # The guarded statement read the type's settings itself; its one task
+            # has no lease, so the lease settings do not matter.
+            target = target or InsertTarget(pos, max_retry_num, retry_interval,
+                                            max_retry_interval, 0, paused=False)  # fmt: skip
             results[i] = inserted(tasks[i], ids[i], target, int(row_id), now)
 
-    async def task_claim_due(self, config: TaskTypeConfig, limit: int, claim: Claim) -> list[Task]:
+    async def task_claim_due_many(
+        self, config: TaskTypeConfig, claims: list[tuple[int, Claim]]
+    ) -> list[list[Task]]:
+        now = claims[0][1].now
+        total = sum(limit for limit, _ in claims)
+        results: list[list[Task]] = []
         async with self._tx() as cur:
             locked: dict[tuple[int, int], Task] = {}
+            sizes: dict[tuple[int, int], int] = {}
             for pos in range(config.begin_pos, config.end_pos + 1):
                 table = task_table(config.task_type, pos)
-                await cur.execute(DUE_LOCKED.format(table=table), (claim.now, limit))
+                await cur.execute(DUE_LOCKED.format(table=table), (now, total))
                 for row in await cur.fetchall():
                     task = row_to_task(row, pos)
                     locked[(pos, task.row_id)] = task
-            chosen = oldest_first(((t.order_time, t.pos, t.row_id) for t in locked.values()), limit)
-            result: list[Task] = []
-            for pos, ids in chosen.items():
-                sql = CLAIM.format(table=task_table(config.task_type, pos), ids=_marks(ids))
-                updated = await cur.execute(sql, (claim.token, claim.deadline, claim.now, *ids))
-                if updated != len(ids):  # the rows are locked by us: cannot happen
-                    raise RuntimeError(f"claimed {updated} of {len(ids)} locked rows")
-                result.extend(claimed(locked[(pos, row_id)], claim) for row_id in ids)
-        result.sort(key=lambda t: (t.order_time, t.pos, t.row_id))
-        return result
+                    sizes[(pos, task.row_id)] = int(row[-1])
+            # Rows locked but not chosen (over the limits or the byte budgets) are
+            # unlocked untouched at commit.
+            shares = oldest_first(
+                ((t.order_time, t.pos, t.row_id, sizes[key]) for key, t in locked.items()),
+                [(limit, claim.max_bytes) for limit, claim in claims],
+            )
+            for (_, claim), chosen in zip(claims, shares, strict=True):
+                result: list[Task] = []
+                for pos, ids in chosen.items():
+                    sql = CLAIM.format(table=task_table(config.task_type, pos), ids=_marks(ids))
+                    updated = await cur.execute(sql, (claim.token, claim.deadline, claim.now, *ids))
+                    if updated != len(ids):  # the rows are locked by us: cannot happen
+                        raise RuntimeError(f"claimed {updated} of {len(ids)} locked rows")
+                    result.extend(claimed(locked[(pos, row_id)], claim) for row_id in ids)
+                result.sort(key=lambda t: (t.order_time, t.pos, t.row_id))
+                results.append(result)
+        return results
 
     async def task_update_leased_many(
         self, updates: list[tuple[Task, str, TaskChange]], now: int
@@ -613,6 +654,9 @@ class MysqlStore(TaskTableReads, OperatorRows):
         tables: dict[tuple[str, int], list[int]] = {}
         for index, (task, _, _) in enumerate(updates):
             tables.setdefault((task.task_type, task.pos), []).append(index)
+        distinct = len({(t.task_type, t.pos, t.row_id) for t, _, _ in updates}) == len(updates)
+        if distinct and await self._update_leased_all(tables, updates, now):
+            return [changed(task, change, now) for task, _, change in updates]
         async with self._tx() as cur:
             for (task_type, pos), indices in sorted(tables.items()):  # one lock order
                 table = task_table(task_type, pos)
@@ -620,6 +664,33 @@ class MysqlStore(TaskTableReads, OperatorRows):
                     task, _, change = updates[index]
                     results[index] = changed(task, change, now)
         return results
+
+    async def _update_leased_all(
+        self,
+        tables: dict[tuple[str, int], list[int]],
+        updates: list[tuple[Task, str, TaskChange]],
+        now: int,
+    ) -> bool:
+        """The usual case first: every update still holds its lease. Fenced
+        multi-row UPDATEs, no read: committed if they changed every row, else
+        rolled back (the caller then finds out which still hold, under locks)."""
+        async with self._cursor() as cur:
+            await cur.connection.begin()
+            try:
+                updated = 0
+                for (task_type, pos), indices in sorted(tables.items()):  # one lock order
+                    ordered = sorted(indices, key=lambda i: updates[i][0].row_id)
+                    updated += await _update_leased_rows(
+                        cur, task_table(task_type, pos), updates, ordered, now
+                    )
+            except BaseException:
+                await cur.connection.rollback()
+                raise
+            if updated != len(updates):
+                await cur.connection.rollback()
+                return False
+            await cur.connection.commit()
+        return True
 
     @staticmethod
     async def _update_leased_table(
@@ -640,20 +711,8 @@ class MysqlStore(TaskTableReads, OperatorRows):
             if current.get(task.row_id) == (token, task.version):
                 del current[task.row_id]  # a second report of the same task loses
                 applied.append(index)
-        for batch in _batches(applied, lambda i: len(updates[i][2].context) + 512):
-            params: list[Any] = []
-            for index in batch:
-                task, token, change = updates[index]
-                params += (task.row_id, token, task.version, int(change.status), change.task_stage,
-                           change.context, change.crt_retry_num, change.order_time,
-                           change.schedule_log)  # fmt: skip
-            rows = " UNION ALL ".join(
-                [LEASED_ROW] + ["SELECT " + _marks(range(9))] * (len(batch) - 1)
-            )
-            updated = await cur.execute(UPDATE_LEASED_MANY.format(table=table, rows=rows),
-                                        (*params, now))  # fmt: skip
-            if updated != len(batch):  # the rows are locked by us: cannot happen
-                raise RuntimeError(f"updated {updated} of {len(batch)} locked rows")
+        if await _update_leased_rows(cur, table, updates, applied, now) != len(applied):
+            raise RuntimeError(f"updated fewer than {len(applied)} locked rows")  # cannot happen
         return applied
 
     async def task_extend_lease(

@@ -6,7 +6,7 @@ and `{rows}` with placeholders; every value is bound.
 
 from __future__ import annotations
 
-from asyncflow.store.common import CONFIG_COLUMNS, TASK_COLUMNS
+from asyncflow.store.common import CONFIG_COLUMNS, TASK_COLUMNS, wire_size_sql
 from asyncflow.store.operator import schedule_sql
 from asyncflow.store.tables import table_sql
 
@@ -90,23 +90,31 @@ WHERE p.task_type = %s AND p.schedule_end_pos = %s
 LOCK IN SHARE MODE
 """
 INSERT_TARGET_LOCKED = """
-SELECT p.schedule_end_pos, c.max_retry_num, c.retry_interval, c.max_retry_interval
+SELECT p.schedule_end_pos, c.max_retry_num, c.retry_interval, c.max_retry_interval,
+    c.max_processing_time, c.paused
 FROM t_schedule_pos p JOIN t_schedule_cfg c ON c.task_type = p.task_type
 WHERE p.task_type = %s AND p.schedule_end_pos = %s LOCK IN SHARE MODE
 """
 TASK_INSERT = """
 INSERT INTO {table} (task_id, task_type, user_id, task_stage, status, priority, crt_retry_num,
     max_retry_num, retry_interval, max_retry_interval, schedule_log, task_context, order_time,
-    version, create_time, modify_time)
+    lease_token, hold_count, lease_deadline, version, create_time, modify_time)
 VALUES {rows}
 """
-TASK_ROW = "(%s, %s, %s, %s, 1, %s, 0, %s, %s, %s, '', %s, %s, 1, %s, %s)"
+# The columns of InsertTarget.params: a handed-off task goes in PROCESSING with
+# its lease (status, lease_token, hold_count, lease_deadline are bound).
+TASK_ROW = "(%s, %s, %s, %s, %s, %s, 0, %s, %s, %s, '', %s, %s, %s, %s, %s, 1, %s, %s)"
 # What an insert wrote that the server did not choose: MariaDB returns it from
 # the INSERT itself; MySQL reads it back by task id.
 INSERTED_COLUMNS = "id, task_id, max_retry_num, retry_interval, max_retry_interval"
 INSERTED_SELECT = "SELECT " + INSERTED_COLUMNS + " FROM {table} WHERE task_id IN ({ids})"
+# The last column: the row's estimated size in a reply (LENGTH counts bytes).
 DUE_LOCKED = (
-    "SELECT " + TASK_COLUMNS + " FROM {table} WHERE status = 1 AND order_time <= %s"
+    "SELECT "
+    + TASK_COLUMNS
+    + ", "
+    + wire_size_sql("LENGTH({})")
+    + " FROM {table} WHERE status = 1 AND order_time <= %s"
     " ORDER BY order_time, id LIMIT %s FOR UPDATE SKIP LOCKED"
 )
 CLAIM = """

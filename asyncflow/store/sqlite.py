@@ -26,6 +26,7 @@ from asyncflow.core.model import Claim, PoolUsage, Task, TaskChange, TaskInsert,
 from asyncflow.errors import ConfigError, Unavailable
 from asyncflow.store.common import (
     SCHEMA_VERSION,
+    ClaimOne,
     InsertTarget,
     changed,
     config_params,
@@ -130,7 +131,7 @@ def _inserted(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> int | 
     return cursor.lastrowid
 
 
-class SqliteStore(TaskTableReads, OperatorRows):
+class SqliteStore(ClaimOne, TaskTableReads, OperatorRows):
     """TaskStore over one SQLite file (see module docstring)."""
 
     _sql = TABLE_SQL
@@ -407,28 +408,37 @@ class SqliteStore(TaskTableReads, OperatorRows):
         for i in chunk:
             results[i] = inserted(tasks[i], ids[i], target, row_ids[ids[i]], now)
 
-    async def task_claim_due(self, config: TaskTypeConfig, limit: int, claim: Claim) -> list[Task]:
-        return await self._run(self._task_claim_due, config, limit, claim)
+    async def task_claim_due_many(
+        self, config: TaskTypeConfig, claims: list[tuple[int, Claim]]
+    ) -> list[list[Task]]:
+        return await self._run(self._task_claim_due_many, config, claims)
 
-    def _task_claim_due(self, config: TaskTypeConfig, limit: int, claim: Claim) -> list[Task]:
-        claimed: list[Task] = []
+    def _task_claim_due_many(
+        self, config: TaskTypeConfig, claims: list[tuple[int, Claim]]
+    ) -> list[list[Task]]:
+        now = claims[0][1].now
+        total = sum(limit for limit, _ in claims)
+        results: list[list[Task]] = []
         with self._tx() as db:
             candidates = [
-                (order_time, pos, row_id)
+                (order_time, pos, row_id, size)
                 for pos in range(config.begin_pos, config.end_pos + 1)
-                for order_time, row_id in db.execute(
-                    DUE_CANDIDATES.format(table=task_table(config.task_type, pos)),
-                    (claim.now, limit),
+                for order_time, row_id, size in db.execute(
+                    DUE_CANDIDATES.format(table=task_table(config.task_type, pos)), (now, total)
                 )
             ]
-            for pos, ids in oldest_first(candidates, limit).items():
-                sql = CLAIM.format(
-                    table=task_table(config.task_type, pos), ids=TABLE_SQL.marks(ids)
-                )
-                rows = db.execute(sql, (claim.token, claim.deadline, claim.now, *ids))
-                claimed.extend(row_to_task(row, pos) for row in rows)
-        claimed.sort(key=lambda t: (t.order_time, t.pos, t.row_id))
-        return claimed
+            wants = [(limit, claim.max_bytes) for limit, claim in claims]
+            for (_, claim), chosen in zip(claims, oldest_first(candidates, wants), strict=True):
+                claimed: list[Task] = []
+                for pos, ids in chosen.items():
+                    sql = CLAIM.format(
+                        table=task_table(config.task_type, pos), ids=TABLE_SQL.marks(ids)
+                    )
+                    rows = db.execute(sql, (claim.token, claim.deadline, claim.now, *ids))
+                    claimed.extend(row_to_task(row, pos) for row in rows)
+                claimed.sort(key=lambda t: (t.order_time, t.pos, t.row_id))
+                results.append(claimed)
+        return results
 
     async def task_update_leased_many(
         self, updates: list[tuple[Task, str, TaskChange]], now: int

@@ -6,7 +6,7 @@ with placeholders; every value is bound.
 
 from __future__ import annotations
 
-from asyncflow.store.common import CONFIG_COLUMNS, TASK_COLUMNS
+from asyncflow.store.common import CONFIG_COLUMNS, TASK_COLUMNS, wire_size_sql
 from asyncflow.store.operator import schedule_sql
 from asyncflow.store.tables import table_sql
 
@@ -37,7 +37,8 @@ WHERE task_type = ? AND schedule_end_pos = ?
 """
 # One connection, one writer: the read and the insert that follows are atomic.
 INSERT_TARGET = """
-SELECT p.schedule_end_pos, c.max_retry_num, c.retry_interval, c.max_retry_interval
+SELECT p.schedule_end_pos, c.max_retry_num, c.retry_interval, c.max_retry_interval,
+    c.max_processing_time, c.paused
 FROM t_schedule_pos p JOIN t_schedule_cfg c ON c.task_type = p.task_type
 WHERE p.task_type = ?
 """
@@ -63,27 +64,26 @@ KEY_INSERT = (
     "INSERT INTO t_task_key (task_type, idempotency_key, task_id, create_time) VALUES (?, ?, ?, ?)"
 )
 KEY_SELECT = "SELECT task_id FROM t_task_key WHERE task_type = ? AND idempotency_key = ?"
-TASK_INSERT = """
-INSERT INTO {table} (task_id, task_type, user_id, task_stage, status, priority, crt_retry_num,
-    max_retry_num, retry_interval, max_retry_interval, schedule_log, task_context, order_time,
-    version, create_time, modify_time)
-VALUES (?, ?, ?, ?, 1, ?, 0, ?, ?, ?, '', ?, ?, 1, ?, ?)
-"""
+TASK_COLUMNS_INSERTED = """task_id, task_type, user_id, task_stage, status, priority,
+    crt_retry_num, max_retry_num, retry_interval, max_retry_interval, schedule_log, task_context,
+    order_time, lease_token, hold_count, lease_deadline, version, create_time, modify_time"""
+# The values of InsertTarget.params: a handed-off task goes in PROCESSING with its
+# lease (status, lease_token, hold_count, lease_deadline are bound).
+TASK_ROW = "(?, ?, ?, ?, ?, ?, 0, ?, ?, ?, '', ?, ?, ?, ?, ?, 1, ?, ?)"
+TASK_INSERT = "INSERT INTO {table} (" + TASK_COLUMNS_INSERTED + ") VALUES " + TASK_ROW
 # Many tasks of one table in one statement (cheaper than a statement each);
 # RETURNING gives their ids (in no promised order: matched by task_id).
-TASK_INSERT_ROWS = """
-INSERT INTO {table} (task_id, task_type, user_id, task_stage, status, priority, crt_retry_num,
-    max_retry_num, retry_interval, max_retry_interval, schedule_log, task_context, order_time,
-    version, create_time, modify_time)
-VALUES {rows} RETURNING id, task_id
-"""
-TASK_ROW = "(?, ?, ?, ?, 1, ?, 0, ?, ?, ?, '', ?, ?, 1, ?, ?)"
+TASK_INSERT_ROWS = (
+    "INSERT INTO {table} (" + TASK_COLUMNS_INSERTED + ") VALUES {rows} RETURNING id, task_id"
+)
 INSERT_ROWS = 1000
-"""Rows per multi-row insert: 12 bound values each, well under SQLite's 32,766."""
-DUE_CANDIDATES = """
-SELECT order_time, id FROM {table} WHERE status = 1 AND order_time <= ?
-ORDER BY order_time, id LIMIT ?
-"""
+"""Rows per multi-row insert: 16 bound values each, well under SQLite's 32,766."""
+# The last column: the row's estimated size in a reply, in bytes (a BLOB's LENGTH).
+DUE_CANDIDATES = (
+    "SELECT order_time, id, "
+    + wire_size_sql("LENGTH(CAST({} AS BLOB))")
+    + " FROM {table} WHERE status = 1 AND order_time <= ? ORDER BY order_time, id LIMIT ?"
+)
 CLAIM = (
     """
 UPDATE {table} SET status = 2, lease_token = ?, hold_count = hold_count + 1,

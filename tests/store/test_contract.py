@@ -221,6 +221,33 @@ async def test_claim_takes_due_tasks_oldest_first(store: TaskStore) -> None:
     assert [t.task_id for t in later] == [late.task_id]
 
 
+async def test_claim_many_deals_the_oldest_to_each_hold_in_turn(store: TaskStore) -> None:
+    """Several streams' holds in one transaction: each its own lease, the oldest
+    left up to its limit and its byte budget (the first task always)."""
+    config = await registered(store)
+    made = [await insert(store, new_task(config, order_time=NOW - 10 + i, context=f"{i}" * 900))
+            for i in range(4)]  # fmt: skip
+    assert await store.pos_split(config, NOW)
+    config = await store.type_get("lark")
+    assert config is not None
+    made += [await insert(store, new_task(config, order_time=NOW - 5 + i)) for i in range(4)]
+    # Oldest first: made[0..3] (900-byte contexts), made[4..7] (small, newer table).
+    one, two, three, four = await store.task_claim_due_many(
+        config,
+        [(1, claim("a")), (3, replace(claim("b"), max_bytes=2000)), (2, claim("c")),
+         (5, claim("d"))],
+    )  # fmt: skip
+    assert [t.task_id for t in one] == [made[0].task_id]
+    assert [t.task_id for t in two] == [made[1].task_id]  # the second would not fit
+    assert [t.task_id for t in three] == [made[2].task_id, made[3].task_id]
+    assert [t.task_id for t in four] == [t.task_id for t in made[4:]]
+    for token, held in zip("abcd", (one, two, three, four), strict=True):
+        for task in held:
+            assert task.lease_token == token
+            assert task == await store.task_get("lark", task.pos, task.task_id)
+    assert await store.task_claim_due_many(config, [(5, claim("e"))]) == [[]]
+
+
 async def test_claim_respects_limit(store: TaskStore) -> None:
     config = await registered(store)
     for _ in range(5):
@@ -256,6 +283,29 @@ async def test_concurrent_claims_are_disjoint(store: TaskStore) -> None:
     )
     ids = [t.task_id for batch in batches for t in batch]
     assert len(ids) == len(set(ids)) == 60
+
+
+async def test_insert_handed_off_is_leased_unless_paused_or_not_due(store: TaskStore) -> None:
+    """A hand-off inserts the task already held; the type's paused flag and the
+    task's run time are checked in the insert's own transaction."""
+    config = await registered(store, max_processing_time=40)
+    handed = await insert(store, new_task(config, lease_token="hand"), NOW)
+    assert (handed.status, handed.lease_token, handed.hold_count, handed.lease_deadline) == (
+        TaskStatus.PROCESSING, "hand", 1, NOW + 40,
+    )  # fmt: skip
+    assert handed == await store.task_get("lark", 1, handed.task_id)
+    later = await insert(store, new_task(config, lease_token="hand", order_time=NOW + 5), NOW)
+    await store.type_set_paused("lark", True, NOW)
+    paused = await insert(store, new_task(config, lease_token="hand"), NOW)
+    for task in (later, paused):
+        assert (task.status, task.lease_token, task.hold_count) == (TaskStatus.PENDING, "", 0)
+        assert task == await store.task_get("lark", 1, task.task_id)
+    # The handed-off lease is an ordinary one: its report is fenced by it.
+    done = TaskChange(TaskStatus.SUCCESS, "first", "done", 0, NOW, "")
+    assert await store.task_update_leased_many([(handed, "other", done)], NOW + 1) == [None]
+    (reported,) = await store.task_update_leased_many([(handed, "hand", done)], NOW + 1)
+    assert reported is not None
+    assert reported.status is TaskStatus.SUCCESS
 
 
 async def test_update_leased_needs_token_version_and_processing(store: TaskStore) -> None:
@@ -347,6 +397,31 @@ async def test_update_leased_applies_a_batch_across_tables(store: TaskStore) -> 
         assert now in results
     untouched = await store.task_get("lark", held[1].pos, held[1].task_id)
     assert untouched == held[1]
+
+
+async def test_update_leased_batch_with_one_stale_lease_applies_the_others(
+    store: TaskStore,
+) -> None:
+    """Distinct tasks over two tables, one under a lease that is no longer its own
+    (MariaDB tries the batch unlocked first, then finds out which still hold)."""
+    config = await registered(store)
+    for _ in range(2):
+        await insert(store, new_task(config), NOW)
+    assert await store.pos_split(config, NOW)
+    config = await store.type_get("lark")
+    assert config is not None
+    for _ in range(2):
+        await insert(store, new_task(config), NOW)
+    held = await store.task_claim_due(config, 4, claim())
+    done = TaskChange(TaskStatus.SUCCESS, "first", "done", 0, NOW, "")
+    results = await store.task_update_leased_many(
+        [(task, "stale" if i == 2 else "tok", done) for i, task in enumerate(held)], NOW + 1
+    )
+    assert [r is not None for r in results] == [True, True, False, True]
+    assert await store.task_get("lark", held[2].pos, held[2].task_id) == held[2]
+    for task, result in zip(held, results, strict=True):
+        if result is not None:
+            assert await store.task_get("lark", task.pos, task.task_id) == result
 
 
 async def test_update_leased_applies_a_batch_larger_than_one_statement(store: TaskStore) -> None:

@@ -46,6 +46,7 @@ def test_environment_overrides_every_key_type() -> None:
         ("", {"ASYNCFLOW_SERVER_PORT": "http"}, "ASYNCFLOW_SERVER_PORT"),
         ("", {"ASYNCFLOW_SERVER_PORT": "70000"}, "server.port"),
         ("", {"ASYNCFLOW_CACHE_TTL_SECONDS": "0"}, "cache.ttl_seconds"),
+        ("", {"ASYNCFLOW_LIMITS_MAX_REPLY_BYTES": "1024"}, "limits.max_reply_bytes"),
         ("[store]\nmysql_pool_min = 9\nmysql_pool_max = 2\n", {}, "store.mysql_pool_min"),
         ("[server\n", {}, "not valid TOML"),
     ],

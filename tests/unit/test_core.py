@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 from fakes import FakeStore, RecordingCache, RecordingListener
@@ -228,6 +229,56 @@ async def test_a_batch_of_reports_answers_each_on_its_own(parts: Parts) -> None:
     assert isinstance(results[2], InvalidArgument)
     assert isinstance(results[3], TaskNotProcessing)  # the first report won
     assert parts.store.calls.count("task_update_leased_many") == 2  # one write, one retry
+
+
+async def test_concurrent_holds_share_one_claim_each_with_its_own_lease(parts: Parts) -> None:
+    await parts.core.register_type(TypeSettings("lark"))
+    await parts.core.create_tasks([CreateRequest("lark") for _ in range(5)])
+    parts.store.calls.clear()
+    first, second, missing, third = await asyncio.gather(
+        parts.core.hold_tasks("lark", 2),
+        parts.core.hold_tasks("lark", 2),
+        parts.core.hold_tasks("nope", 2),
+        parts.core.hold_tasks("lark", 2),
+        return_exceptions=True,
+    )
+    assert isinstance(missing, TaskTypeNotFound)  # fails alone
+    assert isinstance(first, list)
+    assert isinstance(second, list)
+    assert isinstance(third, list)
+    assert [len(first), len(second), len(third)] == [2, 2, 1]
+    assert len({t.task_id for t in first + second + third}) == 5
+    assert len({t.lease_token for t in first + second + third}) == 3
+    assert parts.store.calls.count("task_claim_due") == 1  # one claim transaction
+    assert parts.store.calls.count("type_get") == 2  # once per type
+
+
+async def test_reports_on_known_tasks_skip_the_read_and_stay_fenced(parts: Parts) -> None:
+    first, second, third = await held(parts, 3)
+    renewed = await parts.core.extend_lease(second.task_id, second.lease_token)  # version moved
+    parts.store.calls.clear()
+    known = {t.task_id: t for t in (first, second, third)}  # as pushed: second is now stale
+    results = await parts.core.set_tasks(
+        [Report(t.task_id, t.lease_token, Success()) for t in (first, second)], known
+    )
+    assert [r.status for r in results if isinstance(r, Task)] == [TaskStatus.SUCCESS] * 2
+    assert results[1] == replace(renewed, status=TaskStatus.SUCCESS, lease_token="",
+                                 lease_deadline=0, version=renewed.version + 1,
+                                 schedule_log=results[1].schedule_log)  # fmt: skip
+    # The first attempt read nothing; only the stale one was read, then written again.
+    assert parts.store.calls == ["task_update_leased_many", "task_get_many",
+                                 "task_update_leased_many"]  # fmt: skip
+    # A stale holder's hint cannot refuse the current holder's report in the same batch.
+    (again,) = await parts.core.set_tasks([Report(third.task_id, "old-token", Release())])
+    assert isinstance(again, LeaseLost)
+    stale_hint = {third.task_id: replace(third, lease_token="old-token")}
+    mixed = await asyncio.gather(
+        parts.core.set_tasks([Report(third.task_id, "old-token", Success())], stale_hint),
+        parts.core.set_tasks([Report(third.task_id, third.lease_token, Success())]),
+    )
+    assert isinstance(mixed[0][0], LeaseLost | TaskNotProcessing)
+    assert isinstance(mixed[1][0], Task)
+    assert mixed[1][0].status is TaskStatus.SUCCESS
 
 
 async def test_extend_lease_moves_the_deadline_from_now(parts: Parts) -> None:

@@ -202,3 +202,37 @@ async def test_dispatch_answers_what_it_read_then_ends_with_the_first_failure(
     assert dispatcher.sessions == {}
     counts = await statuses(core)
     assert (counts[TaskStatus.SUCCESS], counts[TaskStatus.PROCESSING]) == (1, 0)
+
+
+class GatedStore(FakeStore):
+    """Claims wait at a gate, so a test can act while a hold is in flight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.claiming = asyncio.Event()
+
+    async def task_claim_due_many(self, config, claims):  # type: ignore[no-untyped-def]
+        self.claiming.set()
+        await self.gate.wait()
+        return await super().task_claim_due_many(config, claims)
+
+
+async def test_a_hand_off_never_takes_the_room_of_a_hold_in_flight(clock: ManualClock) -> None:
+    store = GatedStore()
+    hub = WakeHub(clock)
+    core = TaskCore(store, RecordingCache(), clock, on_due=hub, handoff=hub)
+    await core.register_type(TypeSettings("lark", schedule_interval=60))
+    store.gate.set()
+    await core.create_tasks([CreateRequest("lark") for _ in range(2)])  # no stream yet
+    store.gate.clear()
+    session = await WorkSession.open(core, hub, subscribe("lark", window=2))
+    pusher = Pusher(session)
+    session.notify = lambda response: pusher.pushed.extend(response.tasks.tasks)
+    await asyncio.wait_for(store.claiming.wait(), 5)  # its hold of 2 is in flight
+    (third, _) = await core.create_task(CreateRequest("lark"))
+    assert third.status is TaskStatus.PENDING  # no slot free for a hand-off
+    store.gate.set()
+    await pusher.until(2)
+    assert session.max_outstanding == 2
+    await pusher.stop()

@@ -17,6 +17,7 @@ from worker_fakes import (
 from asyncflow._sdk.job import release_report
 from asyncflow._sdk.leases import LeaseKeeper
 from asyncflow._sdk.reporter import Reporter
+from asyncflow._sdk.stream import Request, coalesce
 from asyncflow.errors import InvalidArgument, LeaseLost, TaskNotProcessing, Unavailable
 from asyncflow.v1 import task_service_pb2 as pb
 
@@ -191,3 +192,19 @@ async def test_release_stops_the_renewals() -> None:
     await until(lambda: ticker.cancelled == 1, what="the wait cancelled")
     assert transport.extend_calls == []
     assert parts.deadline("a") is None
+
+
+# -- the stream's outgoing batches -------------------------------------------------
+
+
+def test_a_batch_folds_its_reports_and_start_acks_up_to_a_window_change() -> None:
+    def started(*ids: str) -> Request:
+        return Request(started=Request.Started(task_ids=list(ids)))
+
+    def reports(*ids: str) -> Request:
+        return Request(reports=Request.Reports(reports=[success(i) for i in ids]))
+
+    window = Request(set_window=Request.SetWindow(window=0))
+    out = coalesce([started("a"), reports("a"), started("b"), reports("b"), window,
+                    reports("c"), started("c"), None])  # fmt: skip
+    assert out == [started("a", "b"), reports("a", "b"), window, reports("c"), started("c"), None]
