@@ -33,7 +33,10 @@ async def waiting_stream(server: Running, raw: RawWorker, window: int = 2) -> No
     hub = server.server.dispatcher.hub
 
     async def waits() -> bool:
-        return hub.waiting("lark") == 1
+        # Registered as waiting, and its first hold (which found nothing) is over:
+        # a hold in flight keeps its room from hand-offs.
+        sessions = list(server.server.dispatcher.sessions.values())
+        return hub.waiting("lark") == 1 and all(s.claiming == 0 for s in sessions)
 
     await eventually(waits, what="the stream waiting")
 
