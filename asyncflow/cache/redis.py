@@ -20,7 +20,7 @@ The rules (docs/semantics.md, "Cache", says what they guarantee):
   lease when idle and, while the breaker is open, probes Redis.
 - Every operation is one round trip (one script call) whatever the number of
   tasks; pending puts ride along with the next call. Concurrent gets share
-  one (core/batching.py): a get starts no later than the round trip it rides.
+  one (core/group.py): a get starts no later than the round trip it rides.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from asyncflow.cache import codec, scripts
 from asyncflow.cache.breaker import Breaker
 from asyncflow.cache.connection import SharedPool, client
 from asyncflow.cache.lease import Lease
-from asyncflow.core.batching import Batcher
+from asyncflow.core.group import GroupCommit
 from asyncflow.core.model import Task
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class RedisTaskCache:
         self._closing = False
         self._unavailable = _Warning(clock)
         self._undecodable = _Warning(clock)
-        self._gets: Batcher[str, Task | None] = Batcher(self._get_many, GET_BATCH)
+        self._gets: GroupCommit[str, Task | None] = GroupCommit(self._get_many, GET_BATCH)
 
     async def start(self) -> None:
         """Join (learn the generation, take the lease), then start the heartbeat:
@@ -141,7 +141,7 @@ class RedisTaskCache:
     async def get(self, task_id: str) -> Task | None:
         if not self.breaker.allows():
             return None
-        return await self._gets.submit(task_id)
+        return await self._gets.submit_one(task_id)
 
     async def _get_many(self, task_ids: list[str]) -> list[Task | None]:
         reply = None

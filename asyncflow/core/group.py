@@ -1,82 +1,107 @@
-"""Group commit: concurrent callers share one flush (one transaction, one cache write).
+"""Group commit: concurrent callers share one flush (one transaction, one cache
+round trip, one wake-up per type) instead of paying one each.
 
-A caller submits its items and waits for their results. When no flush is in
-flight, one starts at once (no timer adds latency); while one is in flight,
-later submissions gather and go together in the next, bounded by `max_items`.
-One flush at a time: the batch grows with the load instead of the number of
-concurrent transactions.
+A caller submits its items and waits for their results. With no flush in
+flight, one starts at once (on the next turn of the event loop, so callers
+arriving in the same turn join it: no timer adds latency); while a flush is in
+flight, later submissions gather for the next one. At most `max_flushes`
+flushes are in flight (one, unless the flush is a read that may overlap), and
+a flush takes at most `max_items` items; one submission's items always go
+together (a submission longer than `max_items` goes alone).
 
-The flush returns one result per item, so an item the flush refuses (a stale
-lease) fails only its own caller; an exception from the flush (the database
-cannot serve) reaches every caller of that batch. The flush runs in its own
-task: a caller that is cancelled stops waiting but does not cancel the flush,
-whose other callers still get their results.
+- The flush returns one result per item. A result may be an exception (a
+  duplicate, a stale lease, a type not registered): it is handed back as a
+  value to that item's caller only, who decides whether to raise it.
+- A flush that raises fails every caller of that batch (the flush must then
+  have written nothing: one transaction).
+- A caller that is cancelled harms no one: the flush runs in its own task. If
+  the caller was cancelled before its batch was taken, its items are dropped
+  (never written); after, they are written with the batch and the results
+  discarded, like the reply of any call whose client went away.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-I = TypeVar("I")  # noqa: E741 (an item)
-R = TypeVar("R")
+from asyncflow.errors import Unavailable
 
-Flush = Callable[[list[I]], Awaitable[list[R]]]
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+Flush = Callable[[list[Item]], Awaitable[Sequence[Result]]]
 
 
-class GroupCommit(Generic[I, R]):
-    def __init__(self, flush: Flush[I, R], max_items: int) -> None:
+class GroupCommit(Generic[Item, Result]):
+    def __init__(self, flush: Flush[Item, Result], max_items: int, max_flushes: int = 1) -> None:
         self._flush = flush
         self._max_items = max_items
-        self._queue: deque[tuple[list[I], asyncio.Future[list[R]]]] = deque()
-        self._flushing: asyncio.Task[None] | None = None
+        self._max_flushes = max_flushes
+        self._queue: deque[tuple[list[Item], asyncio.Future[list[Result]]]] = deque()
+        self._flushing: set[asyncio.Task[None]] = set()
 
-    async def submit(self, items: list[I]) -> list[R]:
-        """The flush's results for `items`, in order (a list longer than max_items
-        goes alone in one flush)."""
+    async def submit(self, items: list[Item]) -> list[Result]:
+        """The flush's results for `items`, in order."""
         if not items:
             return []
-        done: asyncio.Future[list[R]] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[list[Result]] = asyncio.get_running_loop().create_future()
         self._queue.append((items, done))
-        if self._flushing is None:
-            self._flushing = asyncio.create_task(self._run())
+        if len(self._flushing) < self._max_flushes:
+            # Held here until it ends (the loop keeps only weak references).
+            self._flushing.add(asyncio.create_task(self._drain(), name="asyncflow-group-commit"))
         return await done
 
-    async def _run(self) -> None:
-        try:
-            while self._queue:
-                batch = [self._queue.popleft()]
-                size = len(batch[0][0])
-                while self._queue and size + len(self._queue[0][0]) <= self._max_items:
-                    batch.append(self._queue.popleft())
-                    size += len(batch[-1][0])
-                await self._flush_one(batch)
-        finally:
-            # No await between the empty queue and this: a submit that comes
-            # later sees no flush in flight and starts one.
-            self._flushing = None
-            while self._queue:  # only if cancelled (the loop is shutting down)
-                _, done = self._queue.popleft()
-                if not done.done():
-                    done.cancel()
+    async def submit_one(self, item: Item) -> Result:
+        (result,) = await self.submit([item])
+        return result
 
-    async def _flush_one(self, batch: list[tuple[list[I], asyncio.Future[list[R]]]]) -> None:
+    def _take(self) -> list[tuple[list[Item], asyncio.Future[list[Result]]]]:
+        batch: list[tuple[list[Item], asyncio.Future[list[Result]]]] = []
+        size = 0
+        while self._queue:
+            items, done = self._queue[0]
+            if batch and size + len(items) > self._max_items:
+                break
+            self._queue.popleft()
+            if not done.done():  # its caller was cancelled: never written
+                batch.append((items, done))
+                size += len(items)
+        return batch
+
+    async def _drain(self) -> None:
+        batch: list[tuple[list[Item], asyncio.Future[list[Result]]]] = []
+        try:
+            # No await between the last look at the queue and leaving _flushing
+            # (finally): a submit cannot slip in unseen.
+            while self._queue:
+                batch = self._take()
+                if batch:
+                    await self._flush_one(batch)
+                batch = []
+        except BaseException:  # cancelled (the loop shutting down): nobody left waiting
+            for _, done in [*batch, *self._queue]:
+                if not done.done():
+                    done.set_exception(Unavailable("the server is shutting down"))
+            self._queue.clear()
+            raise
+        finally:
+            self._flushing.discard(asyncio.current_task())
+
+    async def _flush_one(
+        self, batch: list[tuple[list[Item], asyncio.Future[list[Result]]]]
+    ) -> None:
         try:
             results = await self._flush([item for items, _ in batch for item in items])
-        except BaseException as failure:
+        except Exception as exc:
             for _, done in batch:
                 if not done.done():
-                    if isinstance(failure, Exception):
-                        done.set_exception(failure)
-                    else:
-                        done.cancel()
-            if not isinstance(failure, Exception):
-                raise
+                    done.set_exception(exc)
             return
         first = 0
         for items, done in batch:
-            if not done.done():  # its caller may have been cancelled
-                done.set_result(results[first : first + len(items)])
+            if not done.done():  # its caller may have been cancelled meanwhile
+                done.set_result(list(results[first : first + len(items)]))
             first += len(items)

@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from asyncflow.core import observe, policy
-from asyncflow.core.batching import Batcher
 from asyncflow.core.group import GroupCommit
 from asyncflow.core.ids import (
     MAX_POS,
@@ -130,7 +129,9 @@ class TaskCore:
         self.limits = limits or Limits()
         self.on_due: DueListener = on_due or NoListener()
         self.metrics: Metrics = metrics or NoMetrics()
-        self._creates: Batcher[TaskInsert, Task | str] = Batcher(self._insert_batch, CREATE_BATCH)
+        self._creates: GroupCommit[TaskInsert, Task | str | Exception] = GroupCommit(
+            self._insert_batch, CREATE_BATCH
+        )
         self.handoff: HandOff = handoff or NoHandOff()
         self._reporting: GroupCommit[tuple[Report, Task | None], Task | AsyncflowError] = (
             GroupCommit(self._set_chunk, self.limits.max_hold_limit)
@@ -207,10 +208,12 @@ class TaskCore:
     async def create_task(self, request: CreateRequest) -> tuple[Task, bool]:
         """Insert a task; with an idempotency key already used, return that task instead.
 
-        Concurrent creates share one transaction (core/batching.py): the task is
+        Concurrent creates share one transaction (core/group.py): the task is
         committed when this returns, as with a transaction of its own.
         """
-        result = await self._creates.submit(self._insertable(request))
+        result = await self._creates.submit_one(self._insertable(request))
+        if isinstance(result, Exception):  # this create's own refusal (a type not registered)
+            raise result
         if isinstance(result, str):  # an idempotency key already used: that task, as it is now
             task = await self.get_task(result)
             observe.tally(self.metrics, "created", observe.created([(task, False)]))

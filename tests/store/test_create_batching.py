@@ -1,4 +1,4 @@
-"""Group commit of creates on the real backends (core/batching.py, the stores' insert path).
+"""Group commit of creates on the real backends (core/group.py, the stores' insert path).
 
 Concurrent CreateTask calls share one transaction. These tests pin what that
 must not change: a duplicate idempotency key or an unregistered type fails only

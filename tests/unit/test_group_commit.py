@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from asyncflow.core.group import GroupCommit
+from asyncflow.errors import Unavailable
 
 
 class Recorder:
@@ -116,3 +117,39 @@ async def test_a_cancelled_caller_does_not_cancel_the_flush() -> None:
         await leaving
     assert recorder.batches == [[1, 2]]
     assert await group.submit([3]) == [30]
+
+
+async def test_a_cancelled_caller_is_dropped_while_queued() -> None:
+    recorder = Recorder()
+    group = GroupCommit(recorder.flush, max_items=100)
+    recorder.gate.clear()
+    in_flight = asyncio.create_task(group.submit([1]))
+    await settle()
+    queued = [asyncio.create_task(group.submit([i])) for i in (2, 3)]
+    await settle()
+    queued[0].cancel()
+    await settle()
+    recorder.gate.set()
+    assert (await in_flight, await queued[1]) == ([10], [30])
+    assert recorder.batches == [[1], [3]]  # 2 was never written
+
+
+async def test_a_submit_right_after_a_flush_ends_is_flushed() -> None:
+    """The race between "the last flush finished" and a new submit: no caller
+    may be left waiting with no flush to carry it."""
+    group = GroupCommit(Recorder().flush, max_items=10)
+    for i in range(50):
+        assert await group.submit_one(i) == i * 10
+
+
+async def test_a_stopped_flush_fails_its_waiters() -> None:
+    recorder = Recorder()
+    group = GroupCommit(recorder.flush, max_items=1)
+    recorder.gate.clear()
+    waiting = [asyncio.create_task(group.submit_one(i)) for i in (1, 2)]
+    await settle()
+    for flushing in list(group._flushing):
+        flushing.cancel()  # the server's loop shutting down
+    for task in waiting:
+        with pytest.raises(Unavailable):
+            await task
