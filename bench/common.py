@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,6 +36,68 @@ def scratch_database() -> Iterator[str]:
         conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
     finally:
         conn.close()
+
+
+@contextmanager
+def scratch(backend: str) -> Iterator[str]:
+    """Where a benchmark server keeps its tasks: a scratch MariaDB database (dropped
+    afterwards) or an SQLite file in a temporary directory."""
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="asyncflow-bench-db-") as tmp:
+            yield str(Path(tmp) / "asyncflow.db")
+    else:
+        with scratch_database() as database:
+            yield database
+
+
+def free_port() -> int:
+    """A port nobody listens on now (for the HTTP side, whose port `serve` does not print)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class TaskRows:
+    """Reads a type's task rows straight from the store's tables (sqlite3 or pymysql),
+    so a benchmark checks its work without loading the server it measures."""
+
+    def __init__(self, backend: str, database: str, task_type: str) -> None:
+        self.backend = backend
+        self.task_type = task_type
+        if backend == "sqlite":
+            self.conn: sqlite3.Connection | pymysql.Connection = sqlite3.connect(
+                database, isolation_level=None
+            )
+        else:
+            self.conn = pymysql.connect(**MYSQL, database=database, autocommit=True)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _scalar(self, sql: str, params: tuple[object, ...] = ()) -> int:
+        cur = self.conn.cursor()
+        cur.execute(sql.replace("%s", "?") if self.backend == "sqlite" else sql, params)
+        row = cur.fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def tables(self) -> list[str]:
+        pattern = f"t\\_{self.task_type}\\_task\\_%"
+        sql = (
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE ? ESCAPE '\\'"
+            if self.backend == "sqlite"
+            else "SELECT table_name FROM information_schema.tables"
+            " WHERE table_schema = DATABASE() AND table_name LIKE %s"
+        )
+        cur = self.conn.cursor()
+        cur.execute(sql, (pattern,))
+        return [str(name) for (name,) in cur.fetchall()]
+
+    def count(self, where: str) -> int:
+        """Rows matching `where` (a constant of the benchmark, never input)."""
+        return sum(self._scalar(f"SELECT COUNT(*) FROM {t} WHERE {where}") for t in self.tables())
+
+    def any(self, where: str) -> bool:
+        return any(self._scalar(f"SELECT 1 FROM {t} WHERE {where} LIMIT 1") for t in self.tables())
 
 
 def backend_env(backend: str, database: str, prefix: str) -> dict[str, str]:
@@ -86,13 +151,13 @@ def server_process(
 ) -> Iterator[tuple[str, int]]:
     """`asyncflow serve` on port 0 (see backend_env); yields (address, pid).
     `settings` are more ASYNCFLOW_* variables."""
-    env = clean_env() | backend_env(backend, database, prefix) | settings
+    env = clean_env() | backend_env(backend, database, prefix)
     env |= {
         "ASYNCFLOW_SERVER_PORT": "0",
         "ASYNCFLOW_HTTP_PORT": "0",
         "ASYNCFLOW_SERVER_SHUTDOWN_DELAY_SECONDS": "0",  # no load balancer to wait for
         "ASYNCFLOW_LOG_LEVEL": "WARNING",
-    }
+    } | settings
     binary = Path(sys.executable).with_name("asyncflow")
     process, address = listening([str(binary), "serve"], env, "asyncflow listening on ")
     try:

@@ -1,0 +1,107 @@
+"""Issue 9 item 4: drain of a no-op backlog by two `asyncflow worker` processes.
+
+    python -m bench drain [--backend mysql|sqlite] [--quick]
+
+A backlog of 20,000 tasks is created first (create_many); then two real
+`asyncflow worker bench.noop_worker:handlers` processes (concurrency 64,
+prefetch 64) drain it. The rate is counted from the first SUCCESS to the last,
+read straight from the store's table (so the measurement does not load the
+server it measures), and the run fails unless every task ended SUCCESS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from asyncflow.client import Client, TaskSpec
+from bench.common import TaskRows, clean_env, scratch, server_process
+from bench.report import Figure
+
+ROOT = Path(__file__).resolve().parents[1]
+SUCCESS, LIVE = "status = 3", "status IN (1, 2)"  # PENDING, PROCESSING; constants, not input
+
+
+@contextmanager
+def workers(
+    address: str, task_type: str, processes: int = 2, concurrency: int = 64, prefetch: int = 64
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """`asyncflow worker` processes with no-op handlers for `task_type`, stopped after."""
+    binary = Path(sys.executable).with_name("asyncflow")
+    command = [str(binary), "worker", "bench.noop_worker:handlers", "--address", address,
+               "--concurrency", str(concurrency), "--prefetch", str(prefetch),
+               "--log-level", "WARNING"]  # fmt: skip
+    env = clean_env() | {"BENCH_NOOP_TYPES": task_type, "PYTHONPATH": str(ROOT)}
+    started = [
+        subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+        for _ in range(processes)
+    ]
+    try:
+        yield started
+    finally:
+        for process in started:
+            process.terminate()
+        for process in started:
+            process.wait(60)
+
+
+async def backlog(address: str, task_type: str, count: int) -> None:
+    async with Client(address) as client:
+        await client.register_type(task_type, schedule_limit=500)
+        for first in range(0, count, 1000):
+            await client.create_many([TaskSpec(task_type) for _ in range(min(1000, count - first))])
+
+
+def drained(rows: TaskRows, count: int, pids: list[subprocess.Popen[bytes]],
+            within: float = 600.0) -> float:  # fmt: skip
+    """Tasks/s from the first SUCCESS to the last, polling the store's table."""
+    deadline = time.monotonic() + within
+    while not rows.any(SUCCESS):
+        wait_or_fail(deadline, pids)
+        time.sleep(0.005)
+    first, done_first = time.perf_counter(), rows.count(SUCCESS)
+    while rows.any(LIVE):
+        wait_or_fail(deadline, pids)
+        time.sleep(0.02)
+    elapsed = time.perf_counter() - first
+    done = rows.count(SUCCESS)
+    if done != count:
+        raise RuntimeError(f"{rows.task_type}: {done} of {count} tasks ended SUCCESS")
+    return (count - done_first) / elapsed
+
+
+def wait_or_fail(deadline: float, pids: list[subprocess.Popen[bytes]]) -> None:
+    if time.monotonic() > deadline:
+        raise RuntimeError("the backlog did not drain in time")
+    if any(p.poll() is not None for p in pids):
+        raise RuntimeError("a worker process exited during the drain")
+
+
+def drain(backend: str, database: str, create_at: str, work_at: str, task_type: str,
+          count: int) -> float:  # fmt: skip
+    """Create `count` tasks through `create_at`, drain them with two worker processes
+    connected to `work_at` (an address or a list), return tasks/s."""
+    asyncio.run(backlog(create_at, task_type, count))
+    rows = TaskRows(backend, database, task_type)
+    try:
+        with workers(work_at, task_type) as started:
+            return drained(rows, count, started)
+    finally:
+        rows.close()
+
+
+def measure(backend: str, quick: bool) -> list[Figure]:
+    count = 2000 if quick else 20_000
+    prefix = f"bench:{uuid.uuid4().hex[:8]}:"
+    with scratch(backend) as database, server_process(database, prefix, backend) as (address, _):
+        rate = drain(backend, database, address, address, "drain", count)
+    return [
+        Figure(4, f"drain of {count:,} no-op tasks, 2 worker processes (64 + 64), {backend}",
+               rate, "tasks/s", ">= 5,000/s", rate >= 5000),
+    ]  # fmt: skip

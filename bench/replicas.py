@@ -1,0 +1,80 @@
+"""Issue 9 item 7: 1 vs 2 `asyncflow serve` replicas on the same MariaDB.
+
+    python -m bench replicas [--quick]
+
+Create: h2load (bench.rpc) against one replica with 8 connections x 16
+streams, then two h2load processes at once, one per replica, 4 connections x
+16 streams each; the tasks are counted in the store after each run. Drain:
+a backlog drained by two worker processes connected to one replica, then
+another backlog by two worker processes connected to both (the SDK opens one
+stream per replica). The ratio 2 replicas / 1 replica is the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+
+from bench import rpc
+from bench.common import TaskRows, scratch_database, server_process
+from bench.drain import drain
+from bench.report import Figure
+
+
+def created(database: str) -> int:
+    rows = TaskRows("mysql", database, rpc.TYPE)
+    try:
+        return rows.count("1 = 1")
+    finally:
+        rows.close()
+
+
+def create_rate(options: argparse.Namespace, database: str,
+                servers: list[tuple[str, int]], body: Path) -> float:  # fmt: skip
+    """Calls/s of CreateTask summed over one h2load per server (connections shared out)."""
+    share = argparse.Namespace(**vars(options))
+    share.connections = max(1, options.connections // len(servers))
+    before = created(database)
+    with ThreadPoolExecutor(len(servers)) as pool:
+        loads = list(pool.map(lambda s: rpc.h2load(share, s[0], "CreateTask", body, s[1]), servers))
+    succeeded = sum(load.succeeded for load in loads)
+    made = created(database) - before
+    in_flight = share.connections * share.streams * len(servers)
+    if not succeeded <= made <= succeeded + in_flight:
+        raise RuntimeError(f"h2load counted {succeeded} creates, the store has {made}")
+    return sum(load.calls_per_second for load in loads)
+
+
+def measure(quick: bool) -> list[Figure]:
+    options = rpc.options(["--duration", "2" if quick else "8"])
+    rounds, count = (1, 2000) if quick else (2, 20_000)
+    with scratch_database() as database, ExitStack() as stack:
+        servers = [
+            stack.enter_context(server_process(database, f"bench:{uuid.uuid4().hex[:8]}:"))
+            for _ in range(2)
+        ]
+        with tempfile.TemporaryDirectory(prefix="asyncflow-bench-") as tmp:
+            files = asyncio.run(rpc.prepare(servers[0][0], Path(tmp), options.context_bytes))
+            one = two = 0.0
+            for _ in range(rounds):
+                one += create_rate(options, database, servers[:1], files["CreateTask.req"])
+                two += create_rate(options, database, servers, files["CreateTask.req"])
+        both = ",".join(address for address, _ in servers)
+        drain_one = drain("mysql", database, servers[0][0], servers[0][0], "rone", count)
+        drain_two = drain("mysql", database, servers[0][0], both, "rtwo", count)
+    return [
+        Figure(7, "CreateTask calls/s, 1 replica (h2load 8 x 16), mysql", one / rounds, "calls/s"),
+        Figure(7, "CreateTask calls/s, 2 replicas (h2load 4 x 16 each), mysql", two / rounds,
+               "calls/s"),
+        Figure(7, "CreateTask, 2 replicas / 1 replica", two / one, "x", "> 1 (adds throughput)",
+               two > one),
+        Figure(7, f"drain of {count:,}, 2 workers on 1 replica, mysql", drain_one, "tasks/s"),
+        Figure(7, f"drain of {count:,}, 2 workers on 2 replicas, mysql", drain_two, "tasks/s"),
+        Figure(7, "drain, 2 replicas / 1 replica", drain_two / drain_one, "x",
+               "> 1 (adds throughput)", drain_two > drain_one),
+    ]  # fmt: skip
