@@ -44,12 +44,13 @@ def calls(backend: str, quick: bool) -> list[Figure]:
         echo = statistics.mean(r.echo.calls_per_second for r in mine)
         cpu = statistics.mean(r.asyncflow.server_cpu_ms_per_call for r in mine)
         echo_cpu = statistics.mean(r.echo.server_cpu_ms_per_call for r in mine)
-        what = f"{method}{' (cache hit)' if method == 'GetTask' else ''}, {backend}"
+        what = f"{method}{' (cache hit)' if method == 'GetTask' else ''}"
         figures += [
             Figure(1, f"{what}: / echo", ratio * 100, "%", f">= {floor:.0%} of echo",
-                   ratio >= floor),
-            Figure(1, f"{what}: calls/s (echo {echo:,.0f})", rate, "calls/s"),
-            Figure(1, f"{what}: server CPU per call (echo {echo_cpu:.3f})", cpu, "ms"),
+                   ratio >= floor, backend),
+            Figure(1, f"{what}: calls/s (echo {echo:,.0f})", rate, "calls/s", backend=backend),
+            Figure(1, f"{what}: server CPU per call (echo {echo_cpu:.3f})", cpu, "ms",
+                   backend=backend),
         ]  # fmt: skip
     return figures
 
@@ -58,12 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("items", nargs="*", type=int, choices=range(1, 8), metavar="ITEM")
+    parser.add_argument("items", nargs="*", type=int, metavar="ITEM", help="1-7 (default: all)")
     parser.add_argument("--quick", action="store_true", help="every item small: a smoke run")
     parser.add_argument("--backend", choices=("mysql", "sqlite"), action="append",
                         help="items 1-5 on this backend (repeatable; default both)")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
+    if not set(args.items) <= set(range(1, 8)):
+        parser.error("items are numbers from 1 to 7")
     backends = args.backend or ["mysql", "sqlite"]
     per_backend: dict[int, Callable[[str, bool], list[Figure]]] = {
         1: calls, 2: create.measure, 3: create.measure, 4: drain.measure, 5: latency.measure,

@@ -51,8 +51,8 @@ def create_rate(options: argparse.Namespace, database: str,
 
 
 def measure(quick: bool) -> list[Figure]:
-    options = rpc.options(["--duration", "2" if quick else "8"])
-    rounds, count = (1, 2000) if quick else (2, 20_000)
+    options = rpc.options(["--duration", "1" if quick else "8"])
+    rounds, count = (1, 1000) if quick else (2, 20_000)
     with scratch_database() as database, ExitStack() as stack:
         servers = [
             stack.enter_context(server_process(database, f"bench:{uuid.uuid4().hex[:8]}:"))
@@ -68,13 +68,13 @@ def measure(quick: bool) -> list[Figure]:
         drain_one = drain("mysql", database, servers[0][0], servers[0][0], "rone", count)
         drain_two = drain("mysql", database, servers[0][0], both, "rtwo", count)
     return [
-        Figure(7, "CreateTask calls/s, 1 replica (h2load 8 x 16), mysql", one / rounds, "calls/s"),
-        Figure(7, "CreateTask calls/s, 2 replicas (h2load 4 x 16 each), mysql", two / rounds,
+        Figure(7, "CreateTask calls/s, 1 replica (h2load 8 x 16)", one / rounds, "calls/s"),
+        Figure(7, "CreateTask calls/s, 2 replicas (h2load 4 x 16 each)", two / rounds,
                "calls/s"),
         Figure(7, "CreateTask, 2 replicas / 1 replica", two / one, "x", "> 1 (adds throughput)",
                two > one),
-        Figure(7, f"drain of {count:,}, 2 workers on 1 replica, mysql", drain_one, "tasks/s"),
-        Figure(7, f"drain of {count:,}, 2 workers on 2 replicas, mysql", drain_two, "tasks/s"),
+        Figure(7, f"drain of {count:,}, 2 workers on 1 replica", drain_one, "tasks/s"),
+        Figure(7, f"drain of {count:,}, 2 workers on 2 replicas", drain_two, "tasks/s"),
         Figure(7, "drain, 2 replicas / 1 replica", drain_two / drain_one, "x",
                "> 1 (adds throughput)", drain_two > drain_one),
     ]  # fmt: skip

@@ -17,15 +17,18 @@ class Figure:
     target: str = ""
     """The issue's target in words ("" when the figure is context, not a target)."""
     met: bool | None = None
+    backend: str = "mysql"
+    """mysql (MariaDB + Redis) or sqlite (SQLite + the in-process cache)."""
 
     def row(self) -> str:
         value = f"{self.value:,.2f}" if abs(self.value) < 100 else f"{self.value:,.0f}"
         met = {True: "yes", False: "no", None: ""}[self.met]
-        return f"| {self.item} | {self.what} | {value} {self.unit} | {self.target} | {met} |"
+        cells = (self.item, self.backend, self.what, f"{value} {self.unit}", self.target, met)
+        return "| " + " | ".join(map(str, cells)) + " |"
 
 
 def table(figures: list[Figure]) -> str:
-    lines = ["| item | measure | value | target | met |", "|---|---|---|---|---|"]
+    lines = ["| item | backend | measure | value | target | met |", "|---|---|---|---|---|---|"]
     return "\n".join(lines + [f.row() for f in sorted(figures, key=lambda f: f.item)])
 
 

@@ -54,8 +54,10 @@ def ensure_h2load() -> str:
     if found:
         return found
     print("installing h2load (nghttp2-client)...", flush=True)
-    subprocess.run(["apt-get", "install", "-y", "-q", "nghttp2-client"], check=True,
-                   stdout=subprocess.DEVNULL)  # fmt: skip
+    install = ["apt-get", "install", "-y", "-q", "nghttp2-client"]
+    if subprocess.run(install, stdout=subprocess.DEVNULL).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(install, check=True, stdout=subprocess.DEVNULL)
     return shutil.which("h2load") or "h2load"
 
 
