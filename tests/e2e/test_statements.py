@@ -40,9 +40,10 @@ DRAINED = 1000
 # 4.0 (BEGIN, the locked t_schedule_pos read, INSERT, COMMIT).
 MAX_STATEMENTS_PER_CREATE = 4.5
 # Statements per task for a backlog held and reported through a WorkTasks stream
-# (the SDK Worker: batched holds and Reports). Main on 2026-11-26: 0.5-0.7 (a hold
-# or report transaction covers many tasks); one task per transaction would be ~8.
-MAX_STATEMENTS_PER_DRAINED_TASK = 1.5
+# (the SDK Worker: batched holds and Reports). Main on 2026-11-26: 0.5-0.9 (a hold
+# or report transaction covers many tasks; fewer on a loaded machine, where batches
+# are smaller); one task per transaction would be ~8.
+MAX_STATEMENTS_PER_DRAINED_TASK = 2.0
 
 COUNTED = "SELECT_COMMANDS + UPDATE_COMMANDS + OTHER_COMMANDS"
 
