@@ -182,6 +182,12 @@ def forget_keys(prefix: str) -> None:
         client.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used so far (user + system)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mib(pid: int) -> float:
     """Resident memory of a process (0: this one), MiB."""
     for line in Path(f"/proc/{pid or 'self'}/status").read_text().splitlines():

@@ -65,16 +65,21 @@ def measure(quick: bool) -> list[Figure]:
                 one += create_rate(options, database, servers[:1], files["CreateTask.req"])
                 two += create_rate(options, database, servers, files["CreateTask.req"])
         both = ",".join(address for address, _ in servers)
-        drain_one = drain("mysql", database, servers[0][0], servers[0][0], "rone", count)
-        drain_two = drain("mysql", database, servers[0][0], both, "rtwo", count)
+        pids = [pid for _, pid in servers]
+        one_d = drain("mysql", database, servers[0][0], servers[0][0], "rone", count, pids)
+        two_d = drain("mysql", database, servers[0][0], both, "rtwo", count, pids)
     return [
         Figure(7, "CreateTask calls/s, 1 replica (h2load 8 x 16)", one / rounds, "calls/s"),
         Figure(7, "CreateTask calls/s, 2 replicas (h2load 4 x 16 each)", two / rounds,
                "calls/s"),
         Figure(7, "CreateTask, 2 replicas / 1 replica", two / one, "x", "> 1 (adds throughput)",
                two > one),
-        Figure(7, f"drain of {count:,}, 2 workers on 1 replica", drain_one, "tasks/s"),
-        Figure(7, f"drain of {count:,}, 2 workers on 2 replicas", drain_two, "tasks/s"),
-        Figure(7, "drain, 2 replicas / 1 replica", drain_two / drain_one, "x",
-               "> 1 (adds throughput)", drain_two > drain_one),
+        Figure(7, f"drain of {count:,}, 2 workers on 1 replica", one_d.tasks_per_second,
+               "tasks/s"),
+        Figure(7, f"drain of {count:,}, 2 workers on 2 replicas", two_d.tasks_per_second,
+               "tasks/s"),
+        Figure(7, "drain, 2 replicas / 1 replica", two_d.tasks_per_second / one_d.tasks_per_second,
+               "x", "> 1 (adds throughput)", two_d.tasks_per_second > one_d.tasks_per_second),
+        Figure(7, "drain: server CPU per task, 1 replica", one_d.server_cpu_ms, "ms"),
+        Figure(7, "drain: server CPU per task, 2 replicas (summed)", two_d.server_cpu_ms, "ms"),
     ]  # fmt: skip

@@ -30,7 +30,7 @@ import grpc
 
 from asyncflow.v1 import task_service_pb2 as pb
 from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
-from bench.common import clean_env, listening, scratch, server_process
+from bench.common import clean_env, cpu_seconds, listening, scratch, server_process
 
 SERVICE = pb.DESCRIPTOR.services_by_name["TaskService"].full_name
 TYPE = "bench"
@@ -59,11 +59,6 @@ def ensure_h2load() -> str:
         subprocess.run(["apt-get", "update", "-q"], check=True, stdout=subprocess.DEVNULL)
         subprocess.run(install, check=True, stdout=subprocess.DEVNULL)
     return shutil.which("h2load") or "h2load"
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks
 
 
 def h2load(args: argparse.Namespace, address: str, method: str, body: Path, pid: int) -> Load:
