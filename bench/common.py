@@ -50,6 +50,53 @@ def scratch(backend: str) -> Iterator[str]:
             yield database
 
 
+class CountedUser:
+    """A MariaDB user made for one benchmark server, so the statements that server sends
+    can be read from information_schema.USER_STATISTICS (`userstat`, switched on here)
+    without counting anybody else's (tests/e2e/test_statements.py does the same)."""
+
+    def __init__(self, database: str) -> None:
+        self.name = f"af_bench_{uuid.uuid4().hex[:10]}"
+        self.password = uuid.uuid4().hex
+        self.database = database
+
+    def __enter__(self) -> CountedUser:
+        self._root("SET GLOBAL userstat = 1")
+        self._root(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
+        self._root("CREATE USER %s@'%%' IDENTIFIED BY %s", (self.name, self.password))
+        self._root(f"GRANT ALL ON `{self.database}`.* TO %s@'%%'", (self.name,))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._root("DROP USER IF EXISTS %s@'%%'", (self.name,))
+
+    @property
+    def settings(self) -> dict[str, str]:
+        """The server's ASYNCFLOW_* variables to connect as this user."""
+        return {
+            "ASYNCFLOW_STORE_MYSQL_USER": self.name,
+            "ASYNCFLOW_STORE_MYSQL_PASSWORD": self.password,
+        }
+
+    def statements(self) -> int:
+        """Every statement the user has sent (BEGIN and COMMIT included)."""
+        row = self._root(
+            "SELECT SELECT_COMMANDS + UPDATE_COMMANDS + OTHER_COMMANDS"
+            " FROM information_schema.USER_STATISTICS WHERE USER = %s",
+            (self.name,),
+        )
+        return int(row[0]) if row else 0
+
+    def _root(self, sql: str, params: tuple[object, ...] = ()) -> tuple[object, ...] | None:
+        conn = pymysql.connect(**MYSQL, autocommit=True)  # type: ignore[arg-type]
+        try:
+            cur = conn.cursor()
+            cur.execute(sql, params)
+            return cur.fetchone()
+        finally:
+            conn.close()
+
+
 def free_port() -> int:
     """A port nobody listens on now (for the HTTP side, whose port `serve` does not print)."""
     with socket.socket() as sock:

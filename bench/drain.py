@@ -17,12 +17,12 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from asyncflow.client import Client, TaskSpec
-from bench.common import TaskRows, clean_env, cpu_seconds, scratch, server_process
+from bench.common import CountedUser, TaskRows, clean_env, cpu_seconds, scratch, server_process
 from bench.report import Figure
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,10 +66,13 @@ class Drained:
     """CPU of the worker processes per task, summed over them."""
     server_cpu_ms: float
     """CPU of the server processes per task, summed over them."""
+    statements: float = 0.0
+    """MariaDB statements per task, when the servers connect as a CountedUser."""
 
 
 def drained(rows: TaskRows, count: int, pids: list[subprocess.Popen[bytes]],
-            servers: list[int], within: float = 600.0) -> Drained:  # fmt: skip
+            servers: list[int], user: CountedUser | None, within: float = 600.0,
+            ) -> Drained:  # fmt: skip
     """Tasks/s from the first SUCCESS to the last, polling the store's table, and the
     CPU the workers and the servers spent per task over the same span."""
     deadline = time.monotonic() + within
@@ -78,17 +81,20 @@ def drained(rows: TaskRows, count: int, pids: list[subprocess.Popen[bytes]],
         time.sleep(0.005)
     first, done_first = time.perf_counter(), rows.count(SUCCESS)
     cpu = [sum(cpu_seconds(p.pid) for p in pids), sum(cpu_seconds(p) for p in servers)]
+    sent = user.statements() if user else 0
     while rows.any(LIVE):
         wait_or_fail(deadline, pids)
         time.sleep(0.02)
     elapsed = time.perf_counter() - first
     cpu = [sum(cpu_seconds(p.pid) for p in pids) - cpu[0],
            sum(cpu_seconds(p) for p in servers) - cpu[1]]  # fmt: skip
+    sent = user.statements() - sent if user else 0
     done = rows.count(SUCCESS)
     if done != count:
         raise RuntimeError(f"{rows.task_type}: {done} of {count} tasks ended SUCCESS")
     measured = count - done_first
-    return Drained(measured / elapsed, cpu[0] * 1000 / measured, cpu[1] * 1000 / measured)
+    return Drained(measured / elapsed, cpu[0] * 1000 / measured, cpu[1] * 1000 / measured,
+                   sent / measured)  # fmt: skip
 
 
 def wait_or_fail(deadline: float, pids: list[subprocess.Popen[bytes]]) -> None:
@@ -99,14 +105,14 @@ def wait_or_fail(deadline: float, pids: list[subprocess.Popen[bytes]]) -> None:
 
 
 def drain(backend: str, database: str, create_at: str, work_at: str, task_type: str,
-          count: int, servers: list[int]) -> Drained:  # fmt: skip
+          count: int, servers: list[int], user: CountedUser | None = None) -> Drained:  # fmt: skip
     """Create `count` tasks through `create_at`, drain them with two worker processes
     connected to `work_at` (an address or a list) of the server processes `servers`."""
     asyncio.run(backlog(create_at, task_type, count))
     rows = TaskRows(backend, database, task_type)
     try:
         with workers(work_at, task_type) as started:
-            return drained(rows, count, started, servers)
+            return drained(rows, count, started, servers, user)
     finally:
         rows.close()
 
@@ -114,8 +120,11 @@ def drain(backend: str, database: str, create_at: str, work_at: str, task_type: 
 def measure(backend: str, quick: bool) -> list[Figure]:
     count = 1000 if quick else 20_000
     prefix = f"bench:{uuid.uuid4().hex[:8]}:"
-    with scratch(backend) as database, server_process(database, prefix, backend) as (address, pid):
-        done = drain(backend, database, address, address, "drain", count, [pid])
+    with scratch(backend) as database, ExitStack() as stack:
+        user = stack.enter_context(CountedUser(database)) if backend == "mysql" else None
+        settings = user.settings if user else {}
+        address, pid = stack.enter_context(server_process(database, prefix, backend, **settings))
+        done = drain(backend, database, address, address, "drain", count, [pid], user)
     rate = done.tasks_per_second
     return [
         Figure(4, f"drain of {count:,} no-op tasks, 2 worker processes (64 + 64)",
@@ -123,4 +132,7 @@ def measure(backend: str, quick: bool) -> list[Figure]:
         Figure(4, "drain: worker CPU per task (both processes)", done.worker_cpu_ms, "ms",
                backend=backend),
         Figure(4, "drain: server CPU per task", done.server_cpu_ms, "ms", backend=backend),
-    ]  # fmt: skip
+    ] + ([
+        Figure(4, "drain: MariaDB statements per task (from the first SUCCESS)",
+               done.statements, "", backend=backend),
+    ] if user else [])  # fmt: skip

@@ -21,7 +21,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from bench import rpc
-from bench.common import TaskRows, scratch_database, server_process
+from bench.common import CountedUser, TaskRows, scratch_database, server_process
 from bench.drain import drain
 from bench.report import Figure
 
@@ -54,9 +54,10 @@ def measure(quick: bool) -> list[Figure]:
     options = rpc.options(["--duration", "1" if quick else "8"])
     rounds, count = (1, 1000) if quick else (2, 20_000)
     with scratch_database() as database, ExitStack() as stack:
+        user = stack.enter_context(CountedUser(database))
+        prefix = f"bench:{uuid.uuid4().hex[:8]}:"  # one cache, as replicas share it
         servers = [
-            stack.enter_context(server_process(database, f"bench:{uuid.uuid4().hex[:8]}:"))
-            for _ in range(2)
+            stack.enter_context(server_process(database, prefix, **user.settings)) for _ in range(2)
         ]
         with tempfile.TemporaryDirectory(prefix="asyncflow-bench-") as tmp:
             files = asyncio.run(rpc.prepare(servers[0][0], Path(tmp), options.context_bytes))
@@ -66,8 +67,8 @@ def measure(quick: bool) -> list[Figure]:
                 two += create_rate(options, database, servers, files["CreateTask.req"])
         both = ",".join(address for address, _ in servers)
         pids = [pid for _, pid in servers]
-        one_d = drain("mysql", database, servers[0][0], servers[0][0], "rone", count, pids)
-        two_d = drain("mysql", database, servers[0][0], both, "rtwo", count, pids)
+        one_d = drain("mysql", database, servers[0][0], servers[0][0], "rone", count, pids, user)
+        two_d = drain("mysql", database, servers[0][0], both, "rtwo", count, pids, user)
     return [
         Figure(7, "CreateTask calls/s, 1 replica (h2load 8 x 16)", one / rounds, "calls/s"),
         Figure(7, "CreateTask calls/s, 2 replicas (h2load 4 x 16 each)", two / rounds,
@@ -82,4 +83,6 @@ def measure(quick: bool) -> list[Figure]:
                "x", "> 1 (adds throughput)", two_d.tasks_per_second > one_d.tasks_per_second),
         Figure(7, "drain: server CPU per task, 1 replica", one_d.server_cpu_ms, "ms"),
         Figure(7, "drain: server CPU per task, 2 replicas (summed)", two_d.server_cpu_ms, "ms"),
+        Figure(7, "drain: MariaDB statements per task, 1 replica", one_d.statements, ""),
+        Figure(7, "drain: MariaDB statements per task, 2 replicas", two_d.statements, ""),
     ]  # fmt: skip
