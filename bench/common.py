@@ -30,12 +30,14 @@ REDIS_URL = os.environ.get("ASYNCFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0
 @contextmanager
 def scratch_database() -> Iterator[str]:
     name = f"asyncflow_bench_{uuid.uuid4().hex[:8]}"
-    yield name
-    conn = pymysql.connect(**MYSQL)  # type: ignore[arg-type]
     try:
-        conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
-    finally:
-        conn.close()
+        yield name
+    finally:  # a benchmark that failed leaves no database behind either
+        conn = pymysql.connect(**MYSQL)  # type: ignore[arg-type]
+        try:
+            conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
+        finally:
+            conn.close()
 
 
 @contextmanager
