@@ -518,10 +518,16 @@ class TaskCore:
         return final
 
     def _announce(self, pending: list[Task]) -> None:
-        """Tell the dispatcher about tasks that are (or will be) due again."""
-        for task_type in {t.task_type for t in pending}:
-            of_type = [t.order_time for t in pending if t.task_type == task_type]
-            self.on_due.tasks_due(task_type, min(of_type), len(of_type))
+        """Tell the dispatcher about tasks that are (or will be) due again: once per
+        type and due time, so a retry reported with a task due now still gets its
+        own wake-up when its back-off ends."""
+        now = self.clock.now()
+        due: dict[tuple[str, int | None], list[int]] = {}  # None: due now
+        for task in pending:
+            later = task.order_time if task.order_time > now else None
+            due.setdefault((task.task_type, later), []).append(task.order_time)
+        for (task_type, _), times in due.items():
+            self.on_due.tasks_due(task_type, min(times), len(times))
 
     async def extend_lease(self, task_id: str, lease_token: str) -> Task:
         """Renew a held task's lease: deadline = now + the type's max_processing_time."""

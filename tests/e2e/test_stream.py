@@ -156,11 +156,6 @@ async def test_retried_task_is_pushed_again_when_due(
     assert raw.tasks[1].lease.attempt == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/service.py _announce wakes once per type at the batch's earliest "
-    "order_time: a retry reported with a due-now report gets no timer (found by docscheck)",
-)
 async def test_retry_reported_with_a_next_stage_is_pushed_again_when_due(
     server: Running, raw: RawWorker, clock: ManualClock
 ) -> None:
