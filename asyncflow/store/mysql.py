@@ -156,6 +156,14 @@ class _Moved(Exception):
         self.task_type = task_type
 
 
+def _filled(results: list[Task | str | None]) -> list[Task | str]:
+    """`results` once every one is set (one per task, in order)."""
+    done = [r for r in results if r is not None]
+    if len(done) != len(results):  # a bug, not bad input: never answer out of order
+        raise RuntimeError(f"{len(results) - len(done)} inserts left without a result")
+    return done
+
+
 def _context_size(task: TaskInsert) -> int:
     return len(task.context) + 512
 
@@ -464,7 +472,7 @@ class MysqlStore(ClaimOne, TaskTableReads, OperatorRows):
             async with self._cursor() as cur:
                 await self._insert_rows(cur, tasks, ids, [0], newest[tasks[0].task_type], now,
                                         results)  # fmt: skip
-            return [r for r in results if r is not None]
+            return _filled(results)
         async with self._tx() as cur:
             twins = await self._claim_keys(cur, tasks, ids, now, results)
             for task_type, chunk in chunks:
@@ -474,7 +482,7 @@ class MysqlStore(ClaimOne, TaskTableReads, OperatorRows):
         for twin, first in twins:  # a key twice in one call: the second names the first's task
             named = results[first]
             results[twin] = named if isinstance(named, str) else ids[first]
-        return [r for r in results if r is not None]
+        return _filled(results)
 
     async def _claim_keys(
         self,
@@ -486,8 +494,8 @@ class MysqlStore(ClaimOne, TaskTableReads, OperatorRows):
     ) -> list[tuple[int, int]]:
         """Insert the idempotency keys (one statement per type and chunk); a key
         already used sets its task's result to the task id it names. Returns the
-        (index, index of the first) pairs of keys given twice in this call, whose
-        results are left unset for the caller to fill in."""
+        (index, index of the first) pairs of keys given twice in this call; their
+        results hold a placeholder ("") until the caller fills them in."""
         first: dict[tuple[str, str], int] = {}
         twins: list[tuple[int, int]] = []
         by_type: dict[str, list[int]] = {}
