@@ -30,10 +30,11 @@ async def waiting_stream(server: Running, raw: RawWorker, window: int = 2) -> No
     """Subscribe and wait until the stream found nothing due and waits."""
     await register(server.stub, max_processing_time_seconds=30)
     await raw.subscribe("lark", window=window)
-    hub = server.server.dispatcher.hub
+    dispatcher = server.server.dispatcher
 
-    async def waits() -> bool:
-        return hub.waiting("lark") == 1
+    async def waits() -> bool:  # registered as waiting, and no hold of its own in flight
+        sessions = list(dispatcher.sessions.values())
+        return dispatcher.hub.waiting("lark") == 1 and sessions[0].claiming == 0
 
     await eventually(waits, what="the stream waiting")
 
