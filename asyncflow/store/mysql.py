@@ -200,8 +200,9 @@ async def _update_leased_rows(
                        change.context, change.crt_retry_num, change.order_time,
                        change.schedule_log)  # fmt: skip
         rows = " UNION ALL ".join([LEASED_ROW] + ["SELECT " + _marks(range(9))] * (len(batch) - 1))
-        sql = UPDATE_LEASED_MANY.format(table=table, rows=rows)
-        total += int(await cur.execute(sql, (*params, now)))
+        ids = [updates[index][0].row_id for index in batch]
+        sql = UPDATE_LEASED_MANY.format(table=table, rows=rows, ids=_marks(ids))
+        total += int(await cur.execute(sql, (*params, now, *ids)))
     return total
 
 

@@ -132,9 +132,11 @@ EXTEND_LEASE = """
 UPDATE {table} SET lease_deadline = %s, version = version + 1, modify_time = %s
 WHERE id = %s AND status = 2 AND lease_token = %s AND version = %s
 """
-# A batch of leased updates locks its rows first, so it knows exactly which of
-# them it is about to change (MySQL has no UPDATE ... RETURNING), then changes
-# them with one statement.
+# A batch of leased updates: one statement, fenced row by row; `t.id IN` keeps
+# its reads (and so its locks) on its own rows whatever join order the
+# optimizer picks. Tried alone first; when not every row matched, redone after
+# locking its rows (LEASED_LOCKED), so it knows exactly which of them it
+# changes (MySQL has no UPDATE ... RETURNING).
 LEASED_LOCKED = (
     "SELECT id, lease_token, version FROM {table} WHERE status = 2 AND id IN ({ids}) FOR UPDATE"
 )
@@ -149,6 +151,7 @@ UPDATE {table} t JOIN ({rows}) v ON t.id = v.id SET
     t.schedule_log = v.schedule_log, t.lease_token = '', t.lease_deadline = 0,
     t.version = t.version + 1, t.modify_time = %s
 WHERE t.status = 2 AND t.lease_token = v.lease_token AND t.version = v.version
+    AND t.id IN ({ids})
 """
 # An operator's write (cancel, retry): fenced by the version alone, whatever the status.
 UPDATE_FENCED = """

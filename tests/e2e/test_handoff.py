@@ -30,13 +30,11 @@ async def waiting_stream(server: Running, raw: RawWorker, window: int = 2) -> No
     """Subscribe and wait until the stream found nothing due and waits."""
     await register(server.stub, max_processing_time_seconds=30)
     await raw.subscribe("lark", window=window)
-    hub = server.server.dispatcher.hub
+    dispatcher = server.server.dispatcher
 
-    async def waits() -> bool:
-        # Registered as waiting, and its first hold (which found nothing) is over:
-        # a hold in flight keeps its room from hand-offs.
-        sessions = list(server.server.dispatcher.sessions.values())
-        return hub.waiting("lark") == 1 and all(s.claiming == 0 for s in sessions)
+    async def waits() -> bool:  # registered as waiting, and no hold of its own in flight
+        sessions = list(dispatcher.sessions.values())
+        return dispatcher.hub.waiting("lark") == 1 and sessions[0].claiming == 0
 
     await eventually(waits, what="the stream waiting")
 
