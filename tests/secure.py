@@ -46,6 +46,11 @@ class Pki:
             self.write(f"{name}-key.pem", cert.private_key_pem.bytes()),
         )
 
+    def take_server_certificate(self, other: Pki) -> None:
+        """Write `other`'s server certificate and key over ours (a rotation)."""
+        Path(self.cert_file).write_bytes(Path(other.cert_file).read_bytes())
+        Path(self.key_file).write_bytes(Path(other.key_file).read_bytes())
+
     def server(self, config: Config, *, mutual: bool = False) -> Config:
         tls = ServerConfig(
             port=0,
