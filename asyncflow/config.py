@@ -64,6 +64,12 @@ class StoreConfig:
     """Created if missing."""
     mysql_pool_min: int = 1
     mysql_pool_max: int = 20
+    mysql_tls_ca_file: str = ""
+    """PEM CA of the MySQL server's certificate: when set, every connection uses TLS
+    and checks the server's certificate and name (no plaintext fallback)."""
+    mysql_tls_cert_file: str = ""
+    """PEM client certificate, for a MySQL user that REQUIRE X509."""
+    mysql_tls_key_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -297,6 +303,11 @@ def check_security(config: Config) -> None:
     server = config.server
     if bool(server.tls_cert_file) != bool(server.tls_key_file):
         raise ConfigError("server.tls_cert_file: set it together with server.tls_key_file")
+    store = config.store
+    if bool(store.mysql_tls_cert_file) != bool(store.mysql_tls_key_file):
+        raise ConfigError("store.mysql_tls_cert_file: set it together with mysql_tls_key_file")
+    if store.mysql_tls_cert_file and not store.mysql_tls_ca_file:
+        raise ConfigError("store.mysql_tls_cert_file: TLS to MySQL needs mysql_tls_ca_file")
     if server.tls_client_ca_file and not server.tls_cert_file:
         raise ConfigError("server.tls_client_ca_file: mutual TLS needs server.tls_cert_file")
     if config.auth.enabled and not config.auth.tokens_file:

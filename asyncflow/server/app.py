@@ -7,6 +7,7 @@ so that `grpcurl -plaintext HOST:PORT list` works with no .proto at hand.
 from __future__ import annotations
 
 import logging
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +67,19 @@ class HealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
         raise AssertionError("unreachable: abort raises")
 
 
+def mysql_tls(config: StoreConfig) -> ssl.SSLContext | None:
+    """TLS to MySQL when its CA is configured: the server's certificate and name checked."""
+    if not config.mysql_tls_ca_file:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=config.mysql_tls_ca_file)
+        if config.mysql_tls_cert_file:
+            context.load_cert_chain(config.mysql_tls_cert_file, config.mysql_tls_key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"store.mysql_tls_*: cannot load the TLS files: {exc}") from None
+    return context
+
+
 async def open_store(config: StoreConfig) -> TaskStore:
     if config.backend == "mysql":
         return await MysqlStore.open(
@@ -76,6 +90,7 @@ async def open_store(config: StoreConfig) -> TaskStore:
             database=config.mysql_database,
             pool_min=config.mysql_pool_min,
             pool_max=config.mysql_pool_max,
+            tls=mysql_tls(config),
         )
     return await SqliteStore.open(
         config.sqlite_path,

@@ -15,6 +15,7 @@ that mean the database cannot serve become Unavailable.
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -157,8 +158,10 @@ class MysqlStore(TaskTableReads, OperatorRows):
     _sql = TABLE_SQL
     _schedule_sql = SCHEDULE_SQL
 
-    def __init__(self, pool: aiomysql.Pool) -> None:
+    def __init__(self, pool: aiomysql.Pool, *, tls: bool = False) -> None:
         self._pool = pool
+        self._tls = tls
+        """Every connection must be encrypted (store.mysql_tls_ca_file)."""
 
     @classmethod
     async def open(
@@ -172,6 +175,7 @@ class MysqlStore(TaskTableReads, OperatorRows):
         pool_min: int = 1,
         pool_max: int = 20,
         create_database: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> MysqlStore:
         if not DATABASE_RE.fullmatch(database):
             raise ConfigError(f"store.mysql_database: invalid database name {database!r}")
@@ -182,11 +186,13 @@ class MysqlStore(TaskTableReads, OperatorRows):
             "password": password,
             "charset": "utf8mb4",
             "autocommit": True,
+            "ssl": tls,
         }
         try:
             if create_database:
                 conn = await aiomysql.connect(**common)
                 try:
+                    check_encrypted(conn, tls is not None)
                     async with conn.cursor() as cur:
                         await cur.execute(QUIET_NOTES)
                         await cur.execute(f"CREATE DATABASE IF NOT EXISTS `{database}`")
@@ -202,7 +208,15 @@ class MysqlStore(TaskTableReads, OperatorRows):
             )
         except (pymysql.err.OperationalError, OSError) as exc:
             raise Unavailable(f"cannot connect to MySQL at {host}:{port}: {exc}") from exc
-        return cls(pool)
+        store = cls(pool, tls=tls is not None)
+        if tls is not None:  # fail at start, not at the first call
+            try:
+                async with store._cursor():
+                    pass
+            except Unavailable:
+                await store.close()
+                raise
+        return store
 
     async def close(self) -> None:
         self._pool.close()
@@ -223,8 +237,10 @@ class MysqlStore(TaskTableReads, OperatorRows):
         if self._pool.closed:
             raise Unavailable("the MySQL store is closed")
         try:
-            async with self._pool.acquire() as conn, conn.cursor() as cur:
-                yield cur
+            async with self._pool.acquire() as conn:
+                check_encrypted(conn, self._tls)
+                async with conn.cursor() as cur:
+                    yield cur
         except Exception as exc:
             if _unavailable(exc):
                 raise Unavailable(f"MySQL unavailable: {exc}") from exc
@@ -504,3 +520,14 @@ class MysqlStore(TaskTableReads, OperatorRows):
 
 def _row_key(task: Task) -> tuple[str, int, int]:
     return task.task_type, task.pos, task.row_id
+
+
+def check_encrypted(conn: aiomysql.Connection, required: bool) -> None:
+    """aiomysql silently stays in plaintext when the server offers no TLS: with TLS
+    configured, such a connection is closed and refused instead."""
+    if required and conn._writer.get_extra_info("ssl_object") is None:
+        conn.close()
+        raise Unavailable(
+            "the MySQL connection is not encrypted (the server offered no TLS) although"
+            " store.mysql_tls_ca_file is set"
+        )
