@@ -17,7 +17,16 @@ from worker_fakes import (
 from asyncflow._sdk.job import release_report
 from asyncflow._sdk.leases import LeaseKeeper
 from asyncflow._sdk.reporter import Reporter
-from asyncflow.errors import InvalidArgument, LeaseLost, TaskNotProcessing, Unavailable
+from asyncflow.errors import (
+    InvalidArgument,
+    LeaseLost,
+    PermissionDenied,
+    RateLimited,
+    TaskNotProcessing,
+    TaskTypeNotAllowed,
+    Unauthenticated,
+    Unavailable,
+)
 from asyncflow.v1 import task_service_pb2 as pb
 
 DOWN = Unavailable("MySQL unavailable", field="")
@@ -79,6 +88,9 @@ async def test_a_refusal_that_cannot_change_settles_at_once() -> None:
         TaskNotProcessing("already SUCCESS"),
         LeaseLost("recovered"),
         InvalidArgument("context too long", field="context"),
+        TaskTypeNotAllowed("a-only may not work on task type 'b'", field="task_id"),
+        PermissionDenied("reader may not call SetTask"),
+        Unauthenticated("unknown token"),
     ):
         transport = FakeTransport()
         transport.set_task_results = [refusal]
@@ -88,6 +100,17 @@ async def test_a_refusal_that_cannot_change_settles_at_once() -> None:
         assert len(transport.set_task_calls) == 1, refusal
         assert clock.now == NOW
         assert leases.released == ["a"]
+
+
+async def test_a_rate_limited_report_waits_the_delay_the_server_asked_for() -> None:
+    transport = FakeTransport()
+    transport.set_task_results = [RateLimited("over the rate", retry_delay=3.0), None]
+    parts, clock, leases = reporter(transport)
+    parts.send(task("a"), success("a"))
+    await parts.settled()
+    assert len(transport.set_task_calls) == 2
+    assert clock.sleeps == [3.0]
+    assert leases.released == ["a"]
 
 
 async def test_reports_go_on_the_open_stream_and_by_set_task_once_it_ends() -> None:
