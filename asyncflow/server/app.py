@@ -147,6 +147,7 @@ def security_guard(
     return Guard(
         config.auth, credentials, quotas, client_log,
         task_service=SERVICE_NAME, reflection=frozenset({V1_SERVICE, V1ALPHA_SERVICE}),
+        mutual_tls=tls is not None and tls.mutual,
     )  # fmt: skip
 
 

@@ -45,6 +45,8 @@ def code_name(context: Context, failure: BaseException | None) -> str:
 class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, observer: RpcObserver) -> None:
         self._observer = observer
+        self._wrapped: dict[str, Handler] = {}
+        """By method path: a server's handlers do not change once it serves."""
 
     async def intercept_service(
         self,
@@ -54,7 +56,13 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:  # an unknown method: grpc answers UNIMPLEMENTED
             return handler
-        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
+        path = handler_call_details.method
+        if (wrapped := self._wrapped.get(path)) is None:
+            wrapped = self._wrapped[path] = self._wrap(handler, path)
+        return wrapped
+
+    def _wrap(self, handler: Handler, path: str) -> Handler:
+        service, _, method = path.lstrip("/").rpartition("/")
 
         @contextlib.asynccontextmanager
         async def timed(request: Any, context: Context, streaming: bool) -> AsyncIterator[None]:

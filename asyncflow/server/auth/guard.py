@@ -62,8 +62,11 @@ class Guard:
         *,
         task_service: str,
         reflection: frozenset[str],
+        mutual_tls: bool = False,
     ) -> None:
         self.auth = auth
+        self.mutual_tls = mutual_tls
+        """Whether callers may have certificates to name them (only then are they read)."""
         self.credentials = credentials
         self.quotas = quotas
         self._client_log = client_log
@@ -97,7 +100,7 @@ class Guard:
         return caller
 
     def identify(self, context: Context) -> Caller:
-        names = certificate_names(context)
+        names = certificate_names(context) if self.mutual_tls else []
         if not self.auth.enabled:
             if names:
                 return Caller(names[0], frozenset(ROLES), via="certificate")
@@ -127,6 +130,8 @@ class Guard:
 class GuardInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, guard: Guard) -> None:
         self.guard = guard
+        self._wrapped: dict[str, Handler] = {}
+        """By method path: a server's handlers do not change once it serves."""
 
     async def intercept_service(
         self,
@@ -134,9 +139,15 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler | None:
         handler = await continuation(handler_call_details)
-        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
+        path = handler_call_details.method
+        service, _, method = path.lstrip("/").rpartition("/")
         if handler is None or not self.guard.guarded(service):
             return handler
+        if (wrapped := self._wrapped.get(path)) is None:
+            wrapped = self._wrapped[path] = self._wrap(handler, path, service, method)
+        return wrapped
+
+    def _wrap(self, handler: Handler, path: str, service: str, method: str) -> Handler:
         guard = self.guard
 
         @contextlib.asynccontextmanager
@@ -148,7 +159,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
                     counted = limit_key(caller, context)
                     guard.quotas.streams.open(counted)
             except AsyncflowError as refused:
-                guard.refused(handler_call_details.method, context, refused)
+                guard.refused(path, context, refused)
                 await context.abort_with_status(to_status(refused))
                 raise AssertionError("unreachable: abort raises") from None
             CALLER.set(caller)  # this call's own task (and the tasks it starts)
