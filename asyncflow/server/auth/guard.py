@@ -122,9 +122,11 @@ class Guard:
             return caller
         raise Unauthenticated("no credentials: send 'authorization: Bearer <token>' metadata")
 
-    def refused(self, method: str, context: Context, error: AsyncflowError) -> None:
-        who = loggable(str(context.peer()))
-        self._client_log.warning(error.reason, f"refused {method} from {who}: {error.message}")
+    def refused(self, what: str, peer: str, error: AsyncflowError) -> None:
+        """One rate-limited WARNING: what was refused, to whom, why."""
+        self._client_log.warning(
+            error.reason, f"refused {loggable(what)} from {loggable(peer)}: {error.message}"
+        )
 
 
 class GuardInterceptor(grpc.aio.ServerInterceptor):
@@ -159,7 +161,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
                     counted = limit_key(caller, context)
                     guard.quotas.streams.open(counted)
             except AsyncflowError as refused:
-                guard.refused(path, context, refused)
+                guard.refused(path, str(context.peer()), refused)
                 await context.abort_with_status(to_status(refused))
                 raise AssertionError("unreachable: abort raises") from None
             CALLER.set(caller)  # this call's own task (and the tasks it starts)
@@ -173,7 +175,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
                 if counted is not None and guard.quotas.streams is not None:
                     guard.quotas.streams.close(counted)
                 if method in ADMIN_ACTIONS and service == guard.task_service:
-                    audit(caller, method, request, code_name(context, failure))
+                    audit(caller, method, targets(request), code_name(context, failure))
 
         return wrap_handler(handler, admitted)
 
@@ -193,15 +195,21 @@ def limit_key(caller: Caller, context: Context) -> str:
     return peer.rpartition(":")[0] or peer  # without the client's port
 
 
-def audit(caller: Caller, method: str, request: Any, outcome: str) -> None:
+def targets(request: Any) -> dict[str, str]:
+    """What a request acts on: its task_id, task_type or name fields that are set."""
     fields = getattr(request, "DESCRIPTOR", None)
-    targets = {
-        f"target_{name}": loggable(str(getattr(request, name))[:128])
-        for name in TARGET_FIELDS
-        if fields is not None and name in fields.fields_by_name and getattr(request, name)
-    }
+    if fields is None:
+        return {}
+    return {name: str(getattr(request, name)) for name in TARGET_FIELDS
+            if name in fields.fields_by_name and getattr(request, name)}  # fmt: skip
+
+
+def audit(caller: Caller, method: str, acted_on: dict[str, str], outcome: str) -> None:
+    """One INFO line for an admin action: who did what to what, and how it ended."""
+    shown = {name: loggable(value[:128]) for name, value in acted_on.items() if value}
     audit_log.info(
         "%s by %s (%s): %s%s", method, caller.name, caller.via, outcome,
-        "".join(f" {k.removeprefix('target_')}={v}" for k, v in targets.items()),
-        extra={"identity": caller.name, "method": method, "outcome": outcome, **targets},
+        "".join(f" {k}={v}" for k, v in shown.items()),
+        extra={"identity": caller.name, "method": method, "outcome": outcome,
+               **{f"target_{k}": v for k, v in shown.items()}},
     )  # fmt: skip

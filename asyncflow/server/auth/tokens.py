@@ -140,7 +140,10 @@ class Credentials:
 
     def by_token(self, token: str) -> Caller | None:
         """The caller of a clear token, or None; compares with every entry."""
-        digest = hashlib.sha256(token.encode("utf-8")).digest()
+        return self.by_digest(hashlib.sha256(token.encode("utf-8")).digest())
+
+    def by_digest(self, digest: bytes) -> Caller | None:
+        """The caller of a token's SHA-256 (a dashboard session keeps only that)."""
         found = None
         for entry in self._tokens:
             if hmac.compare_digest(entry.digest, digest):
