@@ -34,7 +34,10 @@ def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
 def tls_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The ChannelSettings fields the options set (the others come from the environment)."""
     names = [*TLS_OPTIONS, "tls"]
-    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if given:  # a TLS option means TLS, whatever the settings in the code say
+        given.setdefault("tls", True)
+    return given
 
 
 def add_token_command(commands: Any) -> None:

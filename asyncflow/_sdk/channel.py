@@ -83,7 +83,8 @@ class ChannelSettings:
     """Sent as `authorization: Bearer <token>` on every call (the server's [auth]);
     None: $ASYNCFLOW_TOKEN. Sent only over TLS, or to a server on this machine."""
     tls: bool | None = None
-    """TLS to the server. None: on when any tls_* setting (or $ASYNCFLOW_TLS=1) is given."""
+    """TLS to the server. None: on when any tls_* setting (or $ASYNCFLOW_TLS=1) is
+    given (see `secure`)."""
     tls_ca_file: str | None = None
     """PEM CA certificates that signed the server's certificate; None:
     $ASYNCFLOW_TLS_CA_FILE, else the system's roots."""
@@ -95,14 +96,22 @@ class ChannelSettings:
     """The name to expect in the server's certificate, when the address does not
     carry it (an IP address, a list); None: $ASYNCFLOW_TLS_SERVER_NAME."""
 
+    _tls_from_env: bool = field(default=False, init=False, repr=False, compare=False)
+
+    @property
+    def secure(self) -> bool:
+        """Whether the channels use TLS."""
+        if self.tls is not None:
+            return self.tls
+        files = (self.tls_ca_file, self.tls_cert_file, self.tls_key_file, self.tls_server_name)
+        return self._tls_from_env or any(files)
+
     def __post_init__(self) -> None:
         for name, variable in ENV.items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, os.environ.get(variable) or None)
-        if self.tls is None:
-            flag = os.environ.get("ASYNCFLOW_TLS", "").lower() in ("1", "true")
-            files = (self.tls_ca_file, self.tls_cert_file, self.tls_key_file, self.tls_server_name)
-            object.__setattr__(self, "tls", flag or any(files))
+        flag = os.environ.get("ASYNCFLOW_TLS", "").lower() in ("1", "true")
+        object.__setattr__(self, "_tls_from_env", flag)
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("tls_cert_file and tls_key_file go together (mutual TLS)")
         if self.keepalive_time < SERVER_MIN_PING_INTERVAL:

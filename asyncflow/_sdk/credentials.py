@@ -23,7 +23,7 @@ LOCAL_NAMES = ("localhost", "localhost.localdomain")
 def channel_credentials(target: str, settings: ChannelSettings) -> grpc.ChannelCredentials | None:
     """None: a plaintext channel without a token (the default)."""
     token = grpc.access_token_call_credentials(settings.token) if settings.token else None
-    if settings.tls:
+    if settings.secure:
         transport = grpc.ssl_channel_credentials(
             root_certificates=_read(settings.tls_ca_file, "tls_ca_file"),
             private_key=_read(settings.tls_key_file, "tls_key_file"),

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import Running, StartServer
 from secure import Pki, Tokens
+from test_worker_process import WorkerProcess
+from test_worker_process import processes as processes  # a fixture
 from waiting import eventually
 
 from asyncflow.client import (
@@ -133,3 +135,22 @@ async def test_token_create_refuses_bad_entries() -> None:
     code, _, err = await cli("token", "create", "--name", "w", "--role", "reader", "--types", "a")
     assert code == 2
     assert "worker role" in err
+
+
+async def test_the_worker_command_with_tls_and_a_token(
+    secured: Running, pki: Pki, tokens: Tokens, processes: list[WorkerProcess]
+) -> None:
+    """`asyncflow worker --tls-ca ...` with ASYNCFLOW_TOKEN from the environment."""
+    address = f"localhost:{secured.server.port}"
+    async with Client(address, settings=settings(pki, tokens.tokens["admin"])) as admin:
+        await admin.register_type("slow")
+        task = await admin.create("slow")
+        worker = WorkerProcess(address, args=("--tls-ca", pki.ca_file), WORKER_SECONDS="0",
+                               ASYNCFLOW_TOKEN=tokens.tokens["worker"])  # fmt: skip
+        processes.append(worker)
+        assert await worker.until("done", 1) == [task.task_id]
+
+        async def succeeded() -> bool:
+            return (await admin.get(task.task_id)).status == TaskStatus.SUCCESS
+
+        await eventually(succeeded, what="the task reported over TLS with the worker's token")

@@ -3,6 +3,7 @@ the SDK's choice of channel credentials."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,9 @@ def test_a_token_is_never_sent_in_clear_to_another_machine(monkeypatch: pytest.M
     assert channel_credentials("tasks.internal:50051", ChannelSettings(token="")) is None
     with pytest.raises(ValueError, match="go together"):
         ChannelSettings(tls_cert_file="client.pem")
+    # TLS follows the settings it is given later (as `asyncflow worker --tls-ca`).
+    assert not ChannelSettings().secure
+    assert dataclasses.replace(ChannelSettings(), tls_ca_file="ca.pem").secure
+    monkeypatch.setenv("ASYNCFLOW_TLS", "1")
+    assert ChannelSettings().secure
+    assert not ChannelSettings(tls=False).secure
