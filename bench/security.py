@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -96,6 +97,7 @@ async def run(args: argparse.Namespace) -> None:
               " per run, 200-byte contexts, SQLite")  # fmt: skip
         print(f"{'method':<11} " + " ".join(f"{name:>16}" for name in VARIANTS))
         for method in args.methods:
+            ratios: list[list[float]] = []
             for _ in range(args.rounds):
                 rates = []
                 for name in VARIANTS:
@@ -108,6 +110,9 @@ async def run(args: argparse.Namespace) -> None:
                     rates.append(load.calls_per_second)
                 shown = (f"{rate:>8,.0f} ({rate / rates[0]:>4.0%})" for rate in rates)
                 print(f"{method:<11} " + " ".join(shown), flush=True)
+                ratios.append([rate / rates[0] for rate in rates])
+            medians = (statistics.median(column) for column in zip(*ratios, strict=True))
+            print(f"{'  median':<11} " + " ".join(f"{m:>16.0%}" for m in medians), flush=True)
 
 
 def main() -> None:

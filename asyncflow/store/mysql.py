@@ -237,10 +237,9 @@ class MysqlStore(TaskTableReads, OperatorRows):
         if self._pool.closed:
             raise Unavailable("the MySQL store is closed")
         try:
-            async with self._pool.acquire() as conn:
+            async with self._pool.acquire() as conn, conn.cursor() as cur:
                 check_encrypted(conn, self._tls)
-                async with conn.cursor() as cur:
-                    yield cur
+                yield cur
         except Exception as exc:
             if _unavailable(exc):
                 raise Unavailable(f"MySQL unavailable: {exc}") from exc
