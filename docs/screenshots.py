@@ -1,8 +1,9 @@
 """Screenshots of the dashboard for docs/dashboard.md: `make screenshots`.
 
 Starts a server on a scratch SQLite file, plays a small day of the original's
-`lark` example (successes, a retry, failures, tasks still held), then saves
-each page with headless Chromium (Debian's, through Playwright) to docs/img/.
+`lark` example (successes, a retry, failures, a cancel, tasks still held, a
+paused type), then saves each page with headless Chromium (Debian's, through
+Playwright) to docs/img/, and last the failed task's page after pressing Retry.
 """
 
 from __future__ import annotations
@@ -15,17 +16,18 @@ from pathlib import Path
 from chromium import chromium
 
 from asyncflow.config import CacheConfig, Config, HttpConfig, ServerConfig, StoreConfig
+from asyncflow.core.control import TaskControl
 from asyncflow.core.governance import GovernanceSettings
 from asyncflow.core.model import CreateRequest, Fail, NextStage, Retry, Success, TypeSettings
-from asyncflow.core.service import TaskCore
 from asyncflow.server.app import AsyncflowServer
 
 IMAGES = Path(__file__).parent / "img"
 USERS = ("fish", "cat", "owl", "fox")
 
 
-async def play(core: TaskCore) -> str:
+async def play(control: TaskControl) -> str:
     """Some history to look at; returns the id of a failed task."""
+    core = control.core
     await core.register_type(TypeSettings("lark", max_retry_num=1, retry_interval=30))
     await core.register_type(TypeSettings("invoice", schedule_limit=20))
     for n in range(14):
@@ -45,6 +47,8 @@ async def play(core: TaskCore) -> str:
     for task in await core.hold_tasks("lark", 3):
         await core.set_task(task.task_id, task.lease_token, Success())
     await core.hold_tasks("invoice", 2)
+    await control.cancel_task(held[7].task_id, "sent twice")
+    await control.pause_type("invoice")
     return held[0].task_id
 
 
@@ -61,7 +65,7 @@ async def main() -> None:
         try:
             assert server.http is not None
             await server.http.depth.refresh()
-            failed = await play(server.core)
+            failed = await play(server.control)
             await server.http.depth.refresh()
             base = server.http.url
             IMAGES.mkdir(exist_ok=True)
@@ -76,6 +80,10 @@ async def main() -> None:
                     await page.goto(base + path)
                     await page.screenshot(path=str(IMAGES / f"{name}.png"), full_page=True)
                     print(f"docs/img/{name}.png")
+                await page.get_by_role("button", name="Retry").click()
+                await page.locator(".flash").wait_for()
+                await page.screenshot(path=str(IMAGES / "dashboard-retried.png"), full_page=True)
+                print("docs/img/dashboard-retried.png")
         finally:
             await server.stop(0)
 

@@ -1,11 +1,13 @@
 """The web dashboard at /ui: server-rendered pages, readable with JavaScript off.
 
-Three pages: task types (counts by status, recent throughput, settings), a
-task list (filters and paging) and a task (context, schedule log, lease,
-history). Jinja2 escapes every value. With JavaScript on, static/live.js
-re-fetches the page's live part (`?partial=1`, the same server-rendered HTML)
-every few seconds. Counts come from the periodic queue-depth count, never
-from a COUNT(*) per page view; lists and tasks are read live (indexed reads).
+Three pages: task types (counts by status, recent throughput, paused state,
+settings), a task list (filters and paging) and a task (context, schedule log,
+lease, history), with the actions of asyncflow.http.actions as forms (each
+carries the CSRF token of asyncflow.http.csrf). Jinja2 escapes every value.
+With JavaScript on, static/live.js re-fetches the page's live part
+(`?partial=1`, the same server-rendered HTML) every few seconds. Counts come
+from the periodic queue-depth count, never from a COUNT(*) per page view;
+lists and tasks are read live (indexed reads).
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
+from asyncflow.core.control import TaskControl
 from asyncflow.core.model import Task, TaskFilter, TaskStatus
-from asyncflow.core.service import TaskCore
 from asyncflow.errors import AsyncflowError, InvalidArgument
 from asyncflow.http import actions
+from asyncflow.http.csrf import CsrfGuard
 from asyncflow.http.depth import QueueDepth
 
 HERE = Path(__file__).parent
@@ -29,8 +32,9 @@ REFRESH_SECONDS = 5
 STATUSES = {status.name.lower(): status for status in TaskStatus}
 HTTP_STATUS = {"INVALID_ARGUMENT": 400, "NOT_FOUND": 404, "UNAVAILABLE": 503}
 HEADERS = {
-    # Scripts and styles only from this server (no inline script), no framing.
-    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+    # Scripts and styles only from this server (no inline script), no framing,
+    # forms only to this server.
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
@@ -54,6 +58,12 @@ def history(task: Task) -> list[dict[str, Any]]:
     return [e for e in reversed(entries) if isinstance(e, dict)]
 
 
+def here(request: web.Request) -> str:
+    """The full page's path and query (where a form sends the browser back to)."""
+    query = [(k, v) for k, v in request.query.items() if k != "partial"]
+    return str(request.rel_url.with_query(query))
+
+
 def pretty(text: str) -> str:
     """JSON indented for reading; anything else as it is."""
     try:
@@ -63,9 +73,12 @@ def pretty(text: str) -> str:
 
 
 class Dashboard:
-    def __init__(self, core: TaskCore, depth: QueueDepth) -> None:
-        self.core = core
+    def __init__(self, control: TaskControl, depth: QueueDepth) -> None:
+        self.core = control.core
         self.depth = depth
+        self.csrf = CsrfGuard("/ui")
+        """Its middleware guards every POST under /ui (HttpSide installs it)."""
+        self.action_routes = actions.ActionRoutes(control)
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(HERE / "templates"),
             autoescape=True,
@@ -80,17 +93,27 @@ class Dashboard:
             web.get("/ui/tasks", self.tasks),
             web.get("/ui/tasks/{task_id}", self.task),
             web.static("/ui/static", HERE / "static"),
+            *self.action_routes.routes(),
         ]
 
     def render(self, request: web.Request, template: str, status: int = 200, **values: Any
                ) -> web.Response:  # fmt: skip
+        partial = request.query.get("partial") == "1"
+        # A flash message is shown once, by the next full page (the redirect's).
+        flash = None if partial else actions.take_flash(request)
         html = self.env.get_template(template).render(
-            partial=request.query.get("partial") == "1",
+            partial=partial,
             refresh_seconds=REFRESH_SECONDS,
             now=self.core.clock.now(),
+            csrf_token=self.csrf.token(request),
+            flash=flash,
             **values,
         )
-        return web.Response(text=html, content_type="text/html", status=status, headers=HEADERS)
+        response = web.Response(text=html, content_type="text/html", status=status,
+                                headers=HEADERS)  # fmt: skip
+        if flash is not None:
+            actions.clear_flash(response)
+        return response
 
     def problem(self, request: web.Request, error: AsyncflowError) -> web.Response:
         status = HTTP_STATUS.get(error.code, 500)
@@ -116,13 +139,13 @@ class Dashboard:
         return self.render(
             request, "types.html", rows=rows, statuses=list(TaskStatus),
             counted_at=self.depth.counted_at, interval=self.depth.interval,
-            planned=actions.PLANNED["type"],
         )  # fmt: skip
 
     async def tasks(self, request: web.Request) -> web.Response:
         query = request.query
         try:
-            types = [c.task_type for c in await self.core.list_types()]
+            configs = {c.task_type: c for c in await self.core.list_types()}
+            types = list(configs)
             task_type = query.get("task_type") or (types[0] if types else "")
             status_name = query.get("status", "")
             if status_name and status_name not in STATUSES:
@@ -144,10 +167,13 @@ class Dashboard:
             return self.problem(request, error)
         filters = {"task_type": task_type, "status": status_name, "stage": query.get("stage", ""),
                    "user_id": query.get("user_id", "")}  # fmt: skip
+        config = configs.get(task_type)
         return self.render(
             request, "tasks.html", types=types, tasks=tasks, filters=filters,
             statuses=list(STATUSES), next_token=next_token,
-            paged=bool(query.get("page_token")),
+            paged=bool(query.get("page_token")), config=config,
+            type_actions=[a for a in actions.TYPE_ACTIONS if config and a.applies(config)],
+            here=here(request),
         )  # fmt: skip
 
     async def task(self, request: web.Request) -> web.Response:
@@ -158,5 +184,4 @@ class Dashboard:
         return self.render(
             request, "task.html", task=task, history=history(task),
             actions=[a for a in actions.TASK_ACTIONS if a.applies(task)],
-            planned=actions.PLANNED["task"],
         )  # fmt: skip

@@ -1,8 +1,9 @@
 """The HTTP side of `asyncflow serve`: one aiohttp listener in the gRPC server's loop.
 
 It serves the probes and /metrics (asyncflow.http.probes), the original's /v1
-routes (asyncflow.http.v1) and the dashboard (asyncflow.http.dashboard), all
-on the same TaskCore as the gRPC service. AsyncflowServer starts it after the
+routes (asyncflow.http.v1) and the dashboard (asyncflow.http.dashboard, its
+POSTs behind the CSRF guard), all on the same TaskCore and TaskControl as the
+gRPC service. AsyncflowServer starts it after the
 gRPC server and stops it last, so probes and metrics answer while calls drain.
 """
 
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterable
 from aiohttp import web
 
 from asyncflow.config import HttpConfig
+from asyncflow.core.control import TaskControl
 from asyncflow.core.ports import TaskStore
 from asyncflow.core.service import TaskCore
 from asyncflow.errors import ConfigError
@@ -41,6 +43,7 @@ class HttpSide:
         config: HttpConfig,
         *,
         core: TaskCore,
+        control: TaskControl,
         store: TaskStore,
         metrics: PrometheusMetrics,
         streams: Callable[[], Iterable[tuple[int, int]]],
@@ -52,10 +55,11 @@ class HttpSide:
         metrics.watch_pool(store.pool_usage)
         depth = QueueDepth(core, metrics, config.queue_depth_interval_seconds)
         probes = Probes(store, metrics)
-        app = web.Application()
+        dashboard = Dashboard(control, depth)
+        app = web.Application(middlewares=[dashboard.csrf.middleware])
         app.add_routes(probes.routes())
         app.add_routes(V1Routes(core).routes())
-        app.add_routes(Dashboard(core, depth).routes())
+        app.add_routes(dashboard.routes())
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=grace)
         await runner.setup()
         site = web.TCPSite(runner, config.host, config.port, reuse_port=False)

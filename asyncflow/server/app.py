@@ -275,7 +275,7 @@ class AsyncflowServer:
         if metrics is not None:
             try:
                 http = await HttpSide.start(
-                    config.http, core=core, store=store, metrics=metrics,
+                    config.http, core=core, control=control, store=store, metrics=metrics,
                     streams=lambda: [(s.window, len(s.outstanding))
                                      for s in dispatcher.sessions.values()],
                     grace=config.server.grace_seconds,

@@ -28,7 +28,7 @@ async def test_pages_render_every_value_escaped(server: Running, web: Web) -> No
         assert "&lt;script&gt;" in page
 
 
-async def test_types_page_shows_counts_settings_and_planned_actions(
+async def test_types_page_shows_counts_settings_and_the_pause_button(
     server: Running, web: Web
 ) -> None:
     await register(server.stub, schedule_limit=7)
@@ -43,7 +43,8 @@ async def test_types_page_shows_counts_settings_and_planned_actions(
     status, page = await web.get("/ui")
     assert status == 200
     assert "batch 7" in page
-    assert "pause / resume: not yet" in page
+    assert 'action="/ui/types/lark/pause"' in page
+    assert 'action="/ui/types/lark/resume"' not in page  # it is not paused
     assert '<div id="live"' in page
 
 
@@ -91,12 +92,15 @@ async def test_task_page_shows_context_lease_and_history(server: Running, web: W
     assert "processing" in page
     assert "attempt" in page
     assert held.lease.token not in page  # the lease is the holder's secret
+    assert f'action="/ui/tasks/{task.task_id}/cancel"' in page
+    assert "/retry" not in page  # a PROCESSING task cannot be retried
     await report(stub, held, fail("smtp down"))
     page = (await web.get(f"/ui/tasks/{task.task_id}"))[1]
     assert "smtp down" in page
     assert "failed" in page
     assert "&#34;to&#34;: &#34;cat&#34;" in page  # pretty-printed, escaped
-    assert "Retry, cancel: not yet" in page
+    assert f'action="/ui/tasks/{task.task_id}/retry"' in page
+    assert "/cancel" not in page  # a FAILED task cannot be cancelled
 
 
 async def test_the_root_leads_to_the_dashboard(web: Web) -> None:
@@ -109,7 +113,7 @@ async def test_partial_is_the_live_part_alone(server: Running, web: Web) -> None
     await register(server.stub)
     page = (await web.get("/ui/tasks", task_type="lark", partial="1"))[1]
     assert "<html" not in page
-    assert "<form" not in page
+    assert 'class="filters"' not in page
 
 
 async def test_bad_requests_get_a_page_with_the_reason(server: Running, web: Web) -> None:

@@ -1,6 +1,7 @@
 // Live refresh for the dashboard: every few seconds, fetch this page's live
 // part again (?partial=1: the same server-rendered, escaped HTML) and swap it
-// in. Without JavaScript the pages are complete; reload to refresh.
+// in. Without JavaScript the pages are complete; reload to refresh. The
+// actions' forms are plain HTML forms: they need no script.
 "use strict";
 (function () {
   const live = document.getElementById("live");
@@ -11,8 +12,14 @@
   toggle.hidden = false;
   let busy = false;
 
+  // Typing into an action's field (a retry's stage, a cancel's reason): keep it.
+  function editing() {
+    const focused = document.activeElement;
+    return focused !== null && live.contains(focused) && focused.matches("input, select, textarea");
+  }
+
   async function refresh() {
-    if (busy || !enabled.checked || document.hidden) return;
+    if (busy || !enabled.checked || document.hidden || editing()) return;
     busy = true;
     const url = new URL(window.location.href);
     url.searchParams.set("partial", "1");
