@@ -101,10 +101,51 @@ class Sessions:
             del self._sessions[key]
 
 
+Render = Callable[..., web.Response]
+"""Dashboard.render: (request, template, status=..., **values) -> a page."""
+
+
 class HttpAuth:
     def __init__(self, guard: Guard) -> None:
         self.guard = guard
         self.sessions = Sessions()
+        self._render: Render | None = None
+
+    def routes(self, render: Render) -> list[web.RouteDef]:
+        """The login page, its form and logout (the CSRF guard checks both forms)."""
+        self._render = render
+        return [web.get(LOGIN, self.login_page), web.post(LOGIN, self.log_in),
+                web.post("/ui/logout", self.log_out)]  # fmt: skip
+
+    async def login_page(self, request: web.Request) -> web.Response:
+        return self._page(request, safe_next(request.query.get("next", "")), "")
+
+    async def log_in(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        token, after = form.get("token"), form.get("next")
+        after = safe_next(after if isinstance(after, str) else "")
+        caller = self.guard.credentials.by_token(token) if isinstance(token, str) else None
+        if caller is None:
+            refused = Unauthenticated("unknown token")
+            self.guard.refused(f"POST {LOGIN}", str(request.remote), refused)
+            return self._page(request, after, "That token is not known here.", status=401)
+        response = web.Response(status=303, headers={"Location": after})
+        assert isinstance(token, str)
+        response.set_cookie(SESSION_COOKIE, self.sessions.open(token), path="/",
+                            httponly=True, samesite="Strict", secure=request.secure,
+                            max_age=SESSION_SECONDS)  # fmt: skip
+        return response
+
+    async def log_out(self, request: web.Request) -> web.StreamResponse:
+        self.sessions.close(request.cookies.get(SESSION_COOKIE, ""))
+        response = web.Response(status=303, headers={"Location": LOGIN})
+        response.del_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    def _page(self, request: web.Request, after: str, problem: str, status: int = 200
+              ) -> web.Response:  # fmt: skip
+        assert self._render is not None
+        return self._render(request, "login.html", status=status, next=after, problem=problem)
 
     def session_key(self, request: web.Request) -> str:
         """The request's valid session id, or "" (the CSRF tokens' binding)."""

@@ -278,7 +278,7 @@ class AsyncflowServer:
                     config.http, core=core, control=control, store=store, metrics=metrics,
                     streams=lambda: [(s.window, len(s.outstanding))
                                      for s in dispatcher.sessions.values()],
-                    grace=config.server.grace_seconds,
+                    grace=config.server.grace_seconds, guard=guard,
                 )  # fmt: skip
             except ConfigError:  # its port is taken
                 await server.stop(None)

@@ -18,6 +18,7 @@ names callers (by certificate under mutual TLS) and applies the limits.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -47,6 +48,7 @@ BEARER = re.compile(r"Bearer ([A-Za-z0-9._~+/=-]{1,512})", re.IGNORECASE)
 STREAMS = frozenset({"WorkTasks"})
 """The methods counted as open streams."""
 TARGET_FIELDS = ("task_id", "task_type", "name")
+FIRST_MESSAGE_SECONDS = 5.0
 """Request fields an admin action's audit line names (what it acted on)."""
 
 
@@ -151,6 +153,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap(self, handler: Handler, path: str, service: str, method: str) -> Handler:
         guard = self.guard
+        streaming_requests = handler.request_streaming
 
         @contextlib.asynccontextmanager
         async def admitted(request: Any, context: Context, streaming: bool) -> AsyncIterator[None]:
@@ -162,6 +165,8 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
                     guard.quotas.streams.open(counted)
             except AsyncflowError as refused:
                 guard.refused(path, str(context.peer()), refused)
+                if streaming_requests:
+                    await first_message(request)
                 await context.abort_with_status(to_status(refused))
                 raise AssertionError("unreachable: abort raises") from None
             CALLER.set(caller)  # this call's own task (and the tasks it starts)
@@ -178,6 +183,14 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
                     audit(caller, method, targets(request), code_name(context, failure))
 
         return wrap_handler(handler, admitted)
+
+
+async def first_message(requests: Any) -> None:
+    """Wait (a little) for a request stream's first message before refusing it:
+    grpc.aio ends a stream aborted before it read anything with INTERNAL ("Internal
+    error from Core") now and then, instead of the status it was given."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(anext(aiter(requests), None), FIRST_MESSAGE_SECONDS)
 
 
 def certificate_names(context: Context) -> list[str]:
