@@ -100,8 +100,8 @@ class HttpConfig:
 
     enabled: bool = True
     host: str = "127.0.0.1"
-    """Interface to listen on. Nothing on it asks for credentials yet: keep it
-    on loopback, or behind a proxy that does."""
+    """Interface to listen on. Plain HTTP: with [auth] on it asks for tokens, but
+    keep it on loopback or behind a TLS proxy (docs/security.md)."""
     port: int = 8080
     """0 picks a free port (printed at start)."""
     queue_depth_interval_seconds: float = 30.0
