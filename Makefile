@@ -84,9 +84,10 @@ unit: $(STAMP) ## The unit tier (tests/unit): seconds, no MariaDB or Redis
 test: proto-check breaking lint typecheck node-deps ## Static checks, then the whole pytest suite
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-bench: $(STAMP) ## Stream latency/throughput and governance pass cost (MariaDB + Redis)
-	$(BIN)/python -m bench.stream
-	$(BIN)/python -m bench.governance
+# Issue 9's targets 1-7 (docs/benchmarks.md); BENCH_ARGS="--quick" for a smoke run,
+# BENCH_ARGS="4 --backend mysql" for one item.
+bench: $(STAMP) ## Every throughput/latency/memory target (python -m bench; ~10 min)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 serve: $(STAMP) ## Run `asyncflow serve` on ./config.toml (SQLite; gRPC 50051, dashboard 8080)
 	$(BIN)/asyncflow serve

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,12 +30,123 @@ REDIS_URL = os.environ.get("ASYNCFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0
 @contextmanager
 def scratch_database() -> Iterator[str]:
     name = f"asyncflow_bench_{uuid.uuid4().hex[:8]}"
-    yield name
-    conn = pymysql.connect(**MYSQL)  # type: ignore[arg-type]
     try:
-        conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
-    finally:
-        conn.close()
+        yield name
+    finally:  # a benchmark that failed leaves no database behind either
+        conn = pymysql.connect(**MYSQL)  # type: ignore[arg-type]
+        try:
+            conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
+        finally:
+            conn.close()
+
+
+@contextmanager
+def scratch(backend: str) -> Iterator[str]:
+    """Where a benchmark server keeps its tasks: a scratch MariaDB database (dropped
+    afterwards) or an SQLite file in a temporary directory."""
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="asyncflow-bench-db-") as tmp:
+            yield str(Path(tmp) / "asyncflow.db")
+    else:
+        with scratch_database() as database:
+            yield database
+
+
+class CountedUser:
+    """A MariaDB user made for one benchmark server, so the statements that server sends
+    can be read from information_schema.USER_STATISTICS (`userstat`, switched on here)
+    without counting anybody else's (tests/e2e/test_statements.py does the same)."""
+
+    def __init__(self, database: str) -> None:
+        self.name = f"af_bench_{uuid.uuid4().hex[:10]}"
+        self.password = uuid.uuid4().hex
+        self.database = database
+
+    def __enter__(self) -> CountedUser:
+        self._root("SET GLOBAL userstat = 1")
+        self._root(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
+        self._root("CREATE USER %s@'%%' IDENTIFIED BY %s", (self.name, self.password))
+        self._root(f"GRANT ALL ON `{self.database}`.* TO %s@'%%'", (self.name,))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._root("DROP USER IF EXISTS %s@'%%'", (self.name,))
+
+    @property
+    def settings(self) -> dict[str, str]:
+        """The server's ASYNCFLOW_* variables to connect as this user."""
+        return {
+            "ASYNCFLOW_STORE_MYSQL_USER": self.name,
+            "ASYNCFLOW_STORE_MYSQL_PASSWORD": self.password,
+        }
+
+    def statements(self) -> int:
+        """Every statement the user has sent (BEGIN and COMMIT included)."""
+        row = self._root(
+            "SELECT SELECT_COMMANDS + UPDATE_COMMANDS + OTHER_COMMANDS"
+            " FROM information_schema.USER_STATISTICS WHERE USER = %s",
+            (self.name,),
+        )
+        return int(row[0]) if row else 0
+
+    def _root(self, sql: str, params: tuple[object, ...] = ()) -> tuple[object, ...] | None:
+        conn = pymysql.connect(**MYSQL, autocommit=True)  # type: ignore[arg-type]
+        try:
+            cur = conn.cursor()
+            cur.execute(sql, params)
+            return cur.fetchone()
+        finally:
+            conn.close()
+
+
+def free_port() -> int:
+    """A port nobody listens on now (for the HTTP side, whose port `serve` does not print)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class TaskRows:
+    """Reads a type's task rows straight from the store's tables (sqlite3 or pymysql),
+    so a benchmark checks its work without loading the server it measures."""
+
+    def __init__(self, backend: str, database: str, task_type: str) -> None:
+        self.backend = backend
+        self.task_type = task_type
+        if backend == "sqlite":
+            self.conn: sqlite3.Connection | pymysql.Connection = sqlite3.connect(
+                database, isolation_level=None
+            )
+        else:
+            self.conn = pymysql.connect(**MYSQL, database=database, autocommit=True)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _scalar(self, sql: str, params: tuple[object, ...] = ()) -> int:
+        cur = self.conn.cursor()
+        cur.execute(sql.replace("%s", "?") if self.backend == "sqlite" else sql, params)
+        row = cur.fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def tables(self) -> list[str]:
+        pattern = f"t\\_{self.task_type}\\_task\\_%"
+        sql = (
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE ? ESCAPE '\\'"
+            if self.backend == "sqlite"
+            else "SELECT table_name FROM information_schema.tables"
+            " WHERE table_schema = DATABASE() AND table_name LIKE %s"
+        )
+        cur = self.conn.cursor()
+        cur.execute(sql, (pattern,))
+        return [str(name) for (name,) in cur.fetchall()]
+
+    def count(self, where: str) -> int:
+        """Rows matching `where` (a constant of the benchmark, never input)."""
+        return sum(self._scalar(f"SELECT COUNT(*) FROM {t} WHERE {where}") for t in self.tables())
+
+    def any(self, where: str) -> bool:
+        return any(self._scalar(f"SELECT 1 FROM {t} WHERE {where} LIMIT 1") for t in self.tables())
 
 
 def backend_env(backend: str, database: str, prefix: str) -> dict[str, str]:
@@ -86,13 +200,13 @@ def server_process(
 ) -> Iterator[tuple[str, int]]:
     """`asyncflow serve` on port 0 (see backend_env); yields (address, pid).
     `settings` are more ASYNCFLOW_* variables."""
-    env = clean_env() | backend_env(backend, database, prefix) | settings
+    env = clean_env() | backend_env(backend, database, prefix)
     env |= {
         "ASYNCFLOW_SERVER_PORT": "0",
         "ASYNCFLOW_HTTP_PORT": "0",
         "ASYNCFLOW_SERVER_SHUTDOWN_DELAY_SECONDS": "0",  # no load balancer to wait for
         "ASYNCFLOW_LOG_LEVEL": "WARNING",
-    }
+    } | settings
     binary = Path(sys.executable).with_name("asyncflow")
     process, address = listening([str(binary), "serve"], env, "asyncflow listening on ")
     try:
@@ -115,6 +229,12 @@ def forget_keys(prefix: str) -> None:
             client.delete(*batch[first : first + 1000])
     finally:
         client.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used so far (user + system)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid: int) -> float:

@@ -30,7 +30,7 @@ import grpc
 
 from asyncflow.v1 import task_service_pb2 as pb
 from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
-from bench.common import clean_env, listening, scratch_database, server_process
+from bench.common import clean_env, cpu_seconds, listening, scratch, server_process
 
 SERVICE = pb.DESCRIPTOR.services_by_name["TaskService"].full_name
 TYPE = "bench"
@@ -54,14 +54,11 @@ def ensure_h2load() -> str:
     if found:
         return found
     print("installing h2load (nghttp2-client)...", flush=True)
-    subprocess.run(["apt-get", "install", "-y", "-q", "nghttp2-client"], check=True,
-                   stdout=subprocess.DEVNULL)  # fmt: skip
+    install = ["apt-get", "install", "-y", "-q", "nghttp2-client"]
+    if subprocess.run(install, stdout=subprocess.DEVNULL).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(install, check=True, stdout=subprocess.DEVNULL)
     return shutil.which("h2load") or "h2load"
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks
 
 
 def h2load(args: argparse.Namespace, address: str, method: str, body: Path, pid: int,
@@ -125,8 +122,23 @@ def check(method: str, load: Load, files: dict[str, Path], created: int | None,
         raise RuntimeError(f"{method}: {load.data_bytes} bytes for {load.succeeded} replies")
 
 
-async def run(args: argparse.Namespace, database: str) -> None:
+@dataclass(frozen=True)
+class Round:
+    """One round of one method: the echo servicer's load, then the server's."""
+
+    method: str
+    echo: Load
+    asyncflow: Load
+
+    @property
+    def ratio(self) -> float:
+        return self.asyncflow.calls_per_second / self.echo.calls_per_second
+
+
+async def run(args: argparse.Namespace, database: str) -> list[Round]:
+    """Every round of every method in args.methods (see main for the options)."""
     prefix = f"bench:{uuid.uuid4().hex[:8]}:"
+    rounds: list[Round] = []
     with (
         tempfile.TemporaryDirectory(prefix="asyncflow-bench-") as tmp,
         server_process(database, prefix, args.backend) as (address, pid),
@@ -154,17 +166,26 @@ async def run(args: argparse.Namespace, database: str) -> None:
                     load = h2load(args, address, method, body, pid)
                     after = await total_tasks(address)
                     check(method, load, files, after - before, in_flight)
-                    ratio = load.calls_per_second / baseline.calls_per_second
+                    rounds.append(Round(method, baseline, load))
                     print(f"{method:<11} {baseline.calls_per_second:>9,.0f}"
-                          f" {load.calls_per_second:>12,.0f} {ratio:>6.0%}"
+                          f" {load.calls_per_second:>12,.0f} {rounds[-1].ratio:>6.0%}"
                           f" {load.server_cpu_ms_per_call:>9.3f} (echo"
                           f" {baseline.server_cpu_ms_per_call:.3f})", flush=True)  # fmt: skip
         finally:
             echo.terminate()
             echo.wait(10)
+            assert echo.stdout is not None
+            echo.stdout.close()
+    return rounds
 
 
-def main() -> None:
+def measure(args: argparse.Namespace) -> list[Round]:
+    """run() on a scratch MariaDB database or a temporary SQLite file."""
+    with scratch(args.backend) as database:
+        return asyncio.run(run(args, database))
+
+
+def options(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--backend", choices=("mysql", "sqlite"), default="mysql")
     parser.add_argument("--duration", type=int, default=10, help="seconds per run")
@@ -174,13 +195,11 @@ def main() -> None:
     parser.add_argument("--context-bytes", type=int, default=200)
     parser.add_argument("--methods", nargs="+", default=["CreateTask", "GetTask"],
                         choices=("CreateTask", "GetTask"))  # fmt: skip
-    args = parser.parse_args()
-    if args.backend == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="asyncflow-bench-db-") as tmp:
-            asyncio.run(run(args, str(Path(tmp) / "asyncflow.db")))
-    else:
-        with scratch_database() as database:
-            asyncio.run(run(args, database))
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    measure(options())
 
 
 if __name__ == "__main__":

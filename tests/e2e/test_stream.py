@@ -156,6 +156,40 @@ async def test_retried_task_is_pushed_again_when_due(
     assert raw.tasks[1].lease.attempt == 2
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="core/service.py _announce wakes once per type at the batch's earliest "
+    "order_time: a retry reported with a due-now report gets no timer (found by docscheck)",
+)
+async def test_retry_reported_with_a_next_stage_is_pushed_again_when_due(
+    server: Running, raw: RawWorker, clock: ManualClock
+) -> None:
+    await register(server.stub, schedule_interval_seconds=3600)  # the fallback poll is far off
+    await create(server.stub)
+    await create(server.stub)
+    await raw.subscribe("lark", window=2)
+    await raw.until(tasks=2)
+    onward, later = raw.tasks
+    reports = [  # one batch, as the SDK's Worker sends reports that finish together
+        pb.SetTaskRequest(
+            task_id=onward.task_id,
+            lease_token=onward.lease.token,
+            next_stage=pb.SetTaskRequest.NextStage(task_stage="record"),
+        ),
+        pb.SetTaskRequest(
+            task_id=later.task_id,
+            lease_token=later.lease.token,
+            retry=pb.SetTaskRequest.Retry(error_message="later", delay_seconds=1),
+        ),
+    ]
+    await raw.send(Request(reports=Request.Reports(reports=reports)))
+    await raw.until(answers=1, tasks=3)  # the next stage is due at once
+    assert raw.tasks[2].task_id == onward.task_id
+    clock.advance(1)
+    await raw.until(tasks=4, within=5)  # the retry, once its back-off is over
+    assert raw.tasks[3].task_id == later.task_id
+
+
 @pytest.mark.parametrize("backend", ["mysql"])
 async def test_wake_up_crosses_replicas(start_server: StartServer, config: Config) -> None:
     producer_side = await start_server(config)

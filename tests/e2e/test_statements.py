@@ -1,0 +1,172 @@
+"""How many MariaDB statements the hot paths send per task (issue 9's regression guard).
+
+A real server on port 0 connects to MariaDB as a MariaDB user of its own, made for
+the test; the statements it sends are read from that user's row of
+information_schema.USER_STATISTICS (MariaDB's `userstat`, switched on at run
+time), so other tests and other processes on the same MariaDB, which connect
+as other users, do not move the count. Every statement counts: BEGIN, COMMIT,
+SELECT, INSERT, UPDATE, and whatever a new pool connection sends to set itself
+up (SELECT_COMMANDS + UPDATE_COMMANDS + OTHER_COMMANDS; COM_PING is not a
+statement and is not counted).
+
+The bounds are today's figures with some margin (docs/benchmarks.md): a change
+that goes back to more round trips per task fails here; a change that batches
+more lowers the bound in the same commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+import pymysql
+import pytest
+from conftest import MYSQL, Running, StartServer
+from waiting import eventually
+
+from asyncflow.client import Client, TaskSpec
+from asyncflow.config import Config, HttpConfig
+from asyncflow.v1 import task_service_pb2 as pb
+from asyncflow.worker import Job, Worker
+
+pytestmark = [pytest.mark.mysql, pytest.mark.redis]
+
+CREATES = 1000
+DRAINED = 1000
+
+# Statements per task for CreateTask calls in flight together. Main on 2026-11-26:
+# 4.0 (BEGIN, the locked t_schedule_pos read, INSERT, COMMIT).
+MAX_STATEMENTS_PER_CREATE = 4.5
+# Statements per task for a backlog held and reported through a WorkTasks stream
+# (the SDK Worker: batched holds and Reports). Main on 2026-11-26: 0.5-0.9 (a hold
+# or report transaction covers many tasks; fewer on a loaded machine, where batches
+# are smaller); one task per transaction would be ~8.
+MAX_STATEMENTS_PER_DRAINED_TASK = 2.0
+
+COUNTED = "SELECT_COMMANDS + UPDATE_COMMANDS + OTHER_COMMANDS"
+
+
+def root() -> pymysql.Connection:
+    return pymysql.connect(**MYSQL, autocommit=True)
+
+
+@pytest.fixture
+def backend() -> str:
+    return "mysql"
+
+
+@dataclass(frozen=True)
+class DbUser:
+    name: str
+    password: str
+
+
+@pytest.fixture
+def counted_user(mysql_database: str) -> Iterator[DbUser]:
+    """A MariaDB user of this test alone, with every right on the test database."""
+    user = DbUser(f"af_stmt_{uuid.uuid4().hex[:10]}", uuid.uuid4().hex)
+    conn = root()
+    try:
+        cur = conn.cursor()
+        cur.execute("SET GLOBAL userstat = 1")  # per-user counters; harmless to leave on
+        cur.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", (user.name, user.password))
+        cur.execute(f"GRANT ALL ON `{mysql_database}`.* TO %s@'%%'", (user.name,))
+        yield user
+        cur.execute("DROP USER %s@'%%'", (user.name,))
+    finally:
+        conn.close()
+
+
+def statements(user: DbUser) -> int:
+    """Statements `user` has sent since it was made (0 before its first connection)."""
+    conn = root()
+    try:
+        cur = conn.cursor()
+        cur.execute(
+            f"SELECT {COUNTED} FROM information_schema.USER_STATISTICS WHERE USER = %s",
+            (user.name,),
+        )
+        row = cur.fetchone()
+        return int(row[0]) if row else 0
+    finally:
+        conn.close()
+
+
+def status_count(database: str, task_type: str, status: int) -> int:
+    """Tasks of `task_type` in `status`, over every task table of the type (a split may
+    have made more than one). Read as root, so the test's own polling is not counted."""
+    conn = root()
+    try:
+        cur = conn.cursor()
+        cur.execute(
+            "SELECT table_name FROM information_schema.tables"
+            " WHERE table_schema = %s AND table_name LIKE %s",
+            (database, f"t\\_{task_type}\\_task\\_%"),
+        )
+        total = 0
+        for (table,) in cur.fetchall():
+            cur.execute(f"SELECT COUNT(*) FROM `{database}`.`{table}` WHERE status = %s", (status,))
+            total += int(cur.fetchone()[0])
+        return total
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+async def counted_server(
+    start_server: StartServer, config: Config, counted_user: DbUser
+) -> Running:
+    """A server whose store connects as `counted_user`, with no periodic work of its own
+    (no governance, as in every test; the queue depth counted once a day)."""
+    user = counted_user
+    store = replace(config.store, mysql_user=user.name, mysql_password=user.password)
+    http = HttpConfig(port=0, queue_depth_interval_seconds=86_400)
+    return await start_server(config, store=store, http=http)
+
+
+async def test_concurrent_creates_stay_under_the_statement_bound(
+    counted_server: Running, counted_user: DbUser, mysql_database: str
+) -> None:
+    stub = counted_server.stub
+    await stub.RegisterTaskType(pb.RegisterTaskTypeRequest(task_type="stmt"))
+    before = statements(counted_user)
+    replies = await asyncio.gather(
+        *(stub.CreateTask(pb.CreateTaskRequest(task_type="stmt")) for _ in range(CREATES))
+    )
+    sent = statements(counted_user) - before
+    assert len({reply.task.task_id for reply in replies}) == CREATES
+    assert status_count(mysql_database, "stmt", pb.TASK_STATUS_PENDING) == CREATES
+    assert sent > 0  # the counter sees this server's statements at all
+    per_task = sent / CREATES
+    print(f"{sent} statements for {CREATES} concurrent creates: {per_task:.2f} per task")
+    assert per_task <= MAX_STATEMENTS_PER_CREATE
+
+
+async def test_a_drained_backlog_stays_under_the_statement_bound(
+    counted_server: Running, counted_user: DbUser, mysql_database: str
+) -> None:
+    async def noop(job: Job) -> None:
+        return None
+
+    async with Client(counted_server.address) as client:
+        await client.register_type("stmt", schedule_limit=500)
+        for _ in range(0, DRAINED, 500):
+            await client.create_many([TaskSpec("stmt")] * 500)
+        before = statements(counted_user)
+        worker = Worker(counted_server.address, handlers={"stmt": noop}, concurrency=64,
+                        prefetch=64)  # fmt: skip
+
+        async def drained() -> bool:
+            success = pb.TASK_STATUS_SUCCESS
+            done = await asyncio.to_thread(status_count, mysql_database, "stmt", success)
+            return done == DRAINED
+
+        async with worker:
+            await eventually(drained, within=120, what=f"{DRAINED} tasks SUCCESS")
+        sent = statements(counted_user) - before
+    assert sent > 0
+    per_task = sent / DRAINED
+    print(f"{sent} statements to hold and report {DRAINED} tasks: {per_task:.2f} per task")
+    assert per_task <= MAX_STATEMENTS_PER_DRAINED_TASK
