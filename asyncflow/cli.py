@@ -22,7 +22,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from asyncflow._cli import ops
+from asyncflow._cli.security import add_tls_arguments, add_token_command, create_token, tls_settings
 from asyncflow._sdk.channel import grpc_target
+from asyncflow._sdk.credentials import channel_credentials
 from asyncflow._sdk.extras import needs_server
 from asyncflow.config import Config, LogConfig, load_config
 from asyncflow.errors import AsyncflowError, ConfigError
@@ -52,6 +54,8 @@ async def serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, signalled.set)
+    # SIGHUP: new TLS certificates and tokens, without a restart.
+    loop.add_signal_handler(signal.SIGHUP, server.reload)
     await signalled.wait()
     signalled.clear()
     # Load balancers and probes need a moment to see NOT_SERVING and route new
@@ -116,9 +120,12 @@ def load_worker(target: str, args: argparse.Namespace) -> Worker:
     keepalive = {"keepalive_time": args.keepalive, "keepalive_timeout": args.keepalive_timeout}
     try:
         worker.settings = replace(
-            worker.settings, **{name: value for name, value in keepalive.items() if value}
+            worker.settings,
+            **{name: value for name, value in keepalive.items() if value},
+            **tls_settings(args),
         )
-        grpc_target(worker.address)  # a malformed list fails here, not once running
+        # A malformed list, or a token for a plaintext remote address, fails here.
+        channel_credentials(grpc_target(worker.address), worker.settings)
     except ValueError as exc:
         raise ConfigError(f"worker: {exc}") from None
     if args.concurrency:
@@ -160,10 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--grace", type=float, default=30.0, help="seconds to finish on SIGTERM")
     worker.add_argument("--poll", action="store_true", help="unary polling instead of the stream")
     worker.add_argument("--log-level", default="INFO")
+    add_tls_arguments(worker)
     ops.add_commands(commands)
+    add_token_command(commands)
     args = parser.parse_args(argv)
     if args.command in ops.COMMANDS:
         return ops.run(args, parser)
+    if args.command == "token":
+        return create_token(args)
     try:
         if args.command == "worker":
             loaded = load_worker(args.target, args)

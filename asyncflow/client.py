@@ -47,6 +47,8 @@ from asyncflow.errors import (
     InvalidArgument,
     LeaseLost,
     NotFound,
+    PermissionDenied,
+    RateLimited,
     ResourceExhausted,
     ScheduleAlreadyExists,
     ScheduleNotFound,
@@ -55,7 +57,10 @@ from asyncflow.errors import (
     TaskNotFound,
     TaskNotProcessing,
     TaskNotRetryable,
+    TaskTypeNotAllowed,
     TaskTypeNotFound,
+    TooManyStreams,
+    Unauthenticated,
     Unavailable,
 )
 
@@ -70,6 +75,8 @@ __all__ = [
     "InvalidArgument",
     "LeaseLost",
     "NotFound",
+    "PermissionDenied",
+    "RateLimited",
     "ResourceExhausted",
     "RetryStrategy",
     "ScheduleAlreadyExists",
@@ -86,7 +93,10 @@ __all__ = [
     "TaskStatus",
     "TaskTemplate",
     "TaskTypeConfig",
+    "TaskTypeNotAllowed",
     "TaskTypeNotFound",
+    "TooManyStreams",
+    "Unauthenticated",
     "Unavailable",
 ]
 

@@ -34,6 +34,14 @@ class ServerConfig:
     """Then: how long streams may take to end, and in-flight calls to finish."""
     max_message_bytes: int = 32 * 1024 * 1024
     """Largest request/reply; a full HoldTasks batch (2000 tasks of 8 KiB) needs ~20 MiB."""
+    tls_cert_file: str = ""
+    """PEM certificate chain of the server: when set (with tls_key_file), the gRPC
+    port serves TLS only. Reloaded on SIGHUP (new connections get the new one)."""
+    tls_key_file: str = ""
+    """PEM private key of tls_cert_file."""
+    tls_client_ca_file: str = ""
+    """PEM CA certificates: when set, clients must present a certificate signed by
+    one of them (mutual TLS); its CN (else its first SAN) is the caller's identity."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,12 @@ class StoreConfig:
     """Created if missing."""
     mysql_pool_min: int = 1
     mysql_pool_max: int = 20
+    mysql_tls_ca_file: str = ""
+    """PEM CA of the MySQL server's certificate: when set, every connection uses TLS
+    and checks the server's certificate and name (no plaintext fallback)."""
+    mysql_tls_cert_file: str = ""
+    """PEM client certificate, for a MySQL user that REQUIRE X509."""
+    mysql_tls_key_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -86,13 +100,44 @@ class HttpConfig:
 
     enabled: bool = True
     host: str = "127.0.0.1"
-    """Interface to listen on. Nothing on it asks for credentials yet: keep it
-    on loopback, or behind a proxy that does."""
+    """Interface to listen on. Plain HTTP: with [auth] on it asks for tokens, but
+    keep it on loopback or behind a TLS proxy (docs/security.md)."""
     port: int = 8080
     """0 picks a free port (printed at start)."""
     queue_depth_interval_seconds: float = 30.0
     """How often this process counts tasks by type and status (asyncflow_queue_depth
     and the dashboard's counts): they are at most this much (plus one count) old."""
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Who may call what: tokens (or client certificates) with roles (docs/security.md)."""
+
+    enabled: bool = False
+    """Every TaskService call needs a known token (`authorization: Bearer ...`) or
+    a client certificate listed in tokens_file; its roles decide what it may call."""
+    tokens_file: str = ""
+    """TOML file of token hashes and certificate subjects with their roles
+    (`asyncflow token create` prints entries). Reloaded on SIGHUP."""
+    reflection: str = "authenticated"
+    """Server reflection: "open" to anyone, "authenticated" (any known caller), "off"."""
+    metrics_open: bool = False
+    """The HTTP /metrics without a token (for a Prometheus that sends none)."""
+
+
+@dataclass(frozen=True)
+class QuotaConfig:
+    """Limits per caller (token name, certificate subject, else peer address), counted
+    by each replica on its own; 0 turns a limit off."""
+
+    calls_per_second: float = 0.0
+    """Sustained TaskService calls per second per caller (a token bucket); a stream
+    counts once, when it opens. Over it: RESOURCE_EXHAUSTED with a retry delay."""
+    burst: int = 0
+    """Calls a caller may make at once after a quiet spell (0: calls_per_second,
+    at least 1)."""
+    streams: int = 0
+    """Open WorkTasks streams per caller."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +156,8 @@ class Config:
     governance: GovernanceSettings = field(default_factory=GovernanceSettings)
     http: HttpConfig = field(default_factory=HttpConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    quota: QuotaConfig = field(default_factory=QuotaConfig)
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -120,6 +167,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "log.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
     "log.format": ("text", "json"),
     "governance.lock_backend": ("auto", "redis", "local"),
+    "auth.reflection": ("open", "authenticated", "off"),
 }
 RANGES: dict[str, tuple[float, float]] = {
     "server.port": (0, 65535),
@@ -154,6 +202,9 @@ RANGES: dict[str, tuple[float, float]] = {
     "governance.lock_ttl_seconds": (0.1, 3600),
     "governance.cron_interval": (0.001, 3600),
     "governance.cron_misfire_seconds": (1, 86_400),
+    "quota.calls_per_second": (0, 1_000_000),
+    "quota.burst": (0, 1_000_000),
+    "quota.streams": (0, 1_000_000),
 }
 
 
@@ -244,4 +295,21 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
         )
     if config.store.mysql_pool_min > config.store.mysql_pool_max:
         raise ConfigError("store.mysql_pool_min: must not exceed store.mysql_pool_max")
+    check_security(config)
     return config
+
+
+def check_security(config: Config) -> None:
+    """The TLS and auth keys that only make sense together."""
+    server = config.server
+    if bool(server.tls_cert_file) != bool(server.tls_key_file):
+        raise ConfigError("server.tls_cert_file: set it together with server.tls_key_file")
+    store = config.store
+    if bool(store.mysql_tls_cert_file) != bool(store.mysql_tls_key_file):
+        raise ConfigError("store.mysql_tls_cert_file: set it together with mysql_tls_key_file")
+    if store.mysql_tls_cert_file and not store.mysql_tls_ca_file:
+        raise ConfigError("store.mysql_tls_cert_file: TLS to MySQL needs mysql_tls_ca_file")
+    if server.tls_client_ca_file and not server.tls_cert_file:
+        raise ConfigError("server.tls_client_ca_file: mutual TLS needs server.tls_cert_file")
+    if config.auth.enabled and not config.auth.tokens_file:
+        raise ConfigError("auth.tokens_file: auth.enabled needs a tokens file")

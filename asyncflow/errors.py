@@ -14,6 +14,8 @@ class AsyncflowError(Exception):
 
     code = "INTERNAL"
     reason = "INTERNAL"
+    retry_delay: float | None = None
+    """Seconds to wait before calling again, when the server says (google.rpc.RetryInfo)."""
 
     def __init__(self, message: str, *, field: str = "") -> None:
         super().__init__(message)
@@ -106,6 +108,42 @@ class Aborted(AsyncflowError):
 class ResourceExhausted(AsyncflowError):
     code = "RESOURCE_EXHAUSTED"
     reason = "RESOURCE_EXHAUSTED"
+
+
+class RateLimited(ResourceExhausted):
+    """The caller sent more calls than its rate allows; call again after retry_delay."""
+
+    reason = "RATE_LIMITED"
+
+    def __init__(self, message: str, *, field: str = "", retry_delay: float = 1.0) -> None:
+        super().__init__(message, field=field)
+        self.retry_delay = retry_delay
+
+
+class TooManyStreams(ResourceExhausted):
+    """The caller already has as many open WorkTasks streams as it may."""
+
+    reason = "TOO_MANY_STREAMS"
+
+
+class Unauthenticated(AsyncflowError):
+    """No credentials, or credentials the server does not know (a token, a certificate)."""
+
+    code = "UNAUTHENTICATED"
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(AsyncflowError):
+    """The caller is known, but none of its roles allows this call."""
+
+    code = "PERMISSION_DENIED"
+    reason = "PERMISSION_DENIED"
+
+
+class TaskTypeNotAllowed(PermissionDenied):
+    """A worker credential limited to some task types, used for another type."""
+
+    reason = "TASK_TYPE_NOT_ALLOWED"
 
 
 class Unavailable(AsyncflowError):

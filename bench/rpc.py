@@ -61,12 +61,14 @@ def ensure_h2load() -> str:
     return shutil.which("h2load") or "h2load"
 
 
-def h2load(args: argparse.Namespace, address: str, method: str, body: Path, pid: int) -> Load:
+def h2load(args: argparse.Namespace, address: str, method: str, body: Path, pid: int,
+           headers: tuple[str, ...] = (), scheme: str = "http") -> Load:  # fmt: skip
     command = [
         ensure_h2load(), "-D", str(args.duration),
         "-c", str(args.connections), "-m", str(args.streams), "-t", "1",
         "-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers",
-        f"http://{address}/{SERVICE}/{method}",
+        *(option for header in headers for option in ("-H", header)),
+        f"{scheme}://{address}/{SERVICE}/{method}",
     ]  # fmt: skip
     before = cpu_seconds(pid)
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout

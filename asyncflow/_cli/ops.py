@@ -19,9 +19,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asyncflow._cli.render import show
+from asyncflow._cli.security import add_tls_arguments, tls_settings
 from asyncflow.client import (
     AsyncflowError,
     CatchUp,
+    ChannelSettings,
     Client,
     RetryStrategy,
     TaskStatus,
@@ -148,6 +150,7 @@ def add_commands(commands: Any) -> None:
                         f" else {DEFAULT_ADDRESS})")  # fmt: skip
     common.add_argument("--json", action="store_true", help="print JSON instead of a table")
     common.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
+    add_tls_arguments(common)
 
     def action(group: Any, name: str, run: Action, text: str) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = group.add_parser(name, parents=[common], help=text)
@@ -215,6 +218,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             parser.error(f"task {args.action}: --status and --stage go with --type")
     try:
         result = asyncio.run(_call(args))
+    except ValueError as error:  # the TLS or token settings
+        print(f"asyncflow {args.command} {args.action}: {error}", file=sys.stderr)
+        return 2
     except AsyncflowError as error:
         print(f"asyncflow {args.command} {args.action}: {error.reason}: {error.message}",
               file=sys.stderr)  # fmt: skip
@@ -224,5 +230,6 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 async def _call(args: argparse.Namespace) -> Any:
-    async with Client(args.address, timeout=args.timeout) as client:
+    settings = ChannelSettings(**tls_settings(args))
+    async with Client(args.address, timeout=args.timeout, settings=settings) as client:
         return await args.run(client, args)

@@ -18,8 +18,10 @@ idempotency key goes on a channel that never repeats a call the server may have
 received (gRPC's transparent retry of a call that never left the client still
 applies). A service config is per method, not per call, hence two channels.
 
-Credentials (TLS, tokens) belong here too: open_sync/open_aio are the only
-places that make a channel.
+Credentials (TLS, a token) are set here too (asyncflow._sdk.credentials):
+open_sync/open_aio are the only places that make a channel. Each setting comes
+from its argument, else from its ASYNCFLOW_* environment variable (ENV below),
+read when the settings are made.
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ import ipaddress
 import json
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
+from asyncflow._sdk.credentials import channel_credentials
 from asyncflow.v1 import task_service_pb2 as pb
 from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
 
@@ -76,8 +79,41 @@ class ChannelSettings:
     or take 20 % (gRPC's jitter), unless the server pushes back with a delay."""
     retry_max_backoff: float = 5.0
     retry_backoff_multiplier: float = 2.0
+    token: str | None = field(default=None, repr=False)
+    """Sent as `authorization: Bearer <token>` on every call (the server's [auth]);
+    None: $ASYNCFLOW_TOKEN. Sent only over TLS, or to a server on this machine."""
+    tls: bool | None = None
+    """TLS to the server. None: on when any tls_* setting (or $ASYNCFLOW_TLS=1) is
+    given (see `secure`)."""
+    tls_ca_file: str | None = None
+    """PEM CA certificates that signed the server's certificate; None:
+    $ASYNCFLOW_TLS_CA_FILE, else the system's roots."""
+    tls_cert_file: str | None = None
+    """PEM client certificate for mutual TLS; None: $ASYNCFLOW_TLS_CERT_FILE."""
+    tls_key_file: str | None = None
+    """PEM key of tls_cert_file; None: $ASYNCFLOW_TLS_KEY_FILE."""
+    tls_server_name: str | None = None
+    """The name to expect in the server's certificate, when the address does not
+    carry it (an IP address, a list); None: $ASYNCFLOW_TLS_SERVER_NAME."""
+
+    _tls_from_env: bool = field(default=False, init=False, repr=False, compare=False)
+
+    @property
+    def secure(self) -> bool:
+        """Whether the channels use TLS."""
+        if self.tls is not None:
+            return self.tls
+        files = (self.tls_ca_file, self.tls_cert_file, self.tls_key_file, self.tls_server_name)
+        return self._tls_from_env or any(files)
 
     def __post_init__(self) -> None:
+        for name, variable in ENV.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, os.environ.get(variable) or None)
+        flag = os.environ.get("ASYNCFLOW_TLS", "").lower() in ("1", "true")
+        object.__setattr__(self, "_tls_from_env", flag)
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file go together (mutual TLS)")
         if self.keepalive_time < SERVER_MIN_PING_INTERVAL:
             raise ValueError(
                 f"keepalive_time must be at least {SERVER_MIN_PING_INTERVAL:g} seconds"
@@ -92,6 +128,16 @@ class ChannelSettings:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if self.retry_backoff_multiplier < 1 or self.max_message_bytes < 1024:
             raise ValueError("retry_backoff_multiplier must be >= 1, max_message_bytes >= 1024")
+
+
+ENV = {
+    "token": "ASYNCFLOW_TOKEN",
+    "tls_ca_file": "ASYNCFLOW_TLS_CA_FILE",
+    "tls_cert_file": "ASYNCFLOW_TLS_CERT_FILE",
+    "tls_key_file": "ASYNCFLOW_TLS_KEY_FILE",
+    "tls_server_name": "ASYNCFLOW_TLS_SERVER_NAME",
+}
+"""The environment variable of each credential setting left to None."""
 
 
 class Route(enum.Enum):
@@ -166,7 +212,9 @@ def channel_options(route: Route, settings: ChannelSettings) -> list[tuple[str, 
         # subchannel pool: a process forked after using the client then opens
         # fresh connections instead of writing on its parent's sockets.
         ("grpc.use_local_subchannel_pool", 1),
-    ]
+        *([("grpc.ssl_target_name_override", settings.tls_server_name)]
+          if settings.tls_server_name else []),
+    ]  # fmt: skip
 
 
 def is_list(address: str) -> bool:
@@ -247,7 +295,12 @@ def open_sync(
     target: str, route: Route, settings: ChannelSettings
 ) -> tuple[grpc.Channel, pb_grpc.TaskServiceStub]:
     """A blocking channel (thread-safe) and its stub."""
-    channel = grpc.insecure_channel(target, options=channel_options(route, settings))
+    options = channel_options(route, settings)
+    credentials = channel_credentials(target, settings)
+    channel = (
+        grpc.secure_channel(target, credentials, options=options) if credentials
+        else grpc.insecure_channel(target, options=options)
+    )  # fmt: skip
     return channel, pb_grpc.TaskServiceStub(channel)
 
 
@@ -255,8 +308,13 @@ def open_aio(
     target: str, route: Route, settings: ChannelSettings
 ) -> tuple[grpc.aio.Channel, pb_grpc.TaskServiceAsyncStub]:
     """A grpc.aio channel (bound to the running event loop) and its stub."""
+    options = channel_options(route, settings)
+    credentials = channel_credentials(target, settings)
     _AIO_PROCESSES.add(os.getpid())
-    channel = grpc.aio.insecure_channel(target, options=channel_options(route, settings))
+    channel = (
+        grpc.aio.secure_channel(target, credentials, options=options) if credentials
+        else grpc.aio.insecure_channel(target, options=options)
+    )  # fmt: skip
     return channel, pb_grpc.TaskServiceStub(channel)
 
 

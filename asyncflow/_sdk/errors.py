@@ -31,10 +31,14 @@ BY_CODE = {
 BY_CODE["DEADLINE_EXCEEDED"] = errors.Unavailable  # the client's own deadline: worth a retry
 
 
-def _error(code: str, reason: str, field: str, message: str) -> errors.AsyncflowError:
+def _error(
+    code: str, reason: str, field: str, message: str, retry_delay: float | None = None
+) -> errors.AsyncflowError:
     cls = BY_REASON.get(reason) or BY_CODE.get(code, errors.AsyncflowError)
     error = cls(message, field=field)
     error.code = code  # keep what the server said, even for the generic classes
+    if retry_delay is not None:
+        error.retry_delay = retry_delay
     return error
 
 
@@ -42,14 +46,17 @@ def from_rpc_error(error: grpc.RpcError) -> errors.AsyncflowError:
     """A failed call, from a grpc.aio or a blocking channel (both are grpc.Call)."""
     failed = cast(grpc.Call, error)
     code = failed.code().name
-    reason, field = "", ""
+    reason, field, retry_delay = "", "", None
     status = rpc_status.from_call(failed)
     if status is not None:
         for detail in status.details:
             info = error_details_pb2.ErrorInfo()
+            retry = error_details_pb2.RetryInfo()
             if detail.Unpack(info):
                 reason, field = info.reason, info.metadata.get("field", "")
-    return _error(code, reason, field, failed.details() or code)
+            elif detail.Unpack(retry):
+                retry_delay = retry.retry_delay.ToNanoseconds() / 1e9
+    return _error(code, reason, field, failed.details() or code, retry_delay)
 
 
 def from_pb(error: pb.ItemError) -> errors.AsyncflowError:

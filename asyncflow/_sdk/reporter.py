@@ -17,7 +17,10 @@ from asyncflow.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
+    RateLimited,
     ResourceExhausted,
+    Unauthenticated,
 )
 from asyncflow.v1 import task_service_pb2 as pb
 
@@ -107,7 +110,8 @@ class Reporter:
             # recovered: nothing left to deliver either way.
             log.info("report for %s refused: %s", report.task_id, error)
             return False
-        if isinstance(error, InvalidArgument | ResourceExhausted):
+        refused_for_good = InvalidArgument | ResourceExhausted | PermissionDenied | Unauthenticated
+        if isinstance(error, refused_for_good) and not isinstance(error, RateLimited):
             log.error("report for %s refused: %s", report.task_id, error)
             return False
         deadline = self._leases.deadline(task.task_id) or task.lease.deadline
@@ -124,7 +128,8 @@ class Reporter:
             "report for %s not delivered (%s); sending it again until its lease"
             " expires in %.0fs", report.task_id, error, left,
         )  # fmt: skip
-        await self._sleep(min(backoff.delay(), left))
+        # Over the server's rate limit: not before the delay it asked for.
+        await self._sleep(min(max(backoff.delay(), error.retry_delay or 0), left))
         return True
 
     async def _attempt(self, report: pb.SetTaskRequest) -> AsyncflowError | _Unanswered | None:

@@ -13,6 +13,7 @@ lists and tasks are read live (indexed reads).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from asyncflow.errors import AsyncflowError, InvalidArgument
 from asyncflow.http import actions
 from asyncflow.http.csrf import CsrfGuard
 from asyncflow.http.depth import QueueDepth
+from asyncflow.server.auth.scope import CALLER
 
 HERE = Path(__file__).parent
 REFRESH_SECONDS = 5
@@ -73,10 +75,12 @@ def pretty(text: str) -> str:
 
 
 class Dashboard:
-    def __init__(self, control: TaskControl, depth: QueueDepth) -> None:
+    def __init__(self, control: TaskControl, depth: QueueDepth,
+                 session: Callable[[web.Request], str] | None = None) -> None:  # fmt: skip
+        """`session(request)`: the login session's id, "" without one (asyncflow.http.auth)."""
         self.core = control.core
         self.depth = depth
-        self.csrf = CsrfGuard("/ui")
+        self.csrf = CsrfGuard("/ui", binding=session)
         """Its middleware guards every POST under /ui (HttpSide installs it)."""
         self.action_routes = actions.ActionRoutes(control)
         self.env = jinja2.Environment(
@@ -107,6 +111,7 @@ class Dashboard:
             now=self.core.clock.now(),
             csrf_token=self.csrf.token(request),
             flash=flash,
+            caller=CALLER.get(),
             **values,
         )
         response = web.Response(text=html, content_type="text/html", status=status,

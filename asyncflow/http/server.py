@@ -19,11 +19,13 @@ from asyncflow.core.control import TaskControl
 from asyncflow.core.ports import TaskStore
 from asyncflow.core.service import TaskCore
 from asyncflow.errors import ConfigError
+from asyncflow.http.auth import HttpAuth
 from asyncflow.http.dashboard import Dashboard
 from asyncflow.http.depth import QueueDepth
 from asyncflow.http.metrics import PrometheusMetrics
 from asyncflow.http.probes import Probes
 from asyncflow.http.v1 import V1Routes
+from asyncflow.server.auth.guard import Guard
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ class HttpSide:
         metrics: PrometheusMetrics,
         streams: Callable[[], Iterable[tuple[int, int]]],
         grace: float,
+        guard: Guard | None = None,
     ) -> HttpSide:
         """Listen on config.host:config.port; `streams()` gives (window, outstanding)
         of each open WorkTasks stream, `grace` bounds the requests' drain at stop."""
@@ -55,8 +58,14 @@ class HttpSide:
         metrics.watch_pool(store.pool_usage)
         depth = QueueDepth(core, metrics, config.queue_depth_interval_seconds)
         probes = Probes(store, metrics)
-        dashboard = Dashboard(control, depth)
-        app = web.Application(middlewares=[dashboard.csrf.middleware])
+        # With [auth] on, every route asks for a token (or a dashboard login) first;
+        # then the CSRF guard checks the forms, bound to the login session.
+        auth = HttpAuth(guard) if guard is not None and guard.auth.enabled else None
+        dashboard = Dashboard(control, depth, auth.session_key if auth else None)
+        middlewares = [*([auth.middleware] if auth else []), dashboard.csrf.middleware]
+        app = web.Application(middlewares=middlewares)
+        if auth is not None:
+            app.add_routes(auth.routes(dashboard.render))
         app.add_routes(probes.routes())
         app.add_routes(V1Routes(core).routes())
         app.add_routes(dashboard.routes())

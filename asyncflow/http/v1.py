@@ -60,6 +60,7 @@ from asyncflow.http.v1_shapes import (
     text,
     worker_error,
 )
+from asyncflow.server.auth.scope import check_task, check_type
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,7 @@ class V1Routes:
         limit = integer(body, "limit") or 0
         if limit < 0:
             raise V1Error(INPUT_INVALID, "limit must not be negative", field="limit")
+        check_type(task_type)  # a worker token limited to some types
         # The original's 0 means its maximum (2000); larger values are clamped.
         tasks = await self.core.hold_tasks(task_type, limit or self.core.limits.max_hold_limit)
         return envelope(task_list=[task_data(t, with_lease=True) for t in tasks])
@@ -188,6 +190,7 @@ class V1Routes:
         if priority is not None and priority < 0:
             raise V1Error(INPUT_INVALID, "priority must not be negative", field="priority")
         status = integer(data, "status")
+        check_task(task_id)  # a worker token limited to some types
         current = await self.core.get_task(task_id)
         context = text(data, "context") if "context" in data else None
         await self.core.set_task(task_id, lease_token, outcome(current, status, data), context)

@@ -7,6 +7,7 @@ so that `grpcurl -plaintext HOST:PORT list` works with no .proto at hand.
 from __future__ import annotations
 
 import logging
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from asyncflow.cache.connection import SharedPool, client, open_pool
 from asyncflow.cache.memory import MemoryTaskCache, NoTaskCache
 from asyncflow.cache.redis import RedisTaskCache
 from asyncflow.clock import AlarmClock, SystemClock
-from asyncflow.config import CacheConfig, Config, StoreConfig
+from asyncflow.config import CacheConfig, Config, StoreConfig, check_security
 from asyncflow.core.control import TaskControl
 from asyncflow.core.governance import Governance
 from asyncflow.core.ports import TaskCache, TaskStore
@@ -28,11 +29,15 @@ from asyncflow.http.metrics import PrometheusMetrics
 from asyncflow.http.server import HttpSide
 from asyncflow.lock import LocalLock, LockBackend, RedisLock
 from asyncflow.logs import ClientErrorLog
+from asyncflow.server.auth.guard import Guard, GuardInterceptor
+from asyncflow.server.auth.limits import Quotas
+from asyncflow.server.auth.tls import ServerTls
+from asyncflow.server.auth.tokens import Credentials
 from asyncflow.server.cancels import CancelNotices
 from asyncflow.server.decoding import guarded_handlers, register
 from asyncflow.server.dispatch import Dispatcher
 from asyncflow.server.governor import Governor
-from asyncflow.server.reflection import enable_reflection
+from asyncflow.server.reflection import V1_SERVICE, V1ALPHA_SERVICE, enable_reflection
 from asyncflow.server.relay import RedisRelay
 from asyncflow.server.rpc_metrics import RpcMetricsInterceptor
 from asyncflow.server.servicer import TaskServicer
@@ -62,6 +67,19 @@ class HealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
         raise AssertionError("unreachable: abort raises")
 
 
+def mysql_tls(config: StoreConfig) -> ssl.SSLContext | None:
+    """TLS to MySQL when its CA is configured: the server's certificate and name checked."""
+    if not config.mysql_tls_ca_file:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=config.mysql_tls_ca_file)
+        if config.mysql_tls_cert_file:
+            context.load_cert_chain(config.mysql_tls_cert_file, config.mysql_tls_key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"store.mysql_tls_*: cannot load the TLS files: {exc}") from None
+    return context
+
+
 async def open_store(config: StoreConfig) -> TaskStore:
     if config.backend == "mysql":
         return await MysqlStore.open(
@@ -72,6 +90,7 @@ async def open_store(config: StoreConfig) -> TaskStore:
             database=config.mysql_database,
             pool_min=config.mysql_pool_min,
             pool_max=config.mysql_pool_max,
+            tls=mysql_tls(config),
         )
     return await SqliteStore.open(
         config.sqlite_path,
@@ -113,6 +132,33 @@ def open_locks(config: Config, pool: SharedPool | None) -> LockBackend:
     return LocalLock()
 
 
+def security_guard(
+    config: Config, credentials: Credentials, tls: ServerTls | None, client_log: ClientErrorLog
+) -> Guard | None:
+    """The guard, when anything needs one: auth, limits, or callers named by certificate."""
+    quotas = Quotas.from_config(config.quota)
+    if not (config.auth.enabled or quotas.any or (tls is not None and tls.mutual)):
+        return None
+    if config.auth.enabled and tls is None:
+        log.warning(
+            "auth is enabled but the gRPC port is plaintext: tokens cross the network in"
+            " clear unless a TLS proxy is in front (set server.tls_cert_file)"
+        )
+    return Guard(
+        config.auth, credentials, quotas, client_log,
+        task_service=SERVICE_NAME, reflection=frozenset({V1_SERVICE, V1ALPHA_SERVICE}),
+        mutual_tls=tls is not None and tls.mutual,
+    )  # fmt: skip
+
+
+def security_summary(config: Config, credentials: Credentials) -> str:
+    tls = "plaintext"
+    if config.server.tls_cert_file:
+        tls = "mutual TLS" if config.server.tls_client_ca_file else "TLS"
+    auth = f"auth on ({len(credentials)} entries)" if config.auth.enabled else "auth off"
+    return f"{tls}, {auth}"
+
+
 @dataclass
 class AsyncflowServer:
     """A running server and everything it owns; stop() releases it all."""
@@ -136,6 +182,9 @@ class AsyncflowServer:
     """The Redis connections shared by the cache, the locks and the relay."""
     relay: RedisRelay | None = None
     """Wake-ups and cancel notices between replicas (one pub/sub subscription)."""
+    guard: Guard | None = None
+    """Who may call what ([auth], [quota], mutual TLS identities), when any is on."""
+    tls: ServerTls | None = None
     stopped: bool = False
 
     @classmethod
@@ -148,6 +197,13 @@ class AsyncflowServer:
         are built on the core.
         """
         clock = clock or SystemClock()
+        # Security settings fail before anything is opened.
+        check_security(config)
+        tls = ServerTls.from_config(config.server)
+        credentials = (
+            Credentials.load(config.auth.tokens_file) if config.auth.enabled
+            else Credentials.empty()
+        )  # fmt: skip
         store = await open_store(config.store)
         applied = await store.migrate()
         if applied:
@@ -164,8 +220,15 @@ class AsyncflowServer:
         notices = CancelNotices(dispatcher, relay, config.cache.key_prefix + "cancel")
         control = TaskControl(core, on_cancel=notices)
         schedules = ScheduleCore(core, config.governance.cron_misfire_seconds)
+        client_log = ClientErrorLog(logging.getLogger("asyncflow.server.clients"), clock)
+        guard = security_guard(config, credentials, tls, client_log)
+        interceptors: list[grpc.aio.ServerInterceptor] = []
+        if metrics is not None:  # outermost: refused calls are counted too
+            interceptors.append(RpcMetricsInterceptor(metrics))
+        if guard is not None:
+            interceptors.append(GuardInterceptor(guard))
         server = grpc.aio.server(
-            interceptors=[RpcMetricsInterceptor(metrics)] if metrics else None,
+            interceptors=interceptors or None,
             options=[
                 ("grpc.max_receive_message_length", config.server.max_message_bytes),
                 ("grpc.max_send_message_length", config.server.max_message_bytes),
@@ -180,17 +243,20 @@ class AsyncflowServer:
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ],
         )
-        client_log = ClientErrorLog(logging.getLogger("asyncflow.server.clients"), clock)
         health_servicer = HealthServicer()
         for service, servicer in (
             (TASK_SERVICE, TaskServicer(core, dispatcher, control, schedules)),
             (HEALTH_SERVICE, health_servicer),
         ):
             register(server, service.full_name, guarded_handlers(service, servicer, client_log))
-        enable_reflection(server, [SERVICE_NAME, HEALTH_SERVICE.full_name], client_log)
+        if config.auth.reflection != "off":
+            enable_reflection(server, [SERVICE_NAME, HEALTH_SERVICE.full_name], client_log)
         address = f"{config.server.host}:{config.server.port}"
         try:
-            port = server.add_insecure_port(address)
+            port = (
+                server.add_secure_port(address, tls.credentials()) if tls is not None
+                else server.add_insecure_port(address)
+            )  # fmt: skip
         except RuntimeError as exc:
             await hub.close()
             if relay is not None:
@@ -214,7 +280,7 @@ class AsyncflowServer:
                     config.http, core=core, control=control, store=store, metrics=metrics,
                     streams=lambda: [(s.window, len(s.outstanding))
                                      for s in dispatcher.sessions.values()],
-                    grace=config.server.grace_seconds,
+                    grace=config.server.grace_seconds, guard=guard,
                 )  # fmt: skip
             except ConfigError:  # its port is taken
                 await server.stop(None)
@@ -234,11 +300,12 @@ class AsyncflowServer:
             governor = Governor(governance, locks, config.cache.key_prefix, metrics, {"cron": cron})
             governor.start()
         log.info(
-            "asyncflow serving on %s:%d (store=%s, cache=%s)%s",
+            "asyncflow serving on %s:%d (store=%s, cache=%s, %s)%s",
             config.server.host,
             port,
             config.store.backend,
             config.cache.backend,
+            security_summary(config, credentials),
             f"; dashboard at {http.url}/ui" if http else "",
         )
         return cls(
@@ -257,7 +324,22 @@ class AsyncflowServer:
             http=http,
             redis_pool=pool,
             relay=relay,
+            guard=guard,
+            tls=tls,
         )
+
+    def reload(self) -> None:
+        """SIGHUP: read the TLS certificates (for new connections; open streams keep
+        theirs) and the tokens file again. A file that cannot be read or checked
+        is logged and the current one stays in force."""
+        for what, reload in (("TLS certificates", self.tls and self.tls.reload),
+                             ("tokens file", self.guard and self.guard.reload)):  # fmt: skip
+            if not reload:
+                continue
+            try:
+                reload()
+            except ConfigError as exc:
+                log.error("%s not reloaded, the current ones stay: %s", what, exc)
 
     async def announce_shutdown(self) -> None:
         """Health turns NOT_SERVING, so that probes and load balancers stop sending

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator
 
 from asyncflow.core.service import TaskCore
 from asyncflow.errors import InvalidArgument, MalformedRequest
+from asyncflow.server.auth.scope import CALLER
 from asyncflow.server.session import Response, WorkSession
 from asyncflow.server.wakeup import WakeHub
 from asyncflow.v1 import task_service_pb2 as pb
@@ -151,10 +152,12 @@ class Dispatcher:
         session = await WorkSession.open(self.core, self.hub, first.subscribe)
         self.sessions[session.key] = session
         self.all_sessions.add(session)
+        caller = CALLER.get()
         log.info(
-            "stream %s opened by %s for %s (window %d)",
-            session.key, session.worker_id or "a worker", ",".join(session.task_types),
-            session.window,
+            "stream %s opened by %s%s for %s (window %d)",
+            session.key, session.worker_id or "a worker",
+            f" ({caller.via} {caller.name})" if caller and caller.via != "anonymous" else "",
+            ",".join(session.task_types), session.window,
         )  # fmt: skip
         outbox = Outbox()
         self.outboxes[session.key] = outbox

@@ -37,7 +37,13 @@ def to_status(error: AsyncflowError) -> grpc.Status:
         info.metadata["field"] = error.field
     detail = any_pb2.Any()
     detail.Pack(info)
-    status = status_pb2.Status(code=code.value[0], message=error.message, details=[detail])
+    details = [detail]
+    if error.retry_delay is not None:  # google.rpc.RetryInfo: when to call again
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromNanoseconds(round(error.retry_delay * 1e9))
+        details.append(any_pb2.Any())
+        details[-1].Pack(retry)
+    status = status_pb2.Status(code=code.value[0], message=error.message, details=details)
     result: grpc.Status = rpc_status.to_status(status)
     return result
 

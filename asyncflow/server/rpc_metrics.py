@@ -8,16 +8,17 @@ unary calls report their handling time; streams report when they end.
 from __future__ import annotations
 
 import asyncio
-import inspect
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
-Context = grpc.aio.ServicerContext[Any, Any]
-if TYPE_CHECKING:  # generic in the type stubs only
-    Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
+from asyncflow.server.interception import Context, wrap_handler
+
+if TYPE_CHECKING:
+    from asyncflow.server.interception import Handler
 CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
@@ -44,6 +45,8 @@ def code_name(context: Context, failure: BaseException | None) -> str:
 class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, observer: RpcObserver) -> None:
         self._observer = observer
+        self._wrapped: dict[str, Handler] = {}
+        """By method path: a server's handlers do not change once it serves."""
 
     async def intercept_service(
         self,
@@ -53,69 +56,25 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:  # an unknown method: grpc answers UNIMPLEMENTED
             return handler
-        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
-        kinds = (
-            ("unary_unary", grpc.unary_unary_rpc_method_handler, False),
-            ("stream_unary", grpc.stream_unary_rpc_method_handler, False),
-            ("unary_stream", grpc.unary_stream_rpc_method_handler, True),
-            ("stream_stream", grpc.stream_stream_rpc_method_handler, True),
-        )
-        for kind, build, streaming in kinds:
-            behaviour = getattr(handler, kind)
-            if behaviour is None:
-                continue
-            # A streaming handler yields its responses, or is a coroutine that
-            # writes them with context.write() (grpc's own Health.Watch).
-            timed: Callable[[Any, Context], Any]
-            if inspect.isasyncgenfunction(behaviour):
-                timed = self._streaming(behaviour, service, method)
-            else:
-                timed = self._unary(behaviour, service, method, streaming=streaming)
-            wrapped: Handler = build(
-                timed,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-            return wrapped
-        return handler
+        path = handler_call_details.method
+        if (wrapped := self._wrapped.get(path)) is None:
+            wrapped = self._wrapped[path] = self._wrap(handler, path)
+        return wrapped
 
-    def _ended(self, service: str, method: str, context: Context, failure: BaseException | None,
-               started: float, *, streaming: bool) -> None:  # fmt: skip
-        elapsed = time.perf_counter() - started
-        self._observer.rpc(service, method, code_name(context, failure), elapsed, streaming)
+    def _wrap(self, handler: Handler, path: str) -> Handler:
+        service, _, method = path.lstrip("/").rpartition("/")
 
-    def _unary(
-        self,
-        behaviour: Callable[[Any, Context], Awaitable[Any]],
-        service: str,
-        method: str,
-        *,
-        streaming: bool = False,
-    ) -> Callable[[Any, Context], Awaitable[Any]]:
-        async def timed(request: Any, context: Context) -> Any:
+        @contextlib.asynccontextmanager
+        async def timed(request: Any, context: Context, streaming: bool) -> AsyncIterator[None]:
             started, failure = time.perf_counter(), None
             try:
-                return await behaviour(request, context)
+                yield
             except BaseException as exc:
                 failure = exc
                 raise
             finally:
-                self._ended(service, method, context, failure, started, streaming=streaming)
+                elapsed = time.perf_counter() - started
+                code = code_name(context, failure)
+                self._observer.rpc(service, method, code, elapsed, streaming)
 
-        return timed
-
-    def _streaming(
-        self, behaviour: Callable[[Any, Context], AsyncIterator[Any]], service: str, method: str
-    ) -> Callable[[Any, Context], AsyncIterator[Any]]:
-        async def timed(request: Any, context: Context) -> AsyncIterator[Any]:
-            started, failure = time.perf_counter(), None
-            try:
-                async for response in behaviour(request, context):
-                    yield response
-            except BaseException as exc:
-                failure = exc
-                raise
-            finally:
-                self._ended(service, method, context, failure, started, streaming=True)
-
-        return timed
+        return wrap_handler(handler, timed)

@@ -14,6 +14,7 @@ from asyncflow.core.control import TaskControl
 from asyncflow.core.model import TaskStatus
 from asyncflow.core.schedules import ScheduleCore
 from asyncflow.core.service import TaskCore
+from asyncflow.server.auth.scope import check_task, check_type
 from asyncflow.server.convert import (
     config_to_pb,
     create_request_from_pb,
@@ -76,11 +77,13 @@ class TaskServicer(OperatorRpcs, pb_grpc.TaskServiceServicer):
     async def HoldTasks(
         self, request: pb.HoldTasksRequest, context: Context
     ) -> pb.HoldTasksResponse:
+        check_type(request.task_type)
         tasks = await self._core.hold_tasks(request.task_type, request.limit)
         return pb.HoldTasksResponse(tasks=[task_to_pb(t, with_token=True) for t in tasks])
 
     @grpc_errors
     async def SetTask(self, request: pb.SetTaskRequest, context: Context) -> pb.SetTaskResponse:
+        check_task(request.task_id)
         task = await self._core.set_task(
             request.task_id,
             request.lease_token,
@@ -93,6 +96,7 @@ class TaskServicer(OperatorRpcs, pb_grpc.TaskServiceServicer):
     async def ExtendLease(
         self, request: pb.ExtendLeaseRequest, context: Context
     ) -> pb.ExtendLeaseResponse:
+        check_task(request.task_id)
         task = await self._core.extend_lease(request.task_id, request.lease_token)
         return pb.ExtendLeaseResponse(lease=task_to_pb(task, with_token=True).lease)
 

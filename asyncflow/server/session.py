@@ -24,6 +24,7 @@ from asyncflow.core.model import Release, Report, Task
 from asyncflow.core.service import TaskCore
 from asyncflow.core.validate import check_range
 from asyncflow.errors import AsyncflowError, FailedPrecondition, InvalidArgument, NotFound
+from asyncflow.server.auth.scope import check_task, check_type
 from asyncflow.server.convert import error_to_pb, outcome_from_pb, task_to_pb
 from asyncflow.server.wakeup import WakeHub
 from asyncflow.v1 import task_service_pb2 as pb
@@ -85,6 +86,8 @@ class WorkSession:
         if not subscribe.task_types:
             raise InvalidArgument("subscribe.task_types is empty", field="subscribe.task_types")
         types = list(dict.fromkeys(subscribe.task_types))
+        for task_type in types:
+            check_type(task_type, "subscribe.task_types")
         configs = [await core.task_type(t, field="subscribe.task_types") for t in types]
         window = check_window(subscribe.window, core, "subscribe.window")
         return cls(
@@ -218,6 +221,7 @@ class WorkSession:
         decoded: list[Report | AsyncflowError] = []
         for report in reports:
             try:
+                check_task(report.task_id)
                 context = report.context if report.HasField("context") else None
                 decoded.append(
                     Report(report.task_id, report.lease_token, outcome_from_pb(report), context)
@@ -244,6 +248,7 @@ class WorkSession:
 
     async def _extend(self, lease: pb.ExtendLeaseRequest) -> pb.ExtendResult:
         try:
+            check_task(lease.task_id)
             task = await self.core.extend_lease(lease.task_id, lease.lease_token)
         except AsyncflowError as refused:
             return pb.ExtendResult(task_id=lease.task_id, error=error_to_pb(refused))

@@ -15,6 +15,7 @@ that mean the database cannot serve become Unavailable.
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -212,12 +213,14 @@ class MysqlStore(ClaimOne, TaskTableReads, OperatorRows):
     _sql = TABLE_SQL
     _schedule_sql = SCHEDULE_SQL
 
-    def __init__(self, pool: aiomysql.Pool, *, returning: bool = False) -> None:
+    def __init__(self, pool: aiomysql.Pool, *, returning: bool = False, tls: bool = False) -> None:
         self._pool = pool
         self._returning = returning
         """INSERT ... RETURNING (MariaDB 10.5+); else the new rows are read back."""
         self._newest: dict[str, int] = {}
         """The newest table of each type as last seen: where creates insert (guarded)."""
+        self._tls = tls
+        """Every connection must be encrypted (store.mysql_tls_ca_file)."""
 
     @classmethod
     async def open(
@@ -231,6 +234,7 @@ class MysqlStore(ClaimOne, TaskTableReads, OperatorRows):
         pool_min: int = 1,
         pool_max: int = 20,
         create_database: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> MysqlStore:
         if not DATABASE_RE.fullmatch(database):
             raise ConfigError(f"store.mysql_database: invalid database name {database!r}")
@@ -241,11 +245,13 @@ class MysqlStore(ClaimOne, TaskTableReads, OperatorRows):
             "password": password,
             "charset": "utf8mb4",
             "autocommit": True,
+            "ssl": tls,
         }
         try:
             if create_database:
                 conn = await aiomysql.connect(**common)
                 try:
+                    check_encrypted(conn, tls is not None)
                     async with conn.cursor() as cur:
                         await cur.execute(QUIET_NOTES)
                         await cur.execute(f"CREATE DATABASE IF NOT EXISTS `{database}`")
@@ -259,12 +265,18 @@ class MysqlStore(ClaimOne, TaskTableReads, OperatorRows):
                 init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
                 **common,
             )
-            async with pool.acquire() as conn, conn.cursor() as cur:
-                await cur.execute("SELECT VERSION()")
-                (version,) = await cur.fetchone()
         except (pymysql.err.OperationalError, OSError) as exc:
             raise Unavailable(f"cannot connect to MySQL at {host}:{port}: {exc}") from exc
-        return cls(pool, returning="mariadb" in str(version).lower())
+        store = cls(pool, tls=tls is not None)
+        try:  # through the store's own checks (TLS): fail at start, not at the first call
+            async with store._cursor() as cur:
+                await cur.execute("SELECT VERSION()")
+                (version,) = await cur.fetchone()
+        except Unavailable:
+            await store.close()
+            raise
+        store._returning = "mariadb" in str(version).lower()
+        return store
 
     async def close(self) -> None:
         self._pool.close()
@@ -286,6 +298,7 @@ class MysqlStore(ClaimOne, TaskTableReads, OperatorRows):
             raise Unavailable("the MySQL store is closed")
         try:
             async with self._pool.acquire() as conn, conn.cursor() as cur:
+                check_encrypted(conn, self._tls)
                 yield cur
         except Exception as exc:
             if _unavailable(exc):
@@ -760,3 +773,14 @@ class MysqlStore(ClaimOne, TaskTableReads, OperatorRows):
 
 def _row_key(task: Task) -> tuple[str, int, int]:
     return task.task_type, task.pos, task.row_id
+
+
+def check_encrypted(conn: aiomysql.Connection, required: bool) -> None:
+    """aiomysql silently stays in plaintext when the server offers no TLS: with TLS
+    configured, such a connection is closed and refused instead."""
+    if required and conn._writer.get_extra_info("ssl_object") is None:
+        conn.close()
+        raise Unavailable(
+            "the MySQL connection is not encrypted (the server offered no TLS) although"
+            " store.mysql_tls_ca_file is set"
+        )

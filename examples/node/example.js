@@ -12,10 +12,16 @@
 //
 //   node example.js [ADDRESS] [TASK_TYPE] [COUNT]   (default localhost:50051 node_demo 5)
 //
+// Against a server with TLS and tokens (docs/security.md), the same variables as
+// the Python SDK: ASYNCFLOW_TLS_CA_FILE (TLS; ASYNCFLOW_TLS=1 for the system's
+// CAs), ASYNCFLOW_TLS_CERT_FILE and ASYNCFLOW_TLS_KEY_FILE (mutual TLS), and
+// ASYNCFLOW_TOKEN (sent as `authorization: Bearer ...` on every call).
+//
 // The last line printed is `RESULT {...}` (JSON) for scripts; the exit status
 // is 0 when every task ended SUCCESS at stage "store".
 
 const crypto = require("node:crypto");
+const fs = require("node:fs");
 const path = require("node:path");
 const grpc = require("@grpc/grpc-js");
 const protoLoader = require("@grpc/proto-loader");
@@ -37,13 +43,29 @@ const { TaskService } = grpc.loadPackageDefinition(
 const [address = process.env.ASYNCFLOW_ADDRESS || "localhost:50051"] = process.argv.slice(2, 3);
 const taskType = process.argv[3] || "node_demo";
 const count = Number(process.argv[4] || 5);
-const client = new TaskService(address, grpc.credentials.createInsecure());
+const env = process.env;
+const client = new TaskService(address, channelCredentials());
+const metadata = new grpc.Metadata();
+if (env.ASYNCFLOW_TOKEN) metadata.set("authorization", `Bearer ${env.ASYNCFLOW_TOKEN}`);
+
+/** TLS when a TLS variable is set, else plaintext. */
+function channelCredentials() {
+  const read = (name) => (env[name] ? fs.readFileSync(env[name]) : null);
+  const tls = ["ASYNCFLOW_TLS_CA_FILE", "ASYNCFLOW_TLS_CERT_FILE"].some((name) => env[name]);
+  if (!tls && !["1", "true"].includes(env.ASYNCFLOW_TLS)) return grpc.credentials.createInsecure();
+  return grpc.credentials.createSsl(
+    read("ASYNCFLOW_TLS_CA_FILE"),
+    read("ASYNCFLOW_TLS_KEY_FILE"),
+    read("ASYNCFLOW_TLS_CERT_FILE"),
+  );
+}
 
 /** A unary call as a promise, with a 10 s deadline. */
 function call(method, request) {
   return new Promise((resolve, reject) => {
     const deadline = new Date(Date.now() + 10_000);
-    client[method](request, { deadline }, (err, reply) => (err ? reject(err) : resolve(reply)));
+    const done = (err, reply) => (err ? reject(err) : resolve(reply));
+    client[method](request, metadata, { deadline }, done);
   });
 }
 
@@ -78,7 +100,7 @@ function runStage(task) {
  */
 function work(expected) {
   return new Promise((resolve, reject) => {
-    const stream = client.WorkTasks();
+    const stream = client.WorkTasks(metadata);
     const seen = { succeeded: [], duplicate: null, streamId: "", pushes: 0 };
     const sent = new Map(); // task_id -> its last report
     let duplicateSent = false;

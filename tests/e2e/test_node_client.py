@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import Running
+from conftest import Running, StartServer
 from rpc import get
+from secure import Pki, Tokens
 
+from asyncflow.config import Config
 from asyncflow.v1 import task_service_pb2 as pb
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "node"
@@ -88,3 +92,33 @@ async def test_node_example_registers_creates_works_and_reads_error_info(
         assert outcomes == [("fetch", "next_stage"), ("store", "success")]
     counts = await server.stub.CountTasks(pb.CountTasksRequest(task_type="node_demo"))
     assert counts.total == 7
+
+
+async def test_node_example_with_tls_and_a_token(
+    node_example: Path, start_server: StartServer, config: Config, tmp_path: Path
+) -> None:
+    """The same variables as the Python SDK: ASYNCFLOW_TLS_CA_FILE, ASYNCFLOW_TOKEN."""
+    pki, tokens = Pki(tmp_path), Tokens(tmp_path / "tokens.toml")
+    secured = await start_server(replace(pki.server(config), auth=tokens.auth()))
+    node = shutil.which("node")
+    assert node is not None, "node is needed for the Node.js example"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASYNCFLOW_")}
+    env.update(ASYNCFLOW_TLS_CA_FILE=pki.ca_file, ASYNCFLOW_TOKEN=tokens.tokens["admin"])
+    process = await asyncio.create_subprocess_exec(
+        node, str(node_example / "example.js"), f"localhost:{secured.server.port}",
+        "node_tls", "2", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), NODE_TIMEOUT)
+    assert process.returncode == 0, out.decode() + err.decode()
+    (last,) = [line for line in out.decode().splitlines() if line.startswith("RESULT ")]
+    assert len(json.loads(last.removeprefix("RESULT "))["ids"]) == 2
+    # Without the token, the server refuses it.
+    del env["ASYNCFLOW_TOKEN"]
+    process = await asyncio.create_subprocess_exec(
+        node, str(node_example / "example.js"), f"localhost:{secured.server.port}",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), NODE_TIMEOUT)
+    assert process.returncode != 0
+    assert "UNAUTHENTICATED" in out.decode() + err.decode()

@@ -46,11 +46,12 @@ async def client(request: pytest.FixtureRequest, server: Running) -> AsyncIterat
 def test_public_surface_is_pinned() -> None:
     assert sorted(asyncflow.client.__all__) == [
         "Aborted", "AlreadyExists", "AsyncflowError", "CatchUp", "ChannelSettings", "Client",
-        "FailedPrecondition", "InvalidArgument", "LeaseLost", "NotFound", "ResourceExhausted",
-        "RetryStrategy", "ScheduleAlreadyExists", "ScheduleInfo", "ScheduleNotFound",
-        "SyncClient", "TaskCancelled", "TaskFinished", "TaskInfo", "TaskNotFound",
-        "TaskNotProcessing", "TaskNotRetryable", "TaskSpec", "TaskStatus", "TaskTemplate",
-        "TaskTypeConfig", "TaskTypeNotFound", "Unavailable",
+        "FailedPrecondition", "InvalidArgument", "LeaseLost", "NotFound", "PermissionDenied",
+        "RateLimited", "ResourceExhausted", "RetryStrategy", "ScheduleAlreadyExists",
+        "ScheduleInfo", "ScheduleNotFound", "SyncClient", "TaskCancelled", "TaskFinished",
+        "TaskInfo", "TaskNotFound", "TaskNotProcessing", "TaskNotRetryable", "TaskSpec",
+        "TaskStatus", "TaskTemplate", "TaskTypeConfig", "TaskTypeNotAllowed", "TaskTypeNotFound",
+        "TooManyStreams", "Unauthenticated", "Unavailable",
     ]  # fmt: skip
     assert sorted(asyncflow.worker.__all__) == [
         "ChannelSettings", "Done", "Handler", "Job", "NonRetryable", "RetryLater", "RunNext",

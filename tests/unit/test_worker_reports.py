@@ -18,7 +18,16 @@ from asyncflow._sdk.job import release_report
 from asyncflow._sdk.leases import LeaseKeeper
 from asyncflow._sdk.reporter import Reporter
 from asyncflow._sdk.stream import Request, coalesce
-from asyncflow.errors import InvalidArgument, LeaseLost, TaskNotProcessing, Unavailable
+from asyncflow.errors import (
+    InvalidArgument,
+    LeaseLost,
+    PermissionDenied,
+    RateLimited,
+    TaskNotProcessing,
+    TaskTypeNotAllowed,
+    Unauthenticated,
+    Unavailable,
+)
 from asyncflow.v1 import task_service_pb2 as pb
 
 DOWN = Unavailable("MySQL unavailable", field="")
@@ -80,6 +89,9 @@ async def test_a_refusal_that_cannot_change_settles_at_once() -> None:
         TaskNotProcessing("already SUCCESS"),
         LeaseLost("recovered"),
         InvalidArgument("context too long", field="context"),
+        TaskTypeNotAllowed("a-only may not work on task type 'b'", field="task_id"),
+        PermissionDenied("reader may not call SetTask"),
+        Unauthenticated("unknown token"),
     ):
         transport = FakeTransport()
         transport.set_task_results = [refusal]
@@ -89,6 +101,17 @@ async def test_a_refusal_that_cannot_change_settles_at_once() -> None:
         assert len(transport.set_task_calls) == 1, refusal
         assert clock.now == NOW
         assert leases.released == ["a"]
+
+
+async def test_a_rate_limited_report_waits_the_delay_the_server_asked_for() -> None:
+    transport = FakeTransport()
+    transport.set_task_results = [RateLimited("over the rate", retry_delay=3.0), None]
+    parts, clock, leases = reporter(transport)
+    parts.send(task("a"), success("a"))
+    await parts.settled()
+    assert len(transport.set_task_calls) == 2
+    assert clock.sleeps == [3.0]
+    assert leases.released == ["a"]
 
 
 async def test_reports_go_on_the_open_stream_and_by_set_task_once_it_ends() -> None:

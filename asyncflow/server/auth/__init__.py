@@ -1,0 +1,1 @@
+"""Who may call what: TLS credentials, tokens and roles, limits per caller, audit."""
