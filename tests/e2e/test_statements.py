@@ -36,14 +36,16 @@ pytestmark = [pytest.mark.mysql, pytest.mark.redis]
 CREATES = 1000
 DRAINED = 1000
 
-# Statements per task for CreateTask calls in flight together. Main on 2026-11-26:
-# 4.0 (BEGIN, the locked t_schedule_pos read, INSERT, COMMIT).
-MAX_STATEMENTS_PER_CREATE = 4.5
+# Statements per task for CreateTask calls in flight together. Main on 2026-11-26
+# before group commit: 4.0 (BEGIN, the locked t_schedule_pos read, INSERT, COMMIT
+# per task); with it (core/group.py): 0.5-0.7 (those four per batch). The bound
+# leaves room for smaller batches on a loaded machine; per-task transactions fail it.
+MAX_STATEMENTS_PER_CREATE = 1.5
 # Statements per task for a backlog held and reported through a WorkTasks stream
-# (the SDK Worker: batched holds and Reports). Main on 2026-11-26: 0.5-0.9 (a hold
-# or report transaction covers many tasks; fewer on a loaded machine, where batches
-# are smaller); one task per transaction would be ~8.
-MAX_STATEMENTS_PER_DRAINED_TASK = 2.0
+# (the SDK Worker). Before group commit of claims and reports: 0.5-0.9; with it:
+# 0.13-0.14 (one claim and one report transaction cover many tasks of every
+# stream); one task per transaction would be ~8.
+MAX_STATEMENTS_PER_DRAINED_TASK = 0.5
 
 COUNTED = "SELECT_COMMANDS + UPDATE_COMMANDS + OTHER_COMMANDS"
 
