@@ -23,6 +23,7 @@ import pytest
 import redis.asyncio as aioredis
 from fakes import FakeStore
 from redis_tools import PrivateRedis, RedisProxy
+from secure import Pki, Tokens
 from webclient import Web
 
 from asyncflow.clock import AlarmClock, ManualClock
@@ -257,3 +258,21 @@ async def proxy() -> AsyncIterator[RedisProxy]:
     yield cut
     cut.resume()
     await cut.close()
+
+
+@pytest.fixture
+def tokens(tmp_path: Path) -> Tokens:
+    """A tokens file of the test's own, with one token per role (tests/secure.py)."""
+    return Tokens(tmp_path / "tokens.toml")
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    """A CA of the test's own and the certificates it signs (tests/secure.py)."""
+    return Pki(tmp_path)
+
+
+@pytest.fixture
+async def secured(start_server: StartServer, config: Config, tokens: Tokens) -> Running:
+    """A server with [auth] on, reading `tokens`."""
+    return await start_server(replace(config, auth=tokens.auth()))

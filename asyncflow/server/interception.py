@@ -69,3 +69,33 @@ def _generator(
                 yield response
 
     return generate
+
+
+class WrappingInterceptor(grpc.aio.ServerInterceptor):
+    """A server interceptor that wraps each method's handler once (by method path:
+    a server's handlers do not change once it serves), not once per call."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, Handler] = {}
+
+    def wraps(self, service: str) -> bool:
+        """Whether the methods of `service` are wrapped (all, unless overridden)."""
+        return True
+
+    def wrap(self, handler: Handler, path: str, service: str, method: str) -> Handler:
+        raise NotImplementedError
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        path = handler_call_details.method
+        service, _, method = path.lstrip("/").rpartition("/")
+        # None: an unknown method, which grpc answers UNIMPLEMENTED.
+        if handler is None or not self.wraps(service):
+            return handler
+        if (wrapped := self._wrapped.get(path)) is None:
+            wrapped = self._wrapped[path] = self.wrap(handler, path, service, method)
+        return wrapped

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
-from asyncflow.server.interception import Context, wrap_handler
+from asyncflow.server.interception import Context, WrappingInterceptor, wrap_handler
 
 if TYPE_CHECKING:
     from asyncflow.server.interception import Handler
@@ -42,28 +42,12 @@ def code_name(context: Context, failure: BaseException | None) -> str:
     return "OK" if failure is None else "UNKNOWN"
 
 
-class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
+class RpcMetricsInterceptor(WrappingInterceptor):
     def __init__(self, observer: RpcObserver) -> None:
+        super().__init__()
         self._observer = observer
-        self._wrapped: dict[str, Handler] = {}
-        """By method path: a server's handlers do not change once it serves."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:  # an unknown method: grpc answers UNIMPLEMENTED
-            return handler
-        path = handler_call_details.method
-        if (wrapped := self._wrapped.get(path)) is None:
-            wrapped = self._wrapped[path] = self._wrap(handler, path)
-        return wrapped
-
-    def _wrap(self, handler: Handler, path: str) -> Handler:
-        service, _, method = path.lstrip("/").rpartition("/")
-
+    def wrap(self, handler: Handler, path: str, service: str, method: str) -> Handler:
         @contextlib.asynccontextmanager
         async def timed(request: Any, context: Context, streaming: bool) -> AsyncIterator[None]:
             started, failure = time.perf_counter(), None

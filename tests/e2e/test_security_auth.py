@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -26,16 +25,6 @@ from asyncflow.v1 import task_service_pb2 as pb
 # Auth does not touch the store: one backend is enough.
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 SERVICE = pb.DESCRIPTOR.services_by_name["TaskService"]
-
-
-@pytest.fixture
-def tokens(tmp_path: Path) -> Tokens:
-    return Tokens(tmp_path / "tokens.toml")
-
-
-@pytest.fixture
-async def secured(start_server: StartServer, config: Config, tokens: Tokens) -> Running:
-    return await start_server(replace(config, auth=tokens.auth()))
 
 
 @pytest.fixture

@@ -19,16 +19,6 @@ from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
 
 
 @pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return Pki(tmp_path)
-
-
-@pytest.fixture
-def tokens(tmp_path: Path) -> Tokens:
-    return Tokens(tmp_path / "tokens.toml")
-
-
-@pytest.fixture
 def served(tmp_path: Path, pki: Pki, tokens: Tokens) -> Iterator[tuple[Process, str]]:
     with serving(
         tmp_path,

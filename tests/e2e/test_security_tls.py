@@ -21,11 +21,6 @@ from asyncflow.v1 import task_service_pb2 as pb
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 
 
-@pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return Pki(tmp_path)
-
-
 async def ping(ch: grpc.aio.Channel) -> grpc.StatusCode:
     try:
         await stub(ch).Ping(pb.PingRequest(), timeout=10)

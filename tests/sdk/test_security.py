@@ -37,16 +37,6 @@ def backend() -> str:
 
 
 @pytest.fixture
-def pki(tmp_path: Path) -> Pki:
-    return Pki(tmp_path)
-
-
-@pytest.fixture
-def tokens(tmp_path: Path) -> Tokens:
-    return Tokens(tmp_path / "tokens.toml")
-
-
-@pytest.fixture
 async def secured(start_server: StartServer, config: Config, pki: Pki, tokens: Tokens) -> Running:
     return await start_server(replace(pki.server(config), auth=tokens.auth()))
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
@@ -23,16 +22,6 @@ from asyncflow.server.auth.roles import ALLOWED
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 V1 = sorted((verb, path) for verb, path in ROUTES if path.startswith("/v1") or path == "/metrics")
-
-
-@pytest.fixture
-def tokens(tmp_path: Path) -> Tokens:
-    return Tokens(tmp_path / "tokens.toml")
-
-
-@pytest.fixture
-async def secured(start_server: StartServer, config: Config, tokens: Tokens) -> Running:
-    return await start_server(replace(config, auth=tokens.auth()))
 
 
 @pytest.fixture

@@ -22,10 +22,8 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
-
-import grpc
 
 from asyncflow.config import AuthConfig
 from asyncflow.errors import AsyncflowError, PermissionDenied, Unauthenticated
@@ -35,7 +33,7 @@ from asyncflow.server.auth.roles import ADMIN_ACTIONS, ROLES, allows
 from asyncflow.server.auth.scope import CALLER
 from asyncflow.server.auth.tokens import Caller, Credentials
 from asyncflow.server.errors import to_status
-from asyncflow.server.interception import Context, wrap_handler
+from asyncflow.server.interception import Context, WrappingInterceptor, wrap_handler
 from asyncflow.server.rpc_metrics import code_name
 from asyncflow.server.session import loggable
 
@@ -131,27 +129,15 @@ class Guard:
         )
 
 
-class GuardInterceptor(grpc.aio.ServerInterceptor):
+class GuardInterceptor(WrappingInterceptor):
     def __init__(self, guard: Guard) -> None:
+        super().__init__()
         self.guard = guard
-        self._wrapped: dict[str, Handler] = {}
-        """By method path: a server's handlers do not change once it serves."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        path = handler_call_details.method
-        service, _, method = path.lstrip("/").rpartition("/")
-        if handler is None or not self.guard.guarded(service):
-            return handler
-        if (wrapped := self._wrapped.get(path)) is None:
-            wrapped = self._wrapped[path] = self._wrap(handler, path, service, method)
-        return wrapped
+    def wraps(self, service: str) -> bool:
+        return self.guard.guarded(service)
 
-    def _wrap(self, handler: Handler, path: str, service: str, method: str) -> Handler:
+    def wrap(self, handler: Handler, path: str, service: str, method: str) -> Handler:
         guard = self.guard
         streaming_requests = handler.request_streaming
 
