@@ -252,12 +252,9 @@ class AsyncflowServer:
         if config.auth.reflection != "off":
             enable_reflection(server, [SERVICE_NAME, HEALTH_SERVICE.full_name], client_log)
         address = f"{config.server.host}:{config.server.port}"
-        try:
-            port = (
-                server.add_secure_port(address, tls.credentials()) if tls is not None
-                else server.add_insecure_port(address)
-            )  # fmt: skip
-        except RuntimeError as exc:
+
+        async def release() -> None:
+            """What a start that fails must not leave open."""
             await hub.close()
             if relay is not None:
                 await relay.close()
@@ -265,6 +262,14 @@ class AsyncflowServer:
             await store.close()
             if pool is not None:
                 await pool.disconnect()
+
+        try:
+            port = (
+                server.add_secure_port(address, tls.credentials()) if tls is not None
+                else server.add_insecure_port(address)
+            )  # fmt: skip
+        except RuntimeError as exc:
+            await release()
             raise ConfigError(f"server.port: cannot listen on {address}: {exc}") from None
         hub.start()
         notices.start()
@@ -284,13 +289,7 @@ class AsyncflowServer:
                 )  # fmt: skip
             except ConfigError:  # its port is taken
                 await server.stop(None)
-                await hub.close()
-                if relay is not None:
-                    await relay.close()
-                await cache.close()
-                await store.close()
-                if pool is not None:
-                    await pool.disconnect()
+                await release()
                 raise
         governor = None
         if config.governance.enabled:
