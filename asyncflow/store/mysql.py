@@ -480,9 +480,9 @@ class MysqlStore(ClaimOne, TaskTableReads, OperatorRows):
                 lambda i: _context_size(tasks[i]),
             )
         ]
-        if len(tasks) == 1 and tasks[0].idempotency_key is None and not tasks[0].lease_token:
+        if len(tasks) == 1 and tasks[0].idempotency_key is None:
             # One guarded statement is atomic on its own: autocommit spares BEGIN
-            # and COMMIT (the one-by-one create).
+            # and COMMIT (the one-by-one create, handed off or not).
             async with self._cursor() as cur:
                 await self._insert_rows(cur, tasks, ids, [0], newest[tasks[0].task_type], now,
                                         results)  # fmt: skip
@@ -572,17 +572,17 @@ class MysqlStore(ClaimOne, TaskTableReads, OperatorRows):
         results: list[Task | str | None],
     ) -> None:
         """Insert the tasks at `chunk` (one type) into table `pos`, guarded (see
-        TASK_INSERT_GUARDED); _Moved if the guard failed. Several tasks, or a
-        handed-off one (its status depends on the paused flag read under the
-        lock), need a transaction: the locked guard read, then the insert."""
+        TASK_INSERT_GUARDED); _Moved if the guard failed. Several tasks need a
+        transaction: the locked guard read, then the multi-row insert."""
         task_type = tasks[chunk[0]].task_type
         table = task_table(task_type, pos)
         target: InsertTarget | None = None
-        if len(chunk) == 1 and not tasks[chunk[0]].lease_token:
+        if len(chunk) == 1:
             task = tasks[chunk[0]]
+            token = task.lease_token if task.order_time <= now else ""  # see InsertTarget.leased
             sql = TASK_INSERT_GUARDED.format(table=table)
             params: list[Any] = [ids[chunk[0]], task.user_id, task.task_stage, task.priority]
-            params += (task.context, task.order_time, now, now, task_type, pos)
+            params += (task.context, task.order_time, now, now, now, token, task_type, pos)
         else:
             await cur.execute(INSERT_TARGET_LOCKED, (task_type, pos))
             row = await cur.fetchone()
@@ -620,11 +620,15 @@ class MysqlStore(ClaimOne, TaskTableReads, OperatorRows):
             raise RuntimeError(f"inserted {len(written)} of {len(chunk)} tasks")
         by_id = {row[1]: row for row in written}
         for i in chunk:
-            row_id, _, max_retry_num, retry_interval, max_retry_interval = by_id[ids[i]]
-            # The guarded statement read the type's settings itself; its one task
-            # has no lease, so the lease settings do not matter.
-            target = target or InsertTarget(pos, max_retry_num, retry_interval,
-                                            max_retry_interval, 0, paused=False)  # fmt: skip
+            row_id, _, max_retry_num, retry_interval, max_retry_interval, status, deadline = by_id[
+                ids[i]
+            ]
+            # The guarded statement read the type's settings itself, and leased
+            # its one task (status PROCESSING) unless the type was paused.
+            leased = status == TaskStatus.PROCESSING
+            target = target or InsertTarget(pos, max_retry_num, retry_interval, max_retry_interval,
+                                            deadline - now if leased else 0,
+                                            paused=not leased)  # fmt: skip
             results[i] = inserted(tasks[i], ids[i], target, int(row_id), now)
 
     async def task_claim_due_many(

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 import pymysql
 import pytest
 from conftest import MYSQL, Running, StartServer
+from streams import RawWorker
 from waiting import eventually
 
 from asyncflow.client import Client, TaskSpec
@@ -46,6 +47,11 @@ MAX_STATEMENTS_PER_CREATE = 1.5
 # 0.13-0.14 (one claim and one report transaction cover many tasks of every
 # stream); one task per transaction would be ~8.
 MAX_STATEMENTS_PER_DRAINED_TASK = 0.5
+# Statements per create handed off to a waiting stream (one by one, so no batching):
+# BEGIN, the locked type read, INSERT, COMMIT (4) until the guarded INSERT ...
+# SELECT learnt to lease the task itself in autocommit (1).
+HANDED_OFF = 50
+MAX_STATEMENTS_PER_HANDED_OFF_CREATE = 1.2
 
 COUNTED = "SELECT_COMMANDS + UPDATE_COMMANDS + OTHER_COMMANDS"
 
@@ -172,3 +178,31 @@ async def test_a_drained_backlog_stays_under_the_statement_bound(
     per_task = sent / DRAINED
     print(f"{sent} statements to hold and report {DRAINED} tasks: {per_task:.2f} per task")
     assert per_task <= MAX_STATEMENTS_PER_DRAINED_TASK
+
+
+async def test_a_create_handed_off_to_a_waiting_stream_is_one_statement(
+    counted_server: Running, counted_user: DbUser
+) -> None:
+    stub = counted_server.stub
+    await stub.RegisterTaskType(pb.RegisterTaskTypeRequest(task_type="stmt"))
+    raw = RawWorker(stub)
+    try:
+        await raw.subscribe("stmt", window=HANDED_OFF)
+        dispatcher = counted_server.server.dispatcher
+
+        async def waits() -> bool:  # waiting, and no claim of its own in flight
+            sessions = list(dispatcher.sessions.values())
+            return dispatcher.hub.waiting("stmt") == 1 and sessions[0].claiming == 0
+
+        await eventually(waits, what="the stream waiting")
+        before = statements(counted_user)
+        made = [await stub.CreateTask(pb.CreateTaskRequest(task_type="stmt"))
+                for _ in range(HANDED_OFF)]  # fmt: skip
+        sent = statements(counted_user) - before
+        await raw.until(tasks=HANDED_OFF)
+    finally:
+        raw.cancel()
+    assert {r.task.status for r in made} == {pb.TASK_STATUS_PROCESSING}  # all handed off
+    per_task = sent / HANDED_OFF
+    print(f"{sent} statements for {HANDED_OFF} handed-off creates: {per_task:.2f} per task")
+    assert 0 < per_task <= MAX_STATEMENTS_PER_HANDED_OFF_CREATE
