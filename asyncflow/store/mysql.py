@@ -527,6 +527,9 @@ class MysqlStore(ClaimOne, TaskTableReads, OperatorRows):
             indices.sort(key=lambda i: tasks[i].idempotency_key or "")  # one lock order
             for start in range(0, len(indices), BATCH_ROWS):
                 chunk = indices[start : start + BATCH_ROWS]
+                if len(chunk) == 1:  # no read first: a taken key fails its insert
+                    await self._insert_keys(cur, tasks, ids, chunk, now, results)
+                    continue
                 keys = [tasks[i].idempotency_key for i in chunk]
                 await cur.execute(KEYS_SELECT.format(ids=_marks(keys)), (task_type, *keys))
                 used = dict(await cur.fetchall())
@@ -552,9 +555,10 @@ class MysqlStore(ClaimOne, TaskTableReads, OperatorRows):
         params: list[Any] = []
         for i in new:
             params += (tasks[i].task_type, tasks[i].idempotency_key, ids[i], now)
-        if await _inserted(cur, KEYS_INSERT.format(rows=", ".join([KEY_ROW] * len(new))), params):
+        rows = ", ".join([KEY_ROW] * len(new))
+        if len(new) > 1 and await _inserted(cur, KEYS_INSERT.format(rows=rows), params):
             return
-        # Another call took one of these keys since the read: key by key.
+        # One key, or another call took one of these keys since the read: key by key.
         for i in new:
             key = (tasks[i].task_type, tasks[i].idempotency_key)
             if not await _inserted(cur, KEY_INSERT, (*key, ids[i], now)):

@@ -52,6 +52,10 @@ MAX_STATEMENTS_PER_DRAINED_TASK = 0.5
 # SELECT learnt to lease the task itself in autocommit (1).
 HANDED_OFF = 50
 MAX_STATEMENTS_PER_HANDED_OFF_CREATE = 1.2
+# Statements per one-by-one create with an idempotency key: BEGIN, the key row,
+# the task row, COMMIT (4; 5 while the key was looked up before its insert).
+KEYED = 50
+MAX_STATEMENTS_PER_KEYED_CREATE = 4.2
 
 COUNTED = "SELECT_COMMANDS + UPDATE_COMMANDS + OTHER_COMMANDS"
 
@@ -206,3 +210,20 @@ async def test_a_create_handed_off_to_a_waiting_stream_is_one_statement(
     per_task = sent / HANDED_OFF
     print(f"{sent} statements for {HANDED_OFF} handed-off creates: {per_task:.2f} per task")
     assert 0 < per_task <= MAX_STATEMENTS_PER_HANDED_OFF_CREATE
+
+
+async def test_a_create_with_an_idempotency_key_is_one_transaction_of_two_inserts(
+    counted_server: Running, counted_user: DbUser, mysql_database: str
+) -> None:
+    stub = counted_server.stub
+    await stub.RegisterTaskType(pb.RegisterTaskTypeRequest(task_type="stmt"))
+    before = statements(counted_user)
+    for n in range(KEYED):
+        await stub.CreateTask(pb.CreateTaskRequest(task_type="stmt", idempotency_key=f"k{n}"))
+    sent = statements(counted_user) - before
+    again = await stub.CreateTask(pb.CreateTaskRequest(task_type="stmt", idempotency_key="k0"))
+    assert not again.created  # the key still names the first task
+    assert status_count(mysql_database, "stmt", pb.TASK_STATUS_PENDING) == KEYED
+    per_task = sent / KEYED
+    print(f"{sent} statements for {KEYED} keyed creates: {per_task:.2f} per task")
+    assert 0 < per_task <= MAX_STATEMENTS_PER_KEYED_CREATE
