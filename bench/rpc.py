@@ -1,13 +1,16 @@
 """Calls/s of CreateTask and GetTask under load, as a ratio to an echo servicer in the same run.
 
     python -m bench.rpc [--backend mysql|sqlite] [--duration 10] [--connections 8] [--streams 16]
+                        [--processes N]
 
 The load comes from h2load (Debian's nghttp2-client, written in C, so the client
 never caps the server), speaking gRPC with a length-prefixed body file. Each
 method runs against the echo servicer (bench/echo.py: decodes the request and
 answers a canned reply of the real size) and against a real `asyncflow serve`,
 alternately, `--rounds` times; the ratio of the two is what the machine's noise
-cannot fake. h2load counts HTTP 200 even when grpc-status is an error, so every
+cannot fake. `--processes N` runs `serve --processes N` (MariaDB): the kernel
+spreads h2load's connections over the N processes, and the server CPU per call
+is summed over them. h2load counts HTTP 200 even when grpc-status is an error, so every
 run is checked: the tasks created are counted in the store afterwards, and a
 GetTask run must have received one full reply per call.
 """
@@ -141,7 +144,7 @@ async def run(args: argparse.Namespace, database: str) -> list[Round]:
     rounds: list[Round] = []
     with (
         tempfile.TemporaryDirectory(prefix="asyncflow-bench-") as tmp,
-        server_process(database, prefix, args.backend) as (address, pid),
+        server_process(database, prefix, args.backend, args.processes) as (address, pid),
     ):
         work = Path(tmp)
         files = await prepare(address, work, args.context_bytes)
@@ -152,7 +155,8 @@ async def run(args: argparse.Namespace, database: str) -> list[Round]:
             clean_env(), "echo listening on ",
         )  # fmt: skip
         try:
-            print(f"{args.backend}: {args.connections} connections x {args.streams} streams,"
+            print(f"{args.backend}, {args.processes} server process(es):"
+                  f" {args.connections} connections x {args.streams} streams,"
                   f" {args.duration} s per run, {args.context_bytes}-byte contexts")  # fmt: skip
             print(f"{'method':<11} {'echo/s':>9} {'asyncflow/s':>12} {'ratio':>6}"
                   f" {'server CPU ms/call':>19}")  # fmt: skip
@@ -192,6 +196,7 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--streams", type=int, default=16, help="calls in flight per connection")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--processes", type=int, default=1, help="serve --processes N")
     parser.add_argument("--context-bytes", type=int, default=200)
     parser.add_argument("--methods", nargs="+", default=["CreateTask", "GetTask"],
                         choices=("CreateTask", "GetTask"))  # fmt: skip
