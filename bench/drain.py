@@ -54,10 +54,12 @@ def worker(
 
 @contextmanager
 def workers(
-    address: str, task_type: str, processes: int = 2
+    address: str | list[str], task_type: str, processes: int = 2
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """`asyncflow worker` processes with no-op handlers for `task_type`, stopped after."""
-    started = [worker(address, task_type) for _ in range(processes)]
+    """`asyncflow worker` processes with no-op handlers for `task_type`, stopped after;
+    `address` a list: one worker per address."""
+    addresses = address if isinstance(address, list) else [address] * processes
+    started = [worker(at, task_type) for at in addresses]
     try:
         yield started
     finally:
@@ -176,11 +178,12 @@ def wait_or_fail(deadline: float, pids: list[subprocess.Popen[bytes]]) -> None:
         raise RuntimeError("a worker process exited during the drain")
 
 
-def drain(backend: str, database: str, create_at: str, work_at: str, task_type: str,
+def drain(backend: str, database: str, create_at: str, work_at: str | list[str], task_type: str,
           count: int, servers: list[int], user: CountedUser | None = None,
           spread: list[str] | None = None) -> Drained:  # fmt: skip
     """Create `count` tasks through `create_at`, drain them with two worker processes
-    connected to `work_at` (an address or a list) of the server processes `servers`.
+    connected to `work_at` (an address, a comma-separated list for each worker, or
+    a list: one address per worker) of the server processes `servers`.
     `spread`: the HTTP sides of `serve --processes 2`'s children; the type stays
     paused until each child has one worker's stream (placed_workers)."""
     asyncio.run(backlog(create_at, task_type, count, paused=spread is not None))
