@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -319,8 +320,9 @@ def check_processes(config: Config) -> None:
             f" the wake-ups); got store.backend = {config.store.backend}, cache.backend ="
             f" {config.cache.backend}"
         )
-    if not hasattr(socket, "SO_REUSEPORT"):
-        raise ConfigError("server.processes: several processes need SO_REUSEPORT (Linux)")
+    if not sys.platform.startswith("linux") or not hasattr(socket, "SO_REUSEPORT"):
+        # Elsewhere SO_REUSEPORT does not spread connections over the processes.
+        raise ConfigError("server.processes: several processes need Linux (SO_REUSEPORT)")
     if config.http.enabled and config.http.port and config.http.port + processes - 1 > 65535:
         raise ConfigError(
             f"http.port: process i serves HTTP on http.port + i, and {config.http.port}"

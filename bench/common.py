@@ -202,7 +202,7 @@ CHILD_LINE = re.compile(r"^asyncflow process \d+ \(pid \d+\): .* at (?P<url>\S+)
 
 @contextmanager
 def server_process(
-    database: str, prefix: str, backend: str = "mysql", processes: int = 1, **settings: str
+    database: str, prefix: str, backend: str = "mysql", *, processes: int = 1, **settings: str
 ) -> Iterator[tuple[str, int]]:
     """`asyncflow serve` on port 0 (see backend_env); yields (address, pid). With
     `processes` > 1, `serve --processes N` (the pid is the parent's; its children's

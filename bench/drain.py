@@ -192,6 +192,7 @@ def drain(backend: str, database: str, create_at: str, work_at: str | list[str],
         if spread is None:
             with workers(work_at, task_type) as started:
                 return drained(rows, count, started, servers, user)
+        assert isinstance(work_at, str), "one address: the processes' shared port"
         with placed_workers(work_at, task_type, spread) as started:
             asyncio.run(resume(create_at, task_type))
             return drained(rows, count, started, servers, user)
@@ -208,7 +209,7 @@ def measure(backend: str, quick: bool, processes: int = 1) -> list[Figure]:
         user = stack.enter_context(CountedUser(database)) if backend == "mysql" else None
         settings = user.settings if user else {}
         address, pid = stack.enter_context(
-            server_process(database, prefix, backend, processes, **settings)
+            server_process(database, prefix, backend, processes=processes, **settings)
         )
         spread = CHILD_URLS[pid] if processes == 2 else None
         done = drain(backend, database, address, address, "drain", count, [pid], user, spread)

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,27 +74,34 @@ class Tree:
         assert sorted(self.pids) == [0, 1]
 
 
-@pytest.fixture
-def tree(config: Config, tmp_path: Path) -> Iterator[Tree]:
+@contextmanager
+def spawned(config: Config, tmp_path: Path, **settings: str) -> Iterator[Tree]:
+    """`asyncflow serve` with two processes on the MariaDB database and Redis prefix
+    of `config`, stopped (SIGTERM) at the end if still running."""
     env = serve_env(
         config,
         ASYNCFLOW_SERVER_PORT="0",
         ASYNCFLOW_SERVER_SHUTDOWN_DELAY_SECONDS="0",
         ASYNCFLOW_SERVER_PROCESSES="2",
-        ASYNCFLOW_GOVERNANCE_ENABLED="false",
+        **settings,
     )
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [str(ASYNCFLOW), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
         )
-    started = Tree(process, log_path)
     try:
-        yield started
+        yield Tree(process, log_path)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
+
+
+@pytest.fixture
+def tree(config: Config, tmp_path: Path) -> Iterator[Tree]:
+    with spawned(config, tmp_path, ASYNCFLOW_GOVERNANCE_ENABLED="false") as started:
+        yield started
 
 
 async def handled(url: str, method: str) -> float:
@@ -219,6 +226,25 @@ async def test_a_killed_child_is_restarted_and_the_service_keeps_answering(tree:
     assert reached == {0, 1}
     tree.process.send_signal(signal.SIGTERM)
     assert tree.process.wait(timeout=60) == 0
+
+
+@MYSQL_ONLY
+async def test_each_governance_loop_is_led_by_one_process(config: Config, tmp_path: Path) -> None:
+    """The children are replicas: each loop runs under its Redis lock, on one of them."""
+    loops = ("recover_stuck", "split", "advance_begin", "cron")
+    with spawned(config, tmp_path) as tree:
+        await tree.started()
+
+        async def all_led() -> bool:
+            return all(f"leading governance loop {loop}" in tree.log() for loop in loops)
+
+        await eventually(all_led, within=60, what="every governance loop led")
+        text = tree.log()
+        for loop in loops:
+            leaders = re.findall(
+                rf"\[process (\d)\] \S+: leading governance loop {loop}$", text, re.M
+            )
+            assert len(leaders) == 1, (loop, leaders)
 
 
 def test_several_processes_need_mysql_and_redis(tmp_path: Path) -> None:
