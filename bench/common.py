@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pymysql
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 MYSQL = {
     "host": os.environ.get("ASYNCFLOW_TEST_MYSQL_HOST", "127.0.0.1"),
@@ -236,6 +238,20 @@ def server_process(
         process.stdout.close()
         if backend == "mysql":
             forget_keys(prefix)
+
+
+def metric_sums(urls: list[str], name: str, **labels: str) -> list[float]:
+    """The samples `name` with these labels, summed, from each process's /metrics."""
+    found = []
+    for url in urls:
+        with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+            text = response.read().decode()
+        found.append(sum(
+            sample.value for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name and labels.items() <= sample.labels.items()
+        ))  # fmt: skip
+    return found
 
 
 def forget_keys(prefix: str) -> None:

@@ -15,14 +15,11 @@ import asyncio
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from asyncflow.client import Client, TaskSpec
 from bench.common import (
@@ -31,6 +28,7 @@ from bench.common import (
     TaskRows,
     clean_env,
     cpu_seconds,
+    metric_sums,
     scratch,
     server_process,
 )
@@ -75,15 +73,7 @@ def stop(started: list[subprocess.Popen[bytes]]) -> None:
 
 def streams_open(urls: list[str]) -> list[float]:
     """asyncflow_streams_open of each server process (their own /metrics)."""
-    found = []
-    for url in urls:
-        with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
-            text = response.read().decode()
-        found.append(sum(
-            sample.value for family in text_string_to_metric_families(text)
-            for sample in family.samples if sample.name == "asyncflow_streams_open"
-        ))  # fmt: skip
-    return found
+    return metric_sums(urls, "asyncflow_streams_open")
 
 
 def settle(urls: list[str], total: float, deadline: float) -> list[float]:

@@ -35,7 +35,15 @@ import grpc
 
 from asyncflow.v1 import task_service_pb2 as pb
 from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
-from bench.common import clean_env, cpu_seconds, listening, scratch, server_process
+from bench.common import (
+    CHILD_URLS,
+    clean_env,
+    cpu_seconds,
+    listening,
+    metric_sums,
+    scratch,
+    server_process,
+)
 
 SERVICE = pb.DESCRIPTOR.services_by_name["TaskService"].full_name
 TYPE = "bench"
@@ -174,15 +182,28 @@ async def run(args: argparse.Namespace, database: str) -> list[Round]:
                     baseline = h2load(args, echo_address, method, body, echo.pid)
                     check(method, baseline, files, None, in_flight)
                     for processes, server, pid in servers:
+                        urls = CHILD_URLS.get(pid, [])
+                        calls = metric_sums(urls, "asyncflow_rpc_handled_total", method=method)
                         before = await total_tasks(address)
                         load = h2load(args, server, method, body, pid)
                         after = await total_tasks(address)
                         check(method, load, files, after - before, in_flight)
                         rounds.append(Round(method, baseline, load, processes))
+                        # How the kernel spread h2load's connections: calls per process.
+                        calls = [
+                            b - a
+                            for a, b in zip(
+                                calls,
+                                metric_sums(urls, "asyncflow_rpc_handled_total", method=method),
+                                strict=True,
+                            )
+                        ]
+                        split = "/".join(f"{c / sum(calls):.0%}" for c in calls) if urls else ""
                         print(f"{method:<11} {baseline.calls_per_second:>9,.0f} {processes:>9}"
                               f" {load.calls_per_second:>12,.0f} {rounds[-1].ratio:>6.0%}"
                               f" {load.server_cpu_ms_per_call:>9.3f} (echo"
-                              f" {baseline.server_cpu_ms_per_call:.3f})", flush=True)  # fmt: skip
+                              f" {baseline.server_cpu_ms_per_call:.3f}) {split}",
+                              flush=True)  # fmt: skip
         finally:
             echo.terminate()
             echo.wait(10)
