@@ -267,6 +267,10 @@ async def read_line(fd: int) -> str:
 
 
 def describe(code: int) -> str:
+    """An exit status as people read it ("killed by SIGKILL", "status 1")."""
     if code < 0:
-        return f"killed by {signal.Signals(-code).name}"
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
     return f"status {code}"
