@@ -46,6 +46,9 @@ RESTART_DELAY_MAX = 30.0
 STEADY_SECONDS = 60.0
 """A child that ran this long before it died is restarted after the first delay again."""
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+KILL_MARGIN_SECONDS = 5.0
+"""After a stop signal, a child still running past its own drain time
+(shutdown_delay + 2 x grace) plus this is killed."""
 CLEAN_EXITS = (0, -signal.SIGTERM, -signal.SIGINT)
 """How a child that was told to stop may end (killed by the signal before its
 handlers were installed, when it was still starting)."""
@@ -129,6 +132,8 @@ class Supervisor:
         self.children = [Child(index) for index in range(config.server.processes)]
         self.stopping = asyncio.Event()
         self.port = 0
+        self.kill_margin = KILL_MARGIN_SECONDS
+        self._killer: asyncio.TimerHandle | None = None
 
     async def run(self) -> int:
         """Serve until told to stop; the exit status of `asyncflow serve`."""
@@ -141,11 +146,11 @@ class Supervisor:
         try:
             failed = await self.start_all()
             if self.stopping.is_set():  # told to stop while starting
-                codes = [await child.process.wait() for child in self.children if child.process]
+                codes = await self.wait_all_codes()
                 return 0 if all(code in CLEAN_EXITS for code in codes) else 1
             if failed is not None:
                 self.forward(signal.SIGTERM)
-                await self.wait_all()
+                await self.wait_all_codes()
                 return failed
             print(f"asyncflow listening on {server.host}:{self.port}", flush=True)
             for child in self.children:
@@ -165,6 +170,8 @@ class Supervisor:
         finally:
             for sig in FORWARDED:
                 loop.remove_signal_handler(sig)
+            if self._killer is not None:
+                self._killer.cancel()
             reserved.close()
         clean = all(code in CLEAN_EXITS for code in codes)
         log.info("asyncflow stopped (%d processes)", len(self.children))
@@ -242,13 +249,35 @@ class Supervisor:
         supervision: no child is restarted from then on."""
         if sig != signal.SIGHUP:
             self.stopping.set()
+            if self._killer is None:
+                self._killer = asyncio.get_running_loop().call_later(
+                    self._drain_seconds() + self.kill_margin, self.kill_stragglers
+                )
         for child in self.children:
             if child.process is not None and child.process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     child.process.send_signal(sig)
 
-    async def wait_all(self) -> None:
-        await asyncio.gather(
+    def kill_stragglers(self) -> None:
+        """SIGKILL the children still running long after the stop signal: a child
+        stuck in its drain must not keep the service (and its port) from ending,
+        nor outlive a parent that its process manager kills next."""
+        for child in self.children:
+            if child.process is not None and child.process.returncode is None:
+                log.error(
+                    "process %d (pid %d) still running %gs after the stop signal: killing it",
+                    child.index, child.process.pid, self._drain_seconds() + self.kill_margin,
+                )  # fmt: skip
+                with contextlib.suppress(ProcessLookupError):
+                    child.process.kill()
+
+    def _drain_seconds(self) -> float:
+        server = self.config.server
+        return server.shutdown_delay_seconds + 2 * server.grace_seconds
+
+    async def wait_all_codes(self) -> list[int]:
+        """Wait until every child has exited: their exit statuses."""
+        return await asyncio.gather(
             *(child.process.wait() for child in self.children if child.process is not None)
         )
 
