@@ -61,7 +61,8 @@ class Tree:
     async def started(self) -> None:
         async def listening() -> bool:
             assert self.process.poll() is None, self.log()
-            return LISTENING.search(self.log()) is not None
+            text = self.log()  # the address, then a line per child
+            return LISTENING.search(text) is not None and len(PROCESS.findall(text)) == 2
 
         await eventually(listening, within=60, what="asyncflow serve --processes 2 listening")
         text = self.log()
