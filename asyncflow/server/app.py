@@ -188,8 +188,13 @@ class AsyncflowServer:
     stopped: bool = False
 
     @classmethod
-    async def start(cls, config: Config, clock: AlarmClock | None = None) -> AsyncflowServer:
+    async def start(
+        cls, config: Config, clock: AlarmClock | None = None, *, reuse_port: bool = False
+    ) -> AsyncflowServer:
         """Build every part once, in dependency order, then serve.
+
+        `reuse_port`: listen with SO_REUSEPORT, beside the other processes of
+        `serve --processes N` (asyncflow/server/processes.py); never otherwise.
 
         The one place where adapters meet the core: the store, cache and clock
         are the core's ports, the wake hub its due listener (with the Redis relay
@@ -232,8 +237,9 @@ class AsyncflowServer:
             options=[
                 ("grpc.max_receive_message_length", config.server.max_message_bytes),
                 ("grpc.max_send_message_length", config.server.max_message_bytes),
-                # Two servers must never share a port silently.
-                ("grpc.so_reuseport", 0),
+                # Two servers must never share a port silently: only the processes
+                # of one `serve --processes N` do, on purpose.
+                ("grpc.so_reuseport", int(reuse_port)),
                 # Accept the SDK's keepalive pings (every 30 s by default, 10 s at the
                 # most often, on idle streams and idle connections too; see
                 # asyncflow/_sdk/channel.py), which keep them open through load
