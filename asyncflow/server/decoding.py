@@ -80,7 +80,7 @@ def register(
     Not also as registered methods (add_registered_method_handlers, which the
     generated code calls too): grpc.aio then keeps one pending request task per
     registered method and, for every call it accepts, asyncio.wait()s on all of
-    them (~30 here) and starts a new one; that cost ~0.02 ms of CPU per call.
+    them (~30 here) and starts a new one: +0.015 ms of CPU on a GetTask's ~0.16.
     The generic handler finds the method by one dict lookup."""
     handlers = wrap_handlers(service_name, handlers, wrappers)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service_name, handlers),))
