@@ -138,21 +138,26 @@ def alive(pid: int) -> bool:
     return True
 
 
-@MYSQL_ONLY
-async def test_calls_reach_both_processes(tree: Tree) -> None:
-    await tree.started()
-    async with channel(tree.address) as stub:
-        await register(stub)
+async def processes_reached(tree: Tree) -> set[int]:
+    """The children that new connections reached, one create each, until both were.
+    Each channel lands on one child, each with probability 1/2: 40 channels all
+    landing on the same one would happen once in 2**39 runs."""
     reached: set[int] = set()
-    # Each channel lands on one child, each with probability 1/2: 40 channels
-    # all landing on the same one would happen once in 2**39 runs.
     for _ in range(40):
         async with channel(tree.address) as stub:
             await create(stub)
             reached.add(await which_process(tree, stub))
         if reached == {0, 1}:
             break
-    assert reached == {0, 1}
+    return reached
+
+
+@MYSQL_ONLY
+async def test_calls_reach_both_processes(tree: Tree) -> None:
+    await tree.started()
+    async with channel(tree.address) as stub:
+        await register(stub)
+    assert await processes_reached(tree) == {0, 1}
     for url in tree.urls.values():
         assert await handled(url, "CreateTask") > 0
 
@@ -217,14 +222,7 @@ async def test_a_killed_child_is_restarted_and_the_service_keeps_answering(tree:
     tree.urls[1] = found["url"]
     # Every new connection is answered (none reaches the dead process), and the
     # new child takes its share.
-    reached: set[int] = set()
-    for _ in range(40):
-        async with channel(tree.address) as stub:
-            await create(stub)
-            reached.add(await which_process(tree, stub))
-        if reached == {0, 1}:
-            break
-    assert reached == {0, 1}
+    assert await processes_reached(tree) == {0, 1}
     tree.process.send_signal(signal.SIGTERM)
     assert tree.process.wait(timeout=60) == 0
 
