@@ -265,6 +265,25 @@ def forget_keys(prefix: str) -> None:
         client.close()
 
 
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, total) clock ticks of every core since boot, from /proc/stat: the
+    share of the machine busy over a span is the ratio of their differences."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
+def mariadb_pid() -> int | None:
+    """The local MariaDB server's pid (its CPU per task), if it runs on this machine."""
+    for stat in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if stat.read_text().strip() in ("mariadbd", "mysqld"):
+                return int(stat.parent.name)
+        except OSError:
+            continue
+    return None
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time a process and its live children (`serve --processes N`) have used
     so far (user + system)."""

@@ -28,6 +28,8 @@ from bench.common import (
     TaskRows,
     clean_env,
     cpu_seconds,
+    machine_jiffies,
+    mariadb_pid,
     metric_sums,
     scratch,
     server_process,
@@ -132,6 +134,10 @@ class Drained:
     """CPU of the server processes per task, summed over them."""
     statements: float = 0.0
     """MariaDB statements per task, when the servers connect as a CountedUser."""
+    mariadb_cpu_ms: float = 0.0
+    """CPU of the local MariaDB server per task (0 when it is not on this machine)."""
+    machine_busy: float = 0.0
+    """The share of the machine's cores busy over the drain, whoever used them."""
 
 
 def drained(rows: TaskRows, count: int, pids: list[subprocess.Popen[bytes]],
@@ -144,21 +150,27 @@ def drained(rows: TaskRows, count: int, pids: list[subprocess.Popen[bytes]],
         wait_or_fail(deadline, pids)
         time.sleep(0.005)
     first, done_first = time.perf_counter(), rows.count(SUCCESS)
-    cpu = [sum(cpu_seconds(p.pid) for p in pids), sum(cpu_seconds(p) for p in servers)]
+    database = mariadb_pid() if user else None
+    cpu = [sum(cpu_seconds(p.pid) for p in pids), sum(cpu_seconds(p) for p in servers),
+           cpu_seconds(database) if database else 0.0]  # fmt: skip
+    busy = machine_jiffies()
     sent = user.statements() if user else 0
     while rows.any(LIVE):
         wait_or_fail(deadline, pids)
         time.sleep(0.02)
     elapsed = time.perf_counter() - first
     cpu = [sum(cpu_seconds(p.pid) for p in pids) - cpu[0],
-           sum(cpu_seconds(p) for p in servers) - cpu[1]]  # fmt: skip
+           sum(cpu_seconds(p) for p in servers) - cpu[1],
+           cpu_seconds(database) - cpu[2] if database else 0.0]  # fmt: skip
+    busy_end = machine_jiffies()
     sent = user.statements() - sent if user else 0
     done = rows.count(SUCCESS)
     if done != count:
         raise RuntimeError(f"{rows.task_type}: {done} of {count} tasks ended SUCCESS")
     measured = count - done_first
     return Drained(measured / elapsed, cpu[0] * 1000 / measured, cpu[1] * 1000 / measured,
-                   sent / measured)  # fmt: skip
+                   sent / measured, cpu[2] * 1000 / measured,
+                   (busy_end[0] - busy[0]) / max(1, busy_end[1] - busy[1]))  # fmt: skip
 
 
 def wait_or_fail(deadline: float, pids: list[subprocess.Popen[bytes]]) -> None:
@@ -212,7 +224,11 @@ def measure(backend: str, quick: bool, processes: int = 1) -> list[Figure]:
                "ms", backend=backend),
         Figure(4, f"drain: server CPU per task{served}", done.server_cpu_ms, "ms",
                backend=backend),
+        Figure(4, f"drain: share of the machine's cores busy (any process){served}",
+               done.machine_busy * 100, "%", backend=backend),
     ] + ([
         Figure(4, f"drain: MariaDB statements per task (from the first SUCCESS){served}",
                done.statements, "", backend=backend),
+        Figure(4, f"drain: MariaDB server CPU per task{served}", done.mariadb_cpu_ms, "ms",
+               backend=backend),
     ] if user else [])  # fmt: skip

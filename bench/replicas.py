@@ -99,4 +99,9 @@ def measure(quick: bool) -> list[Figure]:
                own_d.server_cpu_ms, "ms"),
         Figure(7, "drain: MariaDB statements per task, 2 replicas, a worker each",
                own_d.statements, ""),
+        # Whether the machine had cores left for a second replica to use.
+        Figure(7, "drain: share of the machine's cores busy, 1 replica",
+               one_d.machine_busy * 100, "%"),
+        Figure(7, "drain: share of the machine's cores busy, 2 replicas (a worker each)",
+               own_d.machine_busy * 100, "%"),
     ]  # fmt: skip
