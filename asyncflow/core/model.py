@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 
 class TaskStatus(enum.IntEnum):
@@ -90,6 +91,25 @@ class Task:
     """Bumped by every write; orders cache entries (see asyncflow.cache)."""
     create_time: int
     modify_time: int
+
+
+def task_from_fields(fields: dict[str, Any]) -> Task:
+    """Task(**fields) without running the frozen dataclass's __init__, which sets
+    each of the 21 fields through object.__setattr__: about 2.5 us a task, the
+    largest single cost of building a 1,000-task bulk create's results (and of
+    every claim and report). `fields` must name every field (the unit tests
+    compare with Task(**fields)); the dict becomes the instance's own."""
+    task: Task = object.__new__(Task)
+    object.__setattr__(task, "__dict__", fields)
+    return task
+
+
+def task_with(task: Task, **changes: Any) -> Task:
+    """dataclasses.replace(task, **changes) for Task, at a fraction of its cost
+    (see task_from_fields): the fields not changed are copied as they are."""
+    fields = task.__dict__.copy()
+    fields.update(changes)
+    return task_from_fields(fields)
 
 
 @dataclass(frozen=True)

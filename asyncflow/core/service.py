@@ -228,9 +228,10 @@ class TaskCore:
                 field="tasks",
             )
         news = []
+        now = self.clock.now()  # one instant for the batch, as for one transaction
         for index, request in enumerate(requests):
             try:
-                news.append(self._insertable(request))
+                news.append(self._insertable(request, now))
             except InvalidArgument as bad:
                 raise InvalidArgument(
                     f"tasks[{index}]: {bad.message}", field=f"tasks[{index}].{bad.field}"
@@ -244,13 +245,16 @@ class TaskCore:
                 f"tasks[{index}]: {missing.message}", field=f"tasks[{index}].task_type"
             ) from None
 
-    def _insertable(self, request: CreateRequest) -> TaskInsert:
-        check_text(request.user_id, "user_id", MAX_USER_ID_CHARS)
-        check_text(request.task_stage, "task_stage", MAX_STAGE_CHARS)
-        check_context(request.context, self.limits)
+    def _insertable(self, request: CreateRequest, now: int | None = None) -> TaskInsert:
+        if request.user_id:
+            check_text(request.user_id, "user_id", MAX_USER_ID_CHARS)
+        if request.task_stage:
+            check_text(request.task_stage, "task_stage", MAX_STAGE_CHARS)
+        if request.context:
+            check_context(request.context, self.limits)
         check_range(request.priority, "priority", 0, policy.MAX_PRIORITY)
         key = check_idempotency_key(request.idempotency_key) if request.idempotency_key else None
-        now = self.clock.now()
+        now = self.clock.now() if now is None else now
         check_range(request.run_at, "run_at", 0, now + policy.MAX_DELAY)
         return TaskInsert(
             task_type=check_task_type(request.task_type),

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import aiomysql
 import pymysql
 
-from asyncflow.core.ids import new_task_id, task_table
+from asyncflow.core.ids import new_task_ids, task_table
 from asyncflow.core.model import (
     Claim,
     PoolUsage,
@@ -69,6 +69,7 @@ from asyncflow.store.mysql_sql import (
     EXTEND_LEASE,
     INSERT_TARGET_LOCKED,
     INSERTED_COLUMNS,
+    INSERTED_IDS,
     INSERTED_SELECT,
     KEY_INSERT,
     KEY_ROW,
@@ -181,6 +182,48 @@ def _batches(items: list[T], size: Callable[[T], int]) -> Iterator[list[T]]:
         total += size(item)
     if batch:
         yield batch
+
+
+def _task_rows(
+    escape: Callable[[str], str],
+    target: InsertTarget,
+    tasks: list[TaskInsert],
+    ids: list[str],
+    chunk: list[int],
+    now: int,
+) -> str:
+    """The VALUES rows of TASK_INSERT for the tasks at `chunk`, as SQL text.
+
+    aiomysql binds on the client: execute() quotes each value with the
+    connection's escape() and %-formats the statement. This does the same, but
+    quotes the values every row shares once and writes ints as they are:
+    escaping 16,000 values one by one was ~16 % of a 1,000-task create_many's
+    server CPU. Every string still goes through `escape`; the ints are ints.
+    """
+    task_type = escape(tasks[chunk[0]].task_type)
+    shared = f"{target.max_retry_num:d}, {target.retry_interval:d}, {target.max_retry_interval:d}"
+    blank = "''"
+    rows = []
+    for i in chunk:
+        task = tasks[i]
+        leased = target.leased(task, now)
+        rows.append(TASK_ROW % (
+            escape(ids[i]),
+            task_type,
+            escape(task.user_id) if task.user_id else blank,
+            escape(task.task_stage) if task.task_stage else blank,
+            f"{TaskStatus.PROCESSING if leased else TaskStatus.PENDING:d}",
+            f"{task.priority:d}",
+            shared,
+            escape(task.context) if task.context else blank,
+            f"{task.order_time:d}",
+            escape(task.lease_token) if leased else blank,
+            f"{leased:d}",
+            f"{now + target.max_processing_time if leased else 0:d}",
+            f"{now:d}",
+            f"{now:d}",
+        ))  # fmt: skip
+    return ", ".join(rows)
 
 
 async def _update_leased_rows(
@@ -470,7 +513,7 @@ class MysqlStore(ClaimOne, TaskTableReads, OperatorRows):
     async def _insert_at(
         self, tasks: list[TaskInsert], newest: dict[str, int], now: int
     ) -> list[Task | str]:
-        ids = [new_task_id(t.task_type, newest[t.task_type], t.idempotency_key) for t in tasks]
+        ids = new_task_ids([(t.task_type, newest[t.task_type], t.idempotency_key) for t in tasks])
         results: list[Task | str | None] = [None] * len(tasks)
         chunks = [
             (task_type, chunk)
@@ -578,21 +621,24 @@ class MysqlStore(ClaimOne, TaskTableReads, OperatorRows):
         task_type = tasks[chunk[0]].task_type
         table = task_table(task_type, pos)
         target: InsertTarget | None = None
+        params: list[Any] | None
         if len(chunk) == 1 and not tasks[chunk[0]].lease_token:
             task = tasks[chunk[0]]
             sql = TASK_INSERT_GUARDED.format(table=table)
-            params: list[Any] = [ids[chunk[0]], task.user_id, task.task_stage, task.priority]
+            params = [ids[chunk[0]], task.user_id, task.task_stage, task.priority]
             params += (task.context, task.order_time, now, now, task_type, pos)
+            returning = INSERTED_COLUMNS
         else:
             await cur.execute(INSERT_TARGET_LOCKED, (task_type, pos))
             row = await cur.fetchone()
             if row is None:
                 raise _Moved(task_type)
             target = insert_target(task_type, row)
-            sql = TASK_INSERT.format(table=table, rows=", ".join([TASK_ROW] * len(chunk)))
-            params = [v for i in chunk for v in target.params(tasks[i], ids[i], now)]
+            rows = _task_rows(cur.connection.escape, target, tasks, ids, chunk, now)
+            sql, params = TASK_INSERT.format(table=table, rows=rows), None
+            returning = INSERTED_IDS  # the type's settings were read above
         if self._returning:
-            sql += " RETURNING " + INSERTED_COLUMNS
+            sql += " RETURNING " + returning
         try:
             count = await cur.execute(sql, params)
         except pymysql.err.IntegrityError as exc:
@@ -618,14 +664,15 @@ class MysqlStore(ClaimOne, TaskTableReads, OperatorRows):
             raise _Moved(task_type)
         if len(written) != len(chunk):  # one position row joined: all or nothing
             raise RuntimeError(f"inserted {len(written)} of {len(chunk)} tasks")
-        by_id = {row[1]: row for row in written}
-        for i in chunk:
-            row_id, _, max_retry_num, retry_interval, max_retry_interval = by_id[ids[i]]
+        if target is None:
             # The guarded statement read the type's settings itself; its one task
             # has no lease, so the lease settings do not matter.
-            target = target or InsertTarget(pos, max_retry_num, retry_interval,
-                                            max_retry_interval, 0, paused=False)  # fmt: skip
-            results[i] = inserted(tasks[i], ids[i], target, int(row_id), now)
+            _, _, max_retry_num, retry_interval, max_retry_interval = written[0]
+            target = InsertTarget(pos, max_retry_num, retry_interval, max_retry_interval, 0,
+                                  paused=False)  # fmt: skip
+        by_id = {row[1]: row[0] for row in written}
+        for i in chunk:
+            results[i] = inserted(tasks[i], ids[i], target, int(by_id[ids[i]]), now)
 
     async def task_claim_due_many(
         self, config: TaskTypeConfig, claims: list[tuple[int, Claim]]

@@ -101,12 +101,16 @@ INSERT INTO {table} (task_id, task_type, user_id, task_stage, status, priority, 
     lease_token, hold_count, lease_deadline, version, create_time, modify_time)
 VALUES {rows}
 """
-# The columns of InsertTarget.params: a handed-off task goes in PROCESSING with
-# its lease (status, lease_token, hold_count, lease_deadline are bound).
-TASK_ROW = "(%s, %s, %s, %s, %s, %s, 0, %s, %s, %s, '', %s, %s, %s, %s, %s, 1, %s, %s)"
+# One row of TASK_INSERT, filled in by mysql._task_rows with quoted literals: a
+# handed-off task goes in PROCESSING with its lease (status, lease_token,
+# hold_count, lease_deadline). The %s after the first 0 stands for the type's
+# three retry settings (max_retry_num, retry_interval, max_retry_interval).
+TASK_ROW = "(%s, %s, %s, %s, %s, %s, 0, %s, '', %s, %s, %s, %s, %s, 1, %s, %s)"
 # What an insert wrote that the server did not choose: MariaDB returns it from
 # the INSERT itself; MySQL reads it back by task id.
 INSERTED_COLUMNS = "id, task_id, max_retry_num, retry_interval, max_retry_interval"
+INSERTED_IDS = "id, task_id"
+"""A multi-row insert's RETURNING: the type's settings were read before it."""
 INSERTED_SELECT = "SELECT " + INSERTED_COLUMNS + " FROM {table} WHERE task_id IN ({ids})"
 # The last column: the row's estimated size in a reply (LENGTH counts bytes).
 DUE_LOCKED = (
