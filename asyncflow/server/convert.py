@@ -15,6 +15,7 @@ from asyncflow.core.model import (
     TaskStatus,
     TaskTypeConfig,
     TypeSettings,
+    from_fields,
 )
 from asyncflow.errors import AsyncflowError, InvalidArgument
 from asyncflow.v1 import task_service_pb2 as pb
@@ -147,12 +148,13 @@ def error_to_pb(error: AsyncflowError) -> pb.ItemError:
 
 
 def create_request_from_pb(request: pb.CreateTaskRequest) -> CreateRequest:
-    return CreateRequest(
-        task_type=request.task_type,
-        user_id=request.user_id,
-        task_stage=request.task_stage,
-        context=request.context,
-        priority=request.priority,
-        idempotency_key=request.idempotency_key,
-        run_at=request.run_at,
-    )
+    # Without CreateRequest's __init__ (model.from_fields): CreateTasks converts 1,000.
+    return from_fields(CreateRequest, {
+        "task_type": request.task_type,
+        "user_id": request.user_id,
+        "task_stage": request.task_stage,
+        "context": request.context,
+        "priority": request.priority,
+        "idempotency_key": request.idempotency_key,
+        "run_at": request.run_at,
+    })  # fmt: skip

@@ -17,6 +17,7 @@ from asyncflow._sdk.types import TaskInfo, TaskSpec
 from asyncflow._sdk.types import TaskStatus as SdkStatus
 from asyncflow.core.model import (
     Claim,
+    CreateRequest,
     RetryPolicy,
     RetryStrategy,
     Task,
@@ -26,12 +27,18 @@ from asyncflow.core.model import (
     task_from_fields,
     task_with,
 )
-from asyncflow.server.convert import fill_task, task_to_pb
+from asyncflow.core.service import TaskCore
+from asyncflow.server.convert import create_request_from_pb, fill_task, task_to_pb
 from asyncflow.store.common import InsertTarget, changed, claimed, inserted
 from asyncflow.store.mysql import _task_rows
 from asyncflow.v1 import task_service_pb2 as pb
 
 NOW = 1_700_000_000
+
+
+class FixedClock:
+    def now(self) -> int:
+        return NOW
 
 
 def a_task(**changes: object) -> Task:
@@ -53,6 +60,19 @@ def test_task_from_fields_is_the_dataclass() -> None:
     assert repr(built) == repr(task)
     with pytest.raises(dataclasses.FrozenInstanceError):
         built.version = 9  # type: ignore[misc]
+
+
+def test_create_requests_and_inserts_are_the_dataclasses() -> None:
+    request = pb.CreateTaskRequest(task_type="lark", user_id="u", task_stage="s",
+                                   context="{}", priority=5, idempotency_key="k-1",
+                                   run_at=NOW + 60)  # fmt: skip
+    decoded = create_request_from_pb(request)
+    assert decoded == CreateRequest("lark", "u", "s", "{}", 5, "k-1", NOW + 60)
+    assert repr(decoded) == repr(CreateRequest("lark", "u", "s", "{}", 5, "k-1", NOW + 60))
+    core = TaskCore(None, None, FixedClock())  # type: ignore[arg-type]
+    assert core._insertable(decoded) == TaskInsert("lark", "u", "s", 5, "{}", NOW + 60, "k-1")
+    bare = core._insertable(create_request_from_pb(pb.CreateTaskRequest(task_type="lark")))
+    assert bare == TaskInsert("lark", "", "", 0, "", NOW, None)
 
 
 def test_task_with_is_replace() -> None:
