@@ -2,7 +2,8 @@
 
 Connections run in autocommit with READ COMMITTED, so a claim's locking read
 takes no gap locks that would stall concurrent inserts. Claims lock candidate
-rows with SELECT ... FOR UPDATE SKIP LOCKED and update them in the same
+rows (found by a plain index read, locked by primary key; see DUE_IDS) with
+SELECT ... FOR UPDATE SKIP LOCKED and update them in the same
 transaction, so concurrent holders (on any number of replicas) skip each
 other's rows instead of waiting or double-claiming. DDL runs outside
 transactions because MySQL commits implicitly on it.
@@ -63,10 +64,13 @@ from asyncflow.store.mysql_sql import (
     CONFIG_SELECT,
     CONFIG_UPSERT,
     DATA_BEGIN_ADVANCE,
+    DUE_IDS,
     DUE_LOCKED,
+    DUE_SCAN_LOCKED,
     END_POS_ADVANCE,
     END_POS_SELECT,
     EXTEND_LEASE,
+    FENCE,
     INSERT_TARGET_LOCKED,
     INSERTED_COLUMNS,
     INSERTED_IDS,
@@ -81,6 +85,7 @@ from asyncflow.store.mysql_sql import (
     LEASED_ROW,
     LIVE_TASK,
     NEWEST_CREATE,
+    NOT_MINE,
     POS_INSERT,
     POS_LOCKED,
     QUIET_NOTES,
@@ -92,6 +97,7 @@ from asyncflow.store.mysql_sql import (
     UPDATE_FENCED,
     UPDATE_LEASED,
     UPDATE_LEASED_MANY,
+    UPDATE_LEASED_SAME,
 )
 from asyncflow.store.operator import OperatorRows
 from asyncflow.store.tables import ReadTable, Rows, TaskTableReads
@@ -234,8 +240,30 @@ async def _update_leased_rows(
     now: int,
 ) -> int:
     """The updates at `indices` (all in `table`, distinct tasks) in multi-row
-    UPDATEs, each row fenced by its lease token and version; rows changed."""
+    UPDATEs, each row fenced by its lease token and version; rows changed.
+
+    When they all write the same values (a drain's successes), one
+    UPDATE_LEASED_SAME per batch; else UPDATE_LEASED_MANY. Either way one
+    statement per batch, its rows locked in id order (the caller's order), so
+    two batches cannot deadlock."""
+    if not indices:
+        return 0
     total = 0
+    first = updates[indices[0]][2]
+    values = (int(first.status), first.task_stage, first.context, first.crt_retry_num,
+              first.order_time, first.schedule_log)  # fmt: skip
+    if all(updates[index][2] == first for index in indices):
+        for batch in _batches(indices, lambda i: len(updates[i][1]) + 64):
+            ids = [updates[index][0].row_id for index in batch]
+            fences: list[Any] = []
+            for index in batch:
+                task, token, _ = updates[index]
+                fences += (task.row_id, token, task.version)
+            sql = UPDATE_LEASED_SAME.format(
+                table=table, ids=_marks(ids), fences=", ".join([FENCE] * len(batch))
+            )
+            total += int(await cur.execute(sql, (*values, now, *ids, *fences)))
+        return total
     for batch in _batches(indices, lambda i: len(updates[i][2].context) + 512):
         params: list[Any] = []
         for index in batch:
@@ -685,8 +713,21 @@ class MysqlStore(ClaimOne, TaskTableReads, OperatorRows):
             sizes: dict[tuple[int, int], int] = {}
             for pos in range(config.begin_pos, config.end_pos + 1):
                 table = task_table(config.task_type, pos)
-                await cur.execute(DUE_LOCKED.format(table=table), (now, total))
-                for row in await cur.fetchall():
+                await cur.execute(DUE_IDS.format(table=table), (now, total))
+                due = [row[0] for row in await cur.fetchall()]
+                if not due:
+                    continue
+                await cur.execute(DUE_LOCKED.format(table=table, ids=_marks(due)), (*due, now))
+                rows = list(await cur.fetchall())
+                if len(rows) < len(due) == total:
+                    # Another claimer took some: the rest, skipping past its rows.
+                    # Ours are left out (a locking read would see them again),
+                    # so none is locked and then left unclaimed.
+                    mine = NOT_MINE.format(ids=_marks(rows)) if rows else ""
+                    sql = DUE_SCAN_LOCKED.format(table=table, mine=mine)
+                    await cur.execute(sql, (now, *(row[0] for row in rows), total - len(rows)))
+                    rows += await cur.fetchall()
+                for row in rows:
                     task = row_to_task(row, pos)
                     locked[(pos, task.row_id)] = task
                     sizes[(pos, task.row_id)] = int(row[-1])
