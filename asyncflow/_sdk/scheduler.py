@@ -82,12 +82,12 @@ class Scheduler:
 
     def accept(self, tasks: list[pb.Task], origin: Origin | None) -> None:
         """Queue newly held tasks and start as many as there are free slots."""
-        for task in tasks:
-            if self.closed:
+        if self.closed:
+            for task in tasks:
                 self._reporter.send(task, release_report(task))
-                continue
-            self._leases.keep(task)
-            self._waiting.append((task, origin))
+            return
+        self._leases.keep_all(tasks)
+        self._waiting.extend((task, origin) for task in tasks)
         self._start_waiting()
 
     def lease_lost(self, task_id: str) -> None:

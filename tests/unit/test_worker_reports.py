@@ -217,6 +217,24 @@ async def test_release_stops_the_renewals() -> None:
     assert parts.deadline("a") is None
 
 
+async def test_leases_held_together_share_one_renewal_until_the_last_is_released() -> None:
+    transport = FakeTransport()
+    transport.stream = stream = FakeStream()
+    parts, ticker, _ = keeper(transport)
+    parts.keep_all([task("a"), task("b"), task("c")])
+    parts.keep_all([task("a")])  # kept once
+    await until(lambda: len(ticker.sleeps) == 1, what="one wait for the three")
+    parts.release("b")
+    ticker.tick()
+    await until(lambda: stream.extended == ["a", "c"], what="the two still held renewed")
+    await until(lambda: len(ticker.sleeps) == 2, what="the next wait")
+    parts.release("a")
+    assert ticker.cancelled == 0  # c is still held
+    parts.release("c")
+    await until(lambda: ticker.cancelled == 1, what="the wait cancelled with the last")
+    assert "c" not in parts
+
+
 # -- the stream's outgoing batches -------------------------------------------------
 
 
