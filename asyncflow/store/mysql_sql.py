@@ -112,7 +112,23 @@ INSERTED_COLUMNS = "id, task_id, max_retry_num, retry_interval, max_retry_interv
 INSERTED_IDS = "id, task_id"
 """A multi-row insert's RETURNING: the type's settings were read before it."""
 INSERTED_SELECT = "SELECT " + INSERTED_COLUMNS + " FROM {table} WHERE task_id IN ({ids})"
-# A claim finds its candidates with a plain read of idx_status_order_time, then
+# The uncontended claim (MysqlStore.task_claim_due_many): the due rows by a
+# plain read, then one UPDATE in autocommit per hold, fenced by each row's
+# version (every write bumps it), so the rows changed are exactly the rows read.
+DUE_ROWS = (
+    "SELECT " + TASK_COLUMNS + ", " + wire_size_sql("LENGTH({})")
+    + " FROM {table} WHERE status = 1 AND order_time <= %s ORDER BY order_time, id LIMIT %s"
+)  # fmt: skip
+CLAIM_FENCED = """
+UPDATE {table} SET status = 2, lease_token = %s, hold_count = hold_count + 1,
+    lease_deadline = %s, version = version + 1, modify_time = %s
+WHERE id IN ({ids}) AND status = 1 AND (id, version) IN ({fences})
+"""
+ROW_VERSION = "(%s, %s)"
+# Which of a fenced claim's rows it changed, when another claimer took some
+# (a lease token is drawn per hold: nobody else writes it).
+CLAIMED_BY = "SELECT id FROM {table} WHERE id IN ({ids}) AND lease_token = %s"
+# Under contention, a claim finds its candidates with a plain read of idx_status_order_time, then
 # locks them by primary key, skipping rows another claimer holds and rows that
 # stopped being due meanwhile (a locking read sees the latest committed row).
 # Locking while scanning the secondary index (DUE_SCAN_LOCKED) costs MariaDB
