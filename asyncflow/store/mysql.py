@@ -111,6 +111,9 @@ T = TypeVar("T")
 BATCH_ROWS = 1000
 BATCH_BYTES = 4 << 20
 """Bounds of one multi-row update: well under max_allowed_packet (16 MiB by default)."""
+CONTENDED_SECONDS = 10
+"""How long a type's claims take the locking path after one lost rows to
+another claimer (replicas draining the same type read the same oldest rows)."""
 ER_DUP_ENTRY = 1062
 INSERT_ATTEMPTS = 5
 """Guarded inserts tried before giving up (each failure is a split in between)."""
@@ -296,6 +299,9 @@ class MysqlStore(ClaimOne, TaskTableReads, OperatorRows):
         """The newest table of each type as last seen: where creates insert (guarded)."""
         self._tls = tls
         """Every connection must be encrypted (store.mysql_tls_ca_file)."""
+        self._contended: dict[str, int] = {}
+        """Per type, until when (Unix seconds) claims take the locking path: a
+        claim lost rows to another replica's lately (see task_claim_due_many)."""
 
     @classmethod
     async def open(
@@ -714,8 +720,11 @@ class MysqlStore(ClaimOne, TaskTableReads, OperatorRows):
         by each row's version: the rows it changed are exactly the rows read, and
         one statement needs no BEGIN, locking read or COMMIT (three round trips
         of six). A hold that lost rows to another claimer (another replica) tops
-        up through the locking path, which skips past the other's rows."""
+        up through the locking path, which skips past the other's rows, and the
+        type's claims take that path for CONTENDED_SECONDS."""
         now = claims[0][1].now
+        if now < self._contended.get(config.task_type, 0):
+            return await self._claim_locked(config, claims)
         total = sum(limit for limit, _ in claims)
         results: list[list[Task]] = []
         short: list[int] = []  # the holds that lost rows to another claimer
@@ -756,6 +765,10 @@ class MysqlStore(ClaimOne, TaskTableReads, OperatorRows):
                 # first row always goes, whatever its size); else the stream asks
                 # again at once, as after any short hold.
                 lost = len(result) < sum(map(len, chosen.values()))
+                if lost:
+                    # Replicas read the same oldest rows: while they compete,
+                    # the locking path (which skips the other's rows) is cheaper.
+                    self._contended[config.task_type] = now + CONTENDED_SECONDS
                 if lost and (not result or not claim.max_bytes):
                     short.append(len(results))
                 results.append(result)
