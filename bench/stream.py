@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-import uuid
 
 from asyncflow.client import Client, TaskSpec
 from asyncflow.worker import Job, Worker
@@ -27,8 +26,7 @@ async def latency(address: str, count: int, rate: float, stream: bool) -> dict[s
     finished = asyncio.Event()
 
     async def noop(job: Job) -> None:
-        key = job.task_id.split("_")[0]
-        started.setdefault(key, time.perf_counter())
+        started.setdefault(job.task_id, time.perf_counter())
         if len(started) == count:
             finished.set()
 
@@ -38,9 +36,9 @@ async def latency(address: str, count: int, rate: float, stream: bool) -> dict[s
     async with Client(address) as client, worker:
         await asyncio.sleep(1.0)  # let the worker subscribe before the clock starts
         for _ in range(count):
-            key = uuid.uuid4().hex
-            sent[key] = time.perf_counter()
-            await client.create("lat", idempotency_key=key)
+            # Matched by task id: the handler may start before create returns.
+            start = time.perf_counter()
+            sent[(await client.create("lat")).task_id] = start
             await asyncio.sleep(1 / rate)
         await asyncio.wait_for(finished.wait(), 120)
     return percentiles([(started[k] - sent[k]) * 1000 for k in sent])

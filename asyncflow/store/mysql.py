@@ -561,9 +561,9 @@ class MysqlStore(ClaimOne, TaskTableReads, OperatorRows):
                 lambda i: _context_size(tasks[i]),
             )
         ]
-        if len(tasks) == 1 and tasks[0].idempotency_key is None and not tasks[0].lease_token:
+        if len(tasks) == 1 and tasks[0].idempotency_key is None:
             # One guarded statement is atomic on its own: autocommit spares BEGIN
-            # and COMMIT (the one-by-one create).
+            # and COMMIT (the one-by-one create, handed off or not).
             async with self._cursor() as cur:
                 await self._insert_rows(cur, tasks, ids, [0], newest[tasks[0].task_type], now,
                                         results)  # fmt: skip
@@ -608,6 +608,9 @@ class MysqlStore(ClaimOne, TaskTableReads, OperatorRows):
             indices.sort(key=lambda i: tasks[i].idempotency_key or "")  # one lock order
             for start in range(0, len(indices), BATCH_ROWS):
                 chunk = indices[start : start + BATCH_ROWS]
+                if len(chunk) == 1:  # no read first: a taken key fails its insert
+                    await self._insert_keys(cur, tasks, ids, chunk, now, results)
+                    continue
                 keys = [tasks[i].idempotency_key for i in chunk]
                 await cur.execute(KEYS_SELECT.format(ids=_marks(keys)), (task_type, *keys))
                 used = dict(await cur.fetchall())
@@ -633,9 +636,10 @@ class MysqlStore(ClaimOne, TaskTableReads, OperatorRows):
         params: list[Any] = []
         for i in new:
             params += (tasks[i].task_type, tasks[i].idempotency_key, ids[i], now)
-        if await _inserted(cur, KEYS_INSERT.format(rows=", ".join([KEY_ROW] * len(new))), params):
+        rows = ", ".join([KEY_ROW] * len(new))
+        if len(new) > 1 and await _inserted(cur, KEYS_INSERT.format(rows=rows), params):
             return
-        # Another call took one of these keys since the read: key by key.
+        # One key, or another call took one of these keys since the read: key by key.
         for i in new:
             key = (tasks[i].task_type, tasks[i].idempotency_key)
             if not await _inserted(cur, KEY_INSERT, (*key, ids[i], now)):
@@ -653,18 +657,18 @@ class MysqlStore(ClaimOne, TaskTableReads, OperatorRows):
         results: list[Task | str | None],
     ) -> None:
         """Insert the tasks at `chunk` (one type) into table `pos`, guarded (see
-        TASK_INSERT_GUARDED); _Moved if the guard failed. Several tasks, or a
-        handed-off one (its status depends on the paused flag read under the
-        lock), need a transaction: the locked guard read, then the insert."""
+        TASK_INSERT_GUARDED); _Moved if the guard failed. Several tasks need a
+        transaction: the locked guard read, then the multi-row insert."""
         task_type = tasks[chunk[0]].task_type
         table = task_table(task_type, pos)
         target: InsertTarget | None = None
         params: list[Any] | None
-        if len(chunk) == 1 and not tasks[chunk[0]].lease_token:
+        if len(chunk) == 1:
             task = tasks[chunk[0]]
+            token = task.lease_token if task.order_time <= now else ""  # see InsertTarget.leased
             sql = TASK_INSERT_GUARDED.format(table=table)
             params = [ids[chunk[0]], task.user_id, task.task_stage, task.priority]
-            params += (task.context, task.order_time, now, now, task_type, pos)
+            params += (task.context, task.order_time, now, now, now, token, task_type, pos)
             returning = INSERTED_COLUMNS
         else:
             await cur.execute(INSERT_TARGET_LOCKED, (task_type, pos))
@@ -703,11 +707,12 @@ class MysqlStore(ClaimOne, TaskTableReads, OperatorRows):
         if len(written) != len(chunk):  # one position row joined: all or nothing
             raise RuntimeError(f"inserted {len(written)} of {len(chunk)} tasks")
         if target is None:
-            # The guarded statement read the type's settings itself; its one task
-            # has no lease, so the lease settings do not matter.
-            _, _, max_retry_num, retry_interval, max_retry_interval = written[0]
-            target = InsertTarget(pos, max_retry_num, retry_interval, max_retry_interval, 0,
-                                  paused=False)  # fmt: skip
+            # The guarded statement read the type's settings itself, and leased
+            # its one task (status PROCESSING) unless the type was paused.
+            _, _, max_retry_num, retry_interval, max_retry_interval, status, deadline = written[0]
+            leased = status == TaskStatus.PROCESSING
+            target = InsertTarget(pos, max_retry_num, retry_interval, max_retry_interval,
+                                  deadline - now if leased else 0, paused=not leased)  # fmt: skip
         by_id = {row[1]: row[0] for row in written}
         for i in chunk:
             results[i] = inserted(tasks[i], ids[i], target, int(by_id[ids[i]]), now)

@@ -76,16 +76,21 @@ KEY_ROW = "(%s, %s, %s, %s)"
 # the newest table), nothing is written and the store reads the position again.
 #
 # One task: one INSERT ... SELECT, guard included (in autocommit: one round
-# trip). Several: the guard as a locked read, then one multi-row INSERT ...
+# trip). A handed-off task (a lease token given) goes in PROCESSING under that
+# lease unless the type is paused, decided by the same statement from the row
+# it reads under the lock. Several: the guard as a locked read, then one multi-row INSERT ...
 # VALUES; an INSERT ... SELECT of many rows would reserve auto-increment ids in
 # powers of two and leave gaps, and MAX(id) is how a table's size is measured.
 TASK_INSERT_GUARDED = """
 INSERT INTO {table} (task_id, task_type, user_id, task_stage, status, priority, crt_retry_num,
     max_retry_num, retry_interval, max_retry_interval, schedule_log, task_context, order_time,
-    version, create_time, modify_time)
-SELECT %s, p.task_type, %s, %s, 1, %s, 0, c.max_retry_num, c.retry_interval,
-    c.max_retry_interval, '', %s, %s, 1, %s, %s
+    lease_token, hold_count, lease_deadline, version, create_time, modify_time)
+SELECT %s, p.task_type, %s, %s, IF(h.token <> '' AND c.paused = 0, 2, 1), %s, 0,
+    c.max_retry_num, c.retry_interval, c.max_retry_interval, '', %s, %s,
+    IF(h.token <> '' AND c.paused = 0, h.token, ''), h.token <> '' AND c.paused = 0,
+    IF(h.token <> '' AND c.paused = 0, %s + c.max_processing_time, 0), 1, %s, %s
 FROM t_schedule_pos p JOIN t_schedule_cfg c ON c.task_type = p.task_type
+    JOIN (SELECT %s AS token) h
 WHERE p.task_type = %s AND p.schedule_end_pos = %s
 LOCK IN SHARE MODE
 """
@@ -108,7 +113,9 @@ VALUES {rows}
 TASK_ROW = "(%s, %s, %s, %s, %s, %s, 0, %s, '', %s, %s, %s, %s, %s, 1, %s, %s)"
 # What an insert wrote that the server did not choose: MariaDB returns it from
 # the INSERT itself; MySQL reads it back by task id.
-INSERTED_COLUMNS = "id, task_id, max_retry_num, retry_interval, max_retry_interval"
+INSERTED_COLUMNS = (
+    "id, task_id, max_retry_num, retry_interval, max_retry_interval, status, lease_deadline"
+)
 INSERTED_IDS = "id, task_id"
 """A multi-row insert's RETURNING: the type's settings were read before it."""
 INSERTED_SELECT = "SELECT " + INSERTED_COLUMNS + " FROM {table} WHERE task_id IN ({ids})"
@@ -128,9 +135,10 @@ ROW_VERSION = "(%s, %s)"
 # Which of a fenced claim's rows it changed, when another claimer took some
 # (a lease token is drawn per hold: nobody else writes it).
 CLAIMED_BY = "SELECT id FROM {table} WHERE id IN ({ids}) AND lease_token = %s"
-# Under contention, a claim finds its candidates with a plain read of idx_status_order_time, then
-# locks them by primary key, skipping rows another claimer holds and rows that
-# stopped being due meanwhile (a locking read sees the latest committed row).
+# Under contention, a claim finds its candidates with a plain read of
+# idx_status_order_time, then locks them by primary key, skipping rows another
+# claimer holds and rows that stopped being due meanwhile (a locking read sees
+# the latest committed row).
 # Locking while scanning the secondary index (DUE_SCAN_LOCKED) costs MariaDB
 # about 3x the CPU: a locking scan visits, and looks up in the clustered index,
 # every delete-marked entry a drain leaves behind (claimed rows leave status 1

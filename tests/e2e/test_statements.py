@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 import pymysql
 import pytest
 from conftest import MYSQL, Running, StartServer
+from streams import RawWorker
 from waiting import eventually
 
 from asyncflow.client import Client, TaskSpec
@@ -47,6 +48,15 @@ MAX_STATEMENTS_PER_CREATE = 1.5
 # stream); with claims in autocommit (no BEGIN, locking read, COMMIT): 0.07-0.09.
 # One task per transaction would be ~8.
 MAX_STATEMENTS_PER_DRAINED_TASK = 0.3
+# Statements per create handed off to a waiting stream (one by one, so no batching):
+# BEGIN, the locked type read, INSERT, COMMIT (4) until the guarded INSERT ...
+# SELECT learnt to lease the task itself in autocommit (1).
+HANDED_OFF = 50
+MAX_STATEMENTS_PER_HANDED_OFF_CREATE = 1.2
+# Statements per one-by-one create with an idempotency key: BEGIN, the key row,
+# the task row, COMMIT (4; 5 while the key was looked up before its insert).
+KEYED = 50
+MAX_STATEMENTS_PER_KEYED_CREATE = 4.2
 
 COUNTED = "SELECT_COMMANDS + UPDATE_COMMANDS + OTHER_COMMANDS"
 
@@ -173,3 +183,48 @@ async def test_a_drained_backlog_stays_under_the_statement_bound(
     per_task = sent / DRAINED
     print(f"{sent} statements to hold and report {DRAINED} tasks: {per_task:.2f} per task")
     assert per_task <= MAX_STATEMENTS_PER_DRAINED_TASK
+
+
+async def test_a_create_handed_off_to_a_waiting_stream_is_one_statement(
+    counted_server: Running, counted_user: DbUser
+) -> None:
+    stub = counted_server.stub
+    await stub.RegisterTaskType(pb.RegisterTaskTypeRequest(task_type="stmt"))
+    raw = RawWorker(stub)
+    try:
+        await raw.subscribe("stmt", window=HANDED_OFF)
+        dispatcher = counted_server.server.dispatcher
+
+        async def waits() -> bool:  # waiting, and no claim of its own in flight
+            sessions = list(dispatcher.sessions.values())
+            return dispatcher.hub.waiting("stmt") == 1 and sessions[0].claiming == 0
+
+        await eventually(waits, what="the stream waiting")
+        before = statements(counted_user)
+        made = [await stub.CreateTask(pb.CreateTaskRequest(task_type="stmt"))
+                for _ in range(HANDED_OFF)]  # fmt: skip
+        sent = statements(counted_user) - before
+        await raw.until(tasks=HANDED_OFF)
+    finally:
+        raw.cancel()
+    assert {r.task.status for r in made} == {pb.TASK_STATUS_PROCESSING}  # all handed off
+    per_task = sent / HANDED_OFF
+    print(f"{sent} statements for {HANDED_OFF} handed-off creates: {per_task:.2f} per task")
+    assert 0 < per_task <= MAX_STATEMENTS_PER_HANDED_OFF_CREATE
+
+
+async def test_a_create_with_an_idempotency_key_is_one_transaction_of_two_inserts(
+    counted_server: Running, counted_user: DbUser, mysql_database: str
+) -> None:
+    stub = counted_server.stub
+    await stub.RegisterTaskType(pb.RegisterTaskTypeRequest(task_type="stmt"))
+    before = statements(counted_user)
+    for n in range(KEYED):
+        await stub.CreateTask(pb.CreateTaskRequest(task_type="stmt", idempotency_key=f"k{n}"))
+    sent = statements(counted_user) - before
+    again = await stub.CreateTask(pb.CreateTaskRequest(task_type="stmt", idempotency_key="k0"))
+    assert not again.created  # the key still names the first task
+    assert status_count(mysql_database, "stmt", pb.TASK_STATUS_PENDING) == KEYED
+    per_task = sent / KEYED
+    print(f"{sent} statements for {KEYED} keyed creates: {per_task:.2f} per task")
+    assert 0 < per_task <= MAX_STATEMENTS_PER_KEYED_CREATE
