@@ -17,7 +17,7 @@ from worker_fakes import (
 from asyncflow._sdk.job import release_report
 from asyncflow._sdk.leases import LeaseKeeper
 from asyncflow._sdk.reporter import Reporter
-from asyncflow._sdk.stream import Request, coalesce
+from asyncflow._sdk.stream import Request, StreamConnection, coalesce
 from asyncflow.errors import (
     InvalidArgument,
     LeaseLost,
@@ -249,3 +249,25 @@ def test_a_batch_folds_its_reports_and_start_acks_up_to_a_window_change() -> Non
     out = coalesce([started("a"), reports("a"), started("b"), reports("b"), window,
                     reports("c"), started("c"), None])  # fmt: skip
     assert out == [started("a", "b"), reports("a", "b"), window, reports("c"), started("c"), None]
+
+
+async def test_reports_and_start_acks_join_the_waiting_message_up_to_a_window_change() -> None:
+    connection = StreamConnection(None, None)  # type: ignore[arg-type]
+    connection.started("a")
+    connection.report(success("a"))
+    connection.started("b")
+    connection.report(success("b"))
+    connection.set_window(3)
+    connection.report(success("c"))
+    connection.started("c")
+    queued = []
+    while not connection._outbox.empty():
+        queued.append(connection._outbox.get_nowait())
+    assert queued == [
+        Request(started=Request.Started(task_ids=["a", "b"])),
+        Request(reports=Request.Reports(reports=[success("a"), success("b")])),
+        Request(set_window=Request.SetWindow(window=3)),
+        Request(reports=Request.Reports(reports=[success("c")])),
+        Request(started=Request.Started(task_ids=["c"])),
+    ]
+    assert sorted(connection.unacked) == ["a", "b", "c"]
