@@ -29,6 +29,7 @@ from asyncflow.core.model import (
 )
 from asyncflow.core.service import TaskCore
 from asyncflow.server.convert import create_request_from_pb, fill_task, task_to_pb
+from asyncflow.server.session import pushed_tasks
 from asyncflow.store.common import InsertTarget, changed, claimed, inserted
 from asyncflow.store.mysql import _task_rows
 from asyncflow.v1 import task_service_pb2 as pb
@@ -164,6 +165,14 @@ def test_fill_task_is_the_keyword_message(task: Task, with_token: bool) -> None:
         create_time=task.create_time, modify_time=task.modify_time,
         attempt=expected.lease.attempt, lease_deadline=expected.lease.deadline,
     )  # fmt: skip
+
+
+def test_a_push_is_the_keyword_message() -> None:
+    tasks = [a_task(), a_task(task_id="k-2_lark_2", row_id=8)]
+    Response = pb.WorkTasksResponse
+    expected = Response(tasks=Response.Tasks(tasks=[old_task_to_pb(t, True) for t in tasks]))
+    assert pushed_tasks(tasks) == expected
+    assert pushed_tasks([]).WhichOneof("response") == "tasks"
 
 
 def test_an_unknown_status_still_raises_in_the_sdk() -> None:
