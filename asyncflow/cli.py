@@ -20,36 +20,44 @@ import sys
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from asyncflow._cli import ops
 from asyncflow._cli.security import add_tls_arguments, add_token_command, create_token, tls_settings
 from asyncflow._sdk.channel import grpc_target
 from asyncflow._sdk.credentials import channel_credentials
 from asyncflow._sdk.extras import needs_server
-from asyncflow.config import Config, LogConfig, load_config
+from asyncflow.config import Config, LogConfig, check_processes, load_config
 from asyncflow.errors import AsyncflowError, ConfigError
 from asyncflow.logs import setup_logging
 from asyncflow.worker import Worker
+
+if TYPE_CHECKING:
+    from asyncflow.server.processes import ChildRole
 
 log = logging.getLogger("asyncflow")
 
 DEFAULT_CONFIG = "config.toml"
 
 
-def _config(path: str | None) -> Config:
-    """--config PATH, else ./config.toml when present, else built-in defaults."""
+def _config_path(path: str | None) -> str | None:
+    """--config PATH, else ./config.toml when present, else None (built-in defaults)."""
     if path is None and Path(DEFAULT_CONFIG).is_file():
-        path = DEFAULT_CONFIG
-    return load_config(path)
+        return str(Path(DEFAULT_CONFIG).resolve())
+    return path
 
 
-async def serve(config: Config) -> None:
+async def serve(config: Config, role: ChildRole | None = None) -> None:
+    """One server process; `role`: it is one of `serve --processes N`'s children."""
     with needs_server("asyncflow serve"):
         from asyncflow.server.app import AsyncflowServer
-    server = await AsyncflowServer.start(config)
-    print(f"asyncflow listening on {config.server.host}:{server.port}", flush=True)
-    if server.http is not None:
-        print(f"asyncflow dashboard at {server.http.url}/ui", flush=True)
+    server = await AsyncflowServer.start(config, reuse_port=role is not None)
+    if role is not None:  # the parent prints the address once every child listens
+        role.ready(server.http.url if server.http is not None else "")
+    else:
+        print(f"asyncflow listening on {config.server.host}:{server.port}", flush=True)
+        if server.http is not None:
+            print(f"asyncflow dashboard at {server.http.url}/ui", flush=True)
     signalled = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -146,12 +154,40 @@ async def work(worker: Worker, grace: float) -> None:
     await runner
 
 
+def run_serve(args: argparse.Namespace) -> int:
+    """One process, one of N children, or the parent that supervises N."""
+    from asyncflow.server.processes import ChildRole, Supervisor
+
+    path = _config_path(args.config)
+    config = load_config(path)
+    if args.child is not None:
+        role = ChildRole.parse(args.child)
+        role.follow_parent()
+        setup_logging(config.log, process=role.index)
+        asyncio.run(serve(config, role))
+        return 0
+    if args.processes is not None:
+        config = replace(config, server=replace(config.server, processes=args.processes))
+        check_processes(config)
+    setup_logging(config.log)
+    if config.server.processes == 1:
+        asyncio.run(serve(config))
+        return 0
+    return asyncio.run(Supervisor(config, path).run())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="asyncflow", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (("serve", "run the gRPC server"), ("migrate", "apply schema migrations")):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--config", help=f"TOML file (default: ./{DEFAULT_CONFIG} if present)")
+        if name == "serve":
+            sub.add_argument(
+                "--processes", type=int, help="server processes on one port (server.processes)"
+            )
+            # Set by the parent of `serve --processes N` for each of its children.
+            sub.add_argument("--child", help=argparse.SUPPRESS)
     worker = commands.add_parser("worker", help="run a worker: asyncflow worker MODULE:ATTR")
     worker.add_argument("target", help="package.module:attr or path/file.py:attr")
     worker.add_argument(
@@ -180,10 +216,12 @@ def main(argv: list[str] | None = None) -> int:
             loaded = load_worker(args.target, args)
             setup_logging(LogConfig(level=args.log_level.upper()))
             asyncio.run(work(loaded, args.grace))
-        else:
-            config = _config(args.config)
+        elif args.command == "migrate":
+            config = load_config(_config_path(args.config))
             setup_logging(config.log)
-            asyncio.run(serve(config) if args.command == "serve" else migrate(config))
+            asyncio.run(migrate(config))
+        else:
+            return run_serve(args)
     except ConfigError as exc:  # exit 2: fix the command or the configuration
         print(f"asyncflow: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,6 +34,9 @@ class ServerConfig:
     still served, before streams end (so that load balancers stop routing here)."""
     grace_seconds: float = 10.0
     """Then: how long streams may take to end, and in-flight calls to finish."""
+    processes: int = 1
+    """Server processes sharing the gRPC port (SO_REUSEPORT, Linux), each a full
+    replica under one supervising parent; more than 1 needs MySQL and Redis."""
     max_message_bytes: int = 32 * 1024 * 1024
     """Largest request/reply; a full HoldTasks batch (2000 tasks of 8 KiB) needs ~20 MiB."""
     tls_cert_file: str = ""
@@ -173,6 +178,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "server.port": (0, 65535),
     "server.shutdown_delay_seconds": (0, 3600),
     "server.grace_seconds": (0, 3600),
+    "server.processes": (1, 256),
     "server.max_message_bytes": (1024, 1 << 30),
     "http.port": (0, 65535),
     "http.queue_depth_interval_seconds": (1, 86_400),
@@ -296,7 +302,32 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     if config.store.mysql_pool_min > config.store.mysql_pool_max:
         raise ConfigError("store.mysql_pool_min: must not exceed store.mysql_pool_max")
     check_security(config)
+    check_processes(config)
     return config
+
+
+def check_processes(config: Config) -> None:
+    """Several processes are replicas of one another: they must share the store,
+    the cache, the locks and the wake-ups, which only MySQL and Redis can."""
+    processes = config.server.processes
+    _check("server.processes", processes)
+    if processes == 1:
+        return
+    if config.store.backend != "mysql" or config.cache.backend != "redis":
+        raise ConfigError(
+            f"server.processes: {processes} processes need store.backend = mysql and"
+            f" cache.backend = redis (they are replicas sharing the store, the cache and"
+            f" the wake-ups); got store.backend = {config.store.backend}, cache.backend ="
+            f" {config.cache.backend}"
+        )
+    if not sys.platform.startswith("linux") or not hasattr(socket, "SO_REUSEPORT"):
+        # Elsewhere SO_REUSEPORT does not spread connections over the processes.
+        raise ConfigError("server.processes: several processes need Linux (SO_REUSEPORT)")
+    if config.http.enabled and config.http.port and config.http.port + processes - 1 > 65535:
+        raise ConfigError(
+            f"http.port: process i serves HTTP on http.port + i, and {config.http.port}"
+            f" + {processes - 1} is past 65535"
+        )
 
 
 def check_security(config: Config) -> None:

@@ -134,6 +134,16 @@ class LocalLock:
         self._held.clear()
 
 
+def raise_if_cancelled() -> None:
+    """Raise CancelledError if this task was cancelled. redis-py (8.1) can return
+    from a command normally although the task was cancelled while it ran: the
+    cancellation is lost (the task's `cancelling()` count stays up), so a loop
+    that calls Redis would run on and never let its stop() return."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 async def run_exclusive(
     backend: LockBackend,
     key: str,
@@ -148,7 +158,13 @@ async def run_exclusive(
     """
     token = f"{owner}:{uuid.uuid4().hex}"
     if not await backend.acquire(key, token, ttl):
+        raise_if_cancelled()
         return False
+    try:
+        raise_if_cancelled()
+    except asyncio.CancelledError:
+        await backend.release(key, token)
+        raise
     running = asyncio.ensure_future(work())
     try:
         while True:

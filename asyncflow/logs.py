@@ -30,12 +30,32 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def setup_logging(config: LogConfig) -> None:
+class _ProcessTag(logging.Filter):
+    """Marks every record with the index of the server process that wrote it
+    (`serve --processes N`), since the N processes share one output."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.server_process = self.index
+        return True
+
+
+def setup_logging(config: LogConfig, process: int | None = None) -> None:
+    """`process`: the index of this server process among several (a "[process I]"
+    tag in text, a "server_process" field in JSON)."""
     handler = logging.StreamHandler()
+    tag = "" if process is None else "[process %(server_process)s] "
     if config.format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s")
+        )
+    if process is not None:
+        handler.addFilter(_ProcessTag(process))
     logging.basicConfig(level=config.level, handlers=[handler], force=True)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sqlite3
 import statistics
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import pymysql
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 MYSQL = {
     "host": os.environ.get("ASYNCFLOW_TEST_MYSQL_HOST", "127.0.0.1"),
@@ -194,30 +197,61 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("ASYNCFLOW_")}
 
 
+CHILD_URLS: dict[int, list[str]] = {}
+"""`serve --processes N`: the HTTP side of each child (index order), by the parent's pid."""
+CHILD_LINE = re.compile(r"^asyncflow process \d+ \(pid \d+\): .* at (?P<url>\S+)$")
+
+
 @contextmanager
 def server_process(
-    database: str, prefix: str, backend: str = "mysql", **settings: str
+    database: str, prefix: str, backend: str = "mysql", *, processes: int = 1, **settings: str
 ) -> Iterator[tuple[str, int]]:
-    """`asyncflow serve` on port 0 (see backend_env); yields (address, pid).
-    `settings` are more ASYNCFLOW_* variables."""
+    """`asyncflow serve` on port 0 (see backend_env); yields (address, pid). With
+    `processes` > 1, `serve --processes N` (the pid is the parent's; its children's
+    HTTP sides are in CHILD_URLS, cpu_seconds counts them). `settings` are more
+    ASYNCFLOW_* variables."""
     env = clean_env() | backend_env(backend, database, prefix)
     env |= {
         "ASYNCFLOW_SERVER_PORT": "0",
         "ASYNCFLOW_HTTP_PORT": "0",
         "ASYNCFLOW_SERVER_SHUTDOWN_DELAY_SECONDS": "0",  # no load balancer to wait for
         "ASYNCFLOW_LOG_LEVEL": "WARNING",
+        "ASYNCFLOW_SERVER_PROCESSES": str(processes),
     } | settings
     binary = Path(sys.executable).with_name("asyncflow")
     process, address = listening([str(binary), "serve"], env, "asyncflow listening on ")
     try:
+        if processes > 1:  # the parent prints one line per child right after
+            assert process.stdout is not None
+            urls: list[str] = []
+            while len(urls) < processes:
+                found = CHILD_LINE.match(process.stdout.readline().strip())
+                if found:
+                    urls.append(found["url"])
+            CHILD_URLS[process.pid] = urls
         yield address, process.pid
     finally:
+        CHILD_URLS.pop(process.pid, None)
         process.terminate()
         process.wait(30)
         assert process.stdout is not None
         process.stdout.close()
         if backend == "mysql":
             forget_keys(prefix)
+
+
+def metric_sums(urls: list[str], name: str, **labels: str) -> list[float]:
+    """The samples `name` with these labels, summed, from each process's /metrics."""
+    found = []
+    for url in urls:
+        with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+            text = response.read().decode()
+        found.append(sum(
+            sample.value for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name and labels.items() <= sample.labels.items()
+        ))  # fmt: skip
+    return found
 
 
 def forget_keys(prefix: str) -> None:
@@ -232,9 +266,22 @@ def forget_keys(prefix: str) -> None:
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time a process has used so far (user + system)."""
+    """CPU time a process and its live children (`serve --processes N`) have used
+    so far (user + system)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return own + sum(_cpu_if_alive(int(child)) for child in children)
+
+
+def _cpu_if_alive(pid: int) -> float:
+    try:
+        return cpu_seconds(pid)
+    except FileNotFoundError:  # exited since its parent listed it
+        return 0.0
 
 
 def rss_mib(pid: int) -> float:

@@ -1,13 +1,17 @@
 """Calls/s of CreateTask and GetTask under load, as a ratio to an echo servicer in the same run.
 
     python -m bench.rpc [--backend mysql|sqlite] [--duration 10] [--connections 8] [--streams 16]
+                        [--processes N [N ...]]
 
 The load comes from h2load (Debian's nghttp2-client, written in C, so the client
 never caps the server), speaking gRPC with a length-prefixed body file. Each
 method runs against the echo servicer (bench/echo.py: decodes the request and
 answers a canned reply of the real size) and against a real `asyncflow serve`,
 alternately, `--rounds` times; the ratio of the two is what the machine's noise
-cannot fake. h2load counts HTTP 200 even when grpc-status is an error, so every
+cannot fake. `--processes 1 2` runs a one-process server and `serve --processes 2`
+(MariaDB) side by side, loaded in turn after each echo run: the kernel spreads
+h2load's connections over a server's processes, and its CPU per call is summed
+over them. h2load counts HTTP 200 even when grpc-status is an error, so every
 run is checked: the tasks created are counted in the store afterwards, and a
 GetTask run must have received one full reply per call.
 """
@@ -23,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +35,15 @@ import grpc
 
 from asyncflow.v1 import task_service_pb2 as pb
 from asyncflow.v1 import task_service_pb2_grpc as pb_grpc
-from bench.common import clean_env, cpu_seconds, listening, scratch, server_process
+from bench.common import (
+    CHILD_URLS,
+    clean_env,
+    cpu_seconds,
+    listening,
+    metric_sums,
+    scratch,
+    server_process,
+)
 
 SERVICE = pb.DESCRIPTOR.services_by_name["TaskService"].full_name
 TYPE = "bench"
@@ -129,6 +142,8 @@ class Round:
     method: str
     echo: Load
     asyncflow: Load
+    processes: int = 1
+    """`serve --processes N`."""
 
     @property
     def ratio(self) -> float:
@@ -136,13 +151,17 @@ class Round:
 
 
 async def run(args: argparse.Namespace, database: str) -> list[Round]:
-    """Every round of every method in args.methods (see main for the options)."""
+    """Every round of every method in args.methods (see main for the options). With
+    several --processes, one server each (one database, one cache: replicas), all
+    loaded in turn after the same echo run, so they compare in the same minute."""
     prefix = f"bench:{uuid.uuid4().hex[:8]}:"
     rounds: list[Round] = []
-    with (
-        tempfile.TemporaryDirectory(prefix="asyncflow-bench-") as tmp,
-        server_process(database, prefix, args.backend) as (address, pid),
-    ):
+    with tempfile.TemporaryDirectory(prefix="asyncflow-bench-") as tmp, ExitStack() as stack:
+        servers = [
+            (n, *stack.enter_context(server_process(database, prefix, args.backend, processes=n)))
+            for n in args.processes
+        ]
+        address = servers[0][1]
         work = Path(tmp)
         files = await prepare(address, work, args.context_bytes)
         echo, echo_address = listening(
@@ -154,7 +173,7 @@ async def run(args: argparse.Namespace, database: str) -> list[Round]:
         try:
             print(f"{args.backend}: {args.connections} connections x {args.streams} streams,"
                   f" {args.duration} s per run, {args.context_bytes}-byte contexts")  # fmt: skip
-            print(f"{'method':<11} {'echo/s':>9} {'asyncflow/s':>12} {'ratio':>6}"
+            print(f"{'method':<11} {'echo/s':>9} {'processes':>9} {'asyncflow/s':>12} {'ratio':>6}"
                   f" {'server CPU ms/call':>19}")  # fmt: skip
             in_flight = args.connections * args.streams
             for method in args.methods:
@@ -162,15 +181,29 @@ async def run(args: argparse.Namespace, database: str) -> list[Round]:
                 for _ in range(args.rounds):
                     baseline = h2load(args, echo_address, method, body, echo.pid)
                     check(method, baseline, files, None, in_flight)
-                    before = await total_tasks(address)
-                    load = h2load(args, address, method, body, pid)
-                    after = await total_tasks(address)
-                    check(method, load, files, after - before, in_flight)
-                    rounds.append(Round(method, baseline, load))
-                    print(f"{method:<11} {baseline.calls_per_second:>9,.0f}"
-                          f" {load.calls_per_second:>12,.0f} {rounds[-1].ratio:>6.0%}"
-                          f" {load.server_cpu_ms_per_call:>9.3f} (echo"
-                          f" {baseline.server_cpu_ms_per_call:.3f})", flush=True)  # fmt: skip
+                    for processes, server, pid in servers:
+                        urls = CHILD_URLS.get(pid, [])
+                        calls = metric_sums(urls, "asyncflow_rpc_handled_total", method=method)
+                        before = await total_tasks(address)
+                        load = h2load(args, server, method, body, pid)
+                        after = await total_tasks(address)
+                        check(method, load, files, after - before, in_flight)
+                        rounds.append(Round(method, baseline, load, processes))
+                        # How the kernel spread h2load's connections: calls per process.
+                        calls = [
+                            b - a
+                            for a, b in zip(
+                                calls,
+                                metric_sums(urls, "asyncflow_rpc_handled_total", method=method),
+                                strict=True,
+                            )
+                        ]
+                        split = "/".join(f"{c / sum(calls):.0%}" for c in calls) if urls else ""
+                        print(f"{method:<11} {baseline.calls_per_second:>9,.0f} {processes:>9}"
+                              f" {load.calls_per_second:>12,.0f} {rounds[-1].ratio:>6.0%}"
+                              f" {load.server_cpu_ms_per_call:>9.3f} (echo"
+                              f" {baseline.server_cpu_ms_per_call:.3f}) {split}",
+                              flush=True)  # fmt: skip
         finally:
             echo.terminate()
             echo.wait(10)
@@ -192,6 +225,8 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--streams", type=int, default=16, help="calls in flight per connection")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--processes", type=int, nargs="+", default=[1],
+                        help="serve --processes N; several: a server each, in turn")  # fmt: skip
     parser.add_argument("--context-bytes", type=int, default=200)
     parser.add_argument("--methods", nargs="+", default=["CreateTask", "GetTask"],
                         choices=("CreateTask", "GetTask"))  # fmt: skip

@@ -33,19 +33,31 @@ from asyncflow.errors import Unavailable
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
-GATHER_TURNS = 8
-"""Turns of the event loop a flush waits at most for calls already under way
-(a call takes a few turns from its arrival to its submit). Measured on GetTask
-cache hits: batches of ~2 without waiting, ~5 with; server CPU per call
-0.59-0.65 -> 0.45 ms (docs/benchmarks.md)."""
+QUIET_TURNS = 2
+"""A flush stops gathering once this many turns of the event loop in a row
+brought no submission (a call takes a few turns from its arrival to its
+submit). Measured on GetTask cache hits: batches of ~2 without waiting, ~5
+with; server CPU per call 0.59-0.65 -> 0.45 ms (docs/benchmarks.md)."""
+GATHER_TURNS = 4
+"""A flush gathers for at most this many times its quiet turns (8 turns by default)."""
 
 Flush = Callable[[list[Item]], Awaitable[Sequence[Result]]]
 
 
 class GroupCommit(Generic[Item, Result]):
-    def __init__(self, flush: Flush[Item, Result], max_items: int) -> None:
+    def __init__(self, flush: Flush[Item, Result], max_items: int, *, patience: int = 0) -> None:
+        """`patience` (0: QUIET_TURNS always): the most quiet turns a flush waits
+        for, after the load: 1 + twice the mean size of the recent batches, so
+        that a lone caller waits 3 turns and many callers wait longer for the
+        calls still on their way. A mean, not the last batch: under load, one
+        small batch would otherwise shorten the next wait, and the batches never
+        grew (measured). For flushes that cost more than a caller's own work
+        (a cache round trip), where batches stay small otherwise."""
         self._flush = flush
         self._max_items = max_items
+        self._patience = patience
+        self._mean_items = 0.0
+        """Items per batch, smoothed over the last ~8 batches."""
         self._queue: deque[tuple[list[Item], asyncio.Future[list[Result]]]] = deque()
         self._flushing: set[asyncio.Task[None]] = set()
 
@@ -66,16 +78,20 @@ class GroupCommit(Generic[Item, Result]):
 
     async def _gather(self) -> None:
         """Let calls the server has already received join the batch: yield to the
-        event loop while the queue keeps growing, at most GATHER_TURNS turns. Not
-        a timer: on an idle server this costs two turns of the loop (microseconds)."""
+        event loop until `need` turns in a row brought nothing, at most
+        GATHER_TURNS * need turns. Not a timer: on an idle server this costs two
+        or three turns of the loop (microseconds)."""
+        need = QUIET_TURNS
+        if self._patience:
+            need = max(need, min(self._patience, int(2 * self._mean_items) + 1))
         quiet = 0
-        for _ in range(GATHER_TURNS):
+        for _ in range(GATHER_TURNS * need):
             size = len(self._queue)
             if size >= self._max_items:
                 return
             await asyncio.sleep(0)
             quiet = 0 if len(self._queue) > size else quiet + 1
-            if quiet == 2:
+            if quiet == need:
                 return
 
     def _take(self) -> list[tuple[list[Item], asyncio.Future[list[Result]]]]:
@@ -99,6 +115,8 @@ class GroupCommit(Generic[Item, Result]):
             while self._queue:
                 await self._gather()
                 batch = self._take()
+                taken = sum(len(items) for items, _ in batch)
+                self._mean_items += (taken - self._mean_items) / 8
                 if batch:
                     await self._flush_one(batch)
                 batch = []

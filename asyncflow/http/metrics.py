@@ -19,6 +19,7 @@ Outcomes by event (the `outcome` label):
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -75,6 +76,13 @@ class PrometheusMetrics:
         self.cache = Counter(
             "asyncflow_cache_lookups", "Task reads from the cache.", ["result"], registry=registry
         )
+        # The labelled series, looked up once: labels() validates, locks and
+        # hashes on every call, and these are counted on every RPC. The label
+        # values are bounded (methods the server has, status codes, task types),
+        # and prometheus_client keeps every series it made anyway.
+        self._lookups: dict[bool, Any] = {}
+        self._rpcs: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._tasks: dict[tuple[str, str, str], Any] = {}
         self.passes = Histogram(
             "asyncflow_governance_pass_duration_seconds", "Governance passes and their length.",
             ["loop", "result"], buckets=PASS_BUCKETS, registry=registry,
@@ -100,22 +108,36 @@ class PrometheusMetrics:
     # -- the core's port ----------------------------------------------------------
 
     def tasks(self, event: TaskEvent, task_type: str, outcome: str, count: int) -> None:
-        counter = self.events[event]
-        labelled = counter.labels(task_type, outcome) if outcome else counter.labels(task_type)
+        key = (event, task_type, outcome)
+        labelled = self._tasks.get(key)
+        if labelled is None:
+            counter = self.events[event]
+            labelled = counter.labels(task_type, outcome) if outcome else counter.labels(task_type)
+            self._tasks[key] = labelled
         labelled.inc(count)
 
     def cache_lookup(self, hit: bool) -> None:
-        self.cache.labels("hit" if hit else "miss").inc()
+        labelled = self._lookups.get(hit)
+        if labelled is None:
+            labelled = self._lookups[hit] = self.cache.labels("hit" if hit else "miss")
+        labelled.inc()
 
     def governance_pass(self, loop: str, seconds: float, failed: bool) -> None:
         self.passes.labels(loop, "error" if failed else "ok").observe(seconds)
 
-    # -- the gRPC interceptor's observer -------------------------------------------
+    # -- the observer of every gRPC call (asyncflow.server.rpc_metrics) -----------
 
     def rpc(self, service: str, method: str, code: str, seconds: float, streaming: bool) -> None:
-        self.rpcs.labels(service, method, code).inc()
+        key = (service, method, code)
+        labelled = self._rpcs.get(key)
+        if labelled is None:
+            labelled = self._rpcs[key] = (
+                self.rpcs.labels(service, method, code),
+                self.rpc_seconds.labels(service, method, code),
+            )
+        labelled[0].inc()
         if not streaming:  # a stream's length says how long a worker stayed, not latency
-            self.rpc_seconds.labels(service, method, code).observe(seconds)
+            labelled[1].observe(seconds)
 
     # -- read when scraped ----------------------------------------------------------
 

@@ -29,7 +29,7 @@ from asyncflow.http.metrics import PrometheusMetrics
 from asyncflow.http.server import HttpSide
 from asyncflow.lock import LocalLock, LockBackend, RedisLock
 from asyncflow.logs import ClientErrorLog
-from asyncflow.server.auth.guard import Guard, GuardInterceptor
+from asyncflow.server.auth.guard import Guard, GuardWrapper
 from asyncflow.server.auth.limits import Quotas
 from asyncflow.server.auth.tls import ServerTls
 from asyncflow.server.auth.tokens import Credentials
@@ -37,9 +37,10 @@ from asyncflow.server.cancels import CancelNotices
 from asyncflow.server.decoding import guarded_handlers, register
 from asyncflow.server.dispatch import Dispatcher
 from asyncflow.server.governor import Governor
+from asyncflow.server.interception import HandlerWrapper
 from asyncflow.server.reflection import V1_SERVICE, V1ALPHA_SERVICE, enable_reflection
 from asyncflow.server.relay import RedisRelay
-from asyncflow.server.rpc_metrics import RpcMetricsInterceptor
+from asyncflow.server.rpc_metrics import RpcMetrics
 from asyncflow.server.servicer import TaskServicer
 from asyncflow.server.wakeup import RedisWakeRelay, WakeHub, WakeRelay
 from asyncflow.store.mysql import MysqlStore
@@ -188,8 +189,13 @@ class AsyncflowServer:
     stopped: bool = False
 
     @classmethod
-    async def start(cls, config: Config, clock: AlarmClock | None = None) -> AsyncflowServer:
+    async def start(
+        cls, config: Config, clock: AlarmClock | None = None, *, reuse_port: bool = False
+    ) -> AsyncflowServer:
         """Build every part once, in dependency order, then serve.
+
+        `reuse_port`: listen with SO_REUSEPORT, beside the other processes of
+        `serve --processes N` (asyncflow/server/processes.py); never otherwise.
 
         The one place where adapters meet the core: the store, cache and clock
         are the core's ports, the wake hub its due listener (with the Redis relay
@@ -222,18 +228,20 @@ class AsyncflowServer:
         schedules = ScheduleCore(core, config.governance.cron_misfire_seconds)
         client_log = ClientErrorLog(logging.getLogger("asyncflow.server.clients"), clock)
         guard = security_guard(config, credentials, tls, client_log)
-        interceptors: list[grpc.aio.ServerInterceptor] = []
+        # Around every call, wrapped once per method (not grpc.aio interceptors,
+        # which cost a coroutine chain per call: asyncflow/server/interception.py).
+        wrappers: list[HandlerWrapper] = []
         if metrics is not None:  # outermost: refused calls are counted too
-            interceptors.append(RpcMetricsInterceptor(metrics))
+            wrappers.append(RpcMetrics(metrics))
         if guard is not None:
-            interceptors.append(GuardInterceptor(guard))
+            wrappers.append(GuardWrapper(guard))
         server = grpc.aio.server(
-            interceptors=interceptors or None,
             options=[
                 ("grpc.max_receive_message_length", config.server.max_message_bytes),
                 ("grpc.max_send_message_length", config.server.max_message_bytes),
-                # Two servers must never share a port silently.
-                ("grpc.so_reuseport", 0),
+                # Two servers must never share a port silently: only the processes
+                # of one `serve --processes N` do, on purpose.
+                ("grpc.so_reuseport", int(reuse_port)),
                 # Accept the SDK's keepalive pings (every 30 s by default, 10 s at the
                 # most often, on idle streams and idle connections too; see
                 # asyncflow/_sdk/channel.py), which keep them open through load
@@ -248,9 +256,13 @@ class AsyncflowServer:
             (TASK_SERVICE, TaskServicer(core, dispatcher, control, schedules)),
             (HEALTH_SERVICE, health_servicer),
         ):
-            register(server, service.full_name, guarded_handlers(service, servicer, client_log))
+            register(
+                server, service.full_name, guarded_handlers(service, servicer, client_log), wrappers
+            )
         if config.auth.reflection != "off":
-            enable_reflection(server, [SERVICE_NAME, HEALTH_SERVICE.full_name], client_log)
+            enable_reflection(
+                server, [SERVICE_NAME, HEALTH_SERVICE.full_name], client_log, wrappers
+            )
         address = f"{config.server.host}:{config.server.port}"
 
         async def release() -> None:

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from asyncflow.core.governance import Governance
 from asyncflow.core.ports import Metrics, NoMetrics
-from asyncflow.lock import LockBackend, run_exclusive
+from asyncflow.lock import LockBackend, raise_if_cancelled, run_exclusive
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ class Governor:
                     failed = True
                     log.exception("governance pass %s failed; next in %.1fs", name, interval)
                 self.metrics.governance_pass(name, time.perf_counter() - started, failed)
+                raise_if_cancelled()  # a pass's Redis call may have lost stop()'s cancel
                 await asyncio.sleep(interval)
 
         while True:

@@ -1,16 +1,24 @@
-"""Wrapping a grpc.aio method handler in an async context manager, whatever its kind.
+"""Wrapping grpc.aio method handlers once, when they are registered, whatever their kind.
 
-Server interceptors (metrics, the auth guard) run code around every call: before
-it (and may refuse it), and after it (seeing how it ended). A wrapper must keep
-the behaviour's kind, which is how grpc tells a response stream written with
-context.write (a coroutine, grpc's own Health.Watch) from a generated one (an
-async generator).
+Metrics and the auth guard run code around every call: before it (and may
+refuse it), and after it (seeing how it ended). They wrap each method's handler
+once, as the server registers it (asyncflow.server.decoding.register), rather
+than as grpc.aio server interceptors: an interceptor is asked for the handler on
+every call, through a chain of coroutines (grpc's, one per interceptor, then
+the interceptor's own), and the metrics interceptor alone added 0.02-0.03 ms
+to a GetTask's ~0.2 ms of server CPU (docs/benchmarks.md). Only
+the methods a server has are wrapped; an unknown method name, answered
+UNIMPLEMENTED by grpc, reaches no wrapper, as it reached no interceptor.
+
+A wrapper must keep the behaviour's kind, which is how grpc tells a response
+stream written with context.write (a coroutine, grpc's own Health.Watch) from a
+generated one (an async generator).
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -30,17 +38,26 @@ KINDS = (
 )
 
 
-def wrap_handler(handler: Handler, around: Around) -> Handler:
-    """The same handler, each call of which runs inside `around`."""
+Coroutine = Callable[[Any, Context], Awaitable[Any]]
+Generator = Callable[[Any, Context], AsyncIterator[Any]]
+
+
+def rewrap(
+    handler: Handler,
+    coroutine: Callable[[Coroutine, bool], Coroutine],
+    generator: Callable[[Generator], Generator],
+) -> Handler:
+    """The same handler with its behaviour replaced by `coroutine(behaviour,
+    response streaming)` or `generator(behaviour)`, after its kind."""
     for kind, build, streaming in KINDS:
         behaviour = getattr(handler, kind)
         if behaviour is None:
             continue
         wrapped: Callable[[Any, Context], Any]
         if inspect.isasyncgenfunction(behaviour):
-            wrapped = _generator(behaviour, around)
+            wrapped = generator(behaviour)
         else:
-            wrapped = _coroutine(behaviour, around, streaming)
+            wrapped = coroutine(behaviour, streaming)
         result: Handler = build(
             wrapped,
             request_deserializer=handler.request_deserializer,
@@ -48,6 +65,15 @@ def wrap_handler(handler: Handler, around: Around) -> Handler:
         )
         return result
     return handler
+
+
+def wrap_handler(handler: Handler, around: Around) -> Handler:
+    """The same handler, each call of which runs inside `around`."""
+    return rewrap(
+        handler,
+        lambda behaviour, streaming: _coroutine(behaviour, around, streaming),
+        lambda behaviour: _generator(behaviour, around),
+    )
 
 
 def _coroutine(
@@ -71,31 +97,26 @@ def _generator(
     return generate
 
 
-class WrappingInterceptor(grpc.aio.ServerInterceptor):
-    """A server interceptor that wraps each method's handler once (by method path:
-    a server's handlers do not change once it serves), not once per call."""
-
-    def __init__(self) -> None:
-        self._wrapped: dict[str, Handler] = {}
+class HandlerWrapper:
+    """Code run around every call of the methods it wraps (all, unless `wraps` says)."""
 
     def wraps(self, service: str) -> bool:
-        """Whether the methods of `service` are wrapped (all, unless overridden)."""
+        """Whether the methods of `service` are wrapped."""
         return True
 
     def wrap(self, handler: Handler, path: str, service: str, method: str) -> Handler:
         raise NotImplementedError
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        path = handler_call_details.method
-        service, _, method = path.lstrip("/").rpartition("/")
-        # None: an unknown method, which grpc answers UNIMPLEMENTED.
-        if handler is None or not self.wraps(service):
-            return handler
-        if (wrapped := self._wrapped.get(path)) is None:
-            wrapped = self._wrapped[path] = self.wrap(handler, path, service, method)
-        return wrapped
+
+def wrap_handlers(
+    service: str, handlers: dict[str, Handler], wrappers: Sequence[HandlerWrapper]
+) -> dict[str, Handler]:
+    """`handlers` (by method name) of `service`, each wrapped by every wrapper that
+    wraps the service; the first wrapper is the outermost (it runs first, and
+    sees calls the later ones refuse)."""
+    wrapped = dict(handlers)
+    for wrapper in reversed(wrappers):
+        if wrapper.wraps(service):
+            for method, handler in wrapped.items():
+                wrapped[method] = wrapper.wrap(handler, f"/{service}/{method}", service, method)
+    return wrapped

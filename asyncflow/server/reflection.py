@@ -10,7 +10,7 @@ can list and describe it like any other service.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from asyncflow.logs import ClientErrorLog
 from asyncflow.server.decoding import guarded_handlers, register
+from asyncflow.server.interception import HandlerWrapper
 
 V1_SERVICE = "grpc.reflection.v1.ServerReflection"
 V1ALPHA_SERVICE: str = reflection.SERVICE_NAME
@@ -25,7 +26,10 @@ _V1_FILE = "grpc/reflection/v1/reflection.proto"
 
 
 def enable_reflection(
-    server: grpc.aio.Server, service_names: Iterable[str], client_log: ClientErrorLog
+    server: grpc.aio.Server,
+    service_names: Iterable[str],
+    client_log: ClientErrorLog,
+    wrappers: Sequence[HandlerWrapper] = (),
 ) -> None:
     """Serve reflection (both versions) for `service_names` and for itself."""
     pool = descriptor_pool.Default()
@@ -39,7 +43,7 @@ def enable_reflection(
     service = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]
     handlers = guarded_handlers(service, servicer, client_log)
     for name in (V1ALPHA_SERVICE, V1_SERVICE):
-        register(server, name, handlers)
+        register(server, name, handlers, wrappers)
 
 
 def _v1_file() -> descriptor_pb2.FileDescriptorProto:

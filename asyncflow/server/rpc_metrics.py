@@ -1,21 +1,23 @@
-"""A grpc.aio server interceptor that times every RPC and records its status code.
+"""Times every RPC and records its status code.
 
-It wraps the handlers of the methods the server has (never an unknown method
-name a client made up, so the metric labels stay bounded), whatever the kind:
-unary calls report their handling time; streams report when they end.
+It wraps the handlers of the methods the server has, once, when they are
+registered (asyncflow.server.interception; never an unknown method name a
+client made up, so the metric labels stay bounded), whatever the kind: unary
+calls report their handling time; streams report when they end. The wrappers
+are plain coroutines and generators (no context manager per call): this runs
+on every call.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
-from asyncflow.server.interception import Context, WrappingInterceptor, wrap_handler
+from asyncflow.server.interception import Context, Coroutine, Generator, HandlerWrapper, rewrap
 
 if TYPE_CHECKING:
     from asyncflow.server.interception import Handler
@@ -42,23 +44,39 @@ def code_name(context: Context, failure: BaseException | None) -> str:
     return "OK" if failure is None else "UNKNOWN"
 
 
-class RpcMetricsInterceptor(WrappingInterceptor):
+class RpcMetrics(HandlerWrapper):
     def __init__(self, observer: RpcObserver) -> None:
-        super().__init__()
         self._observer = observer
 
     def wrap(self, handler: Handler, path: str, service: str, method: str) -> Handler:
-        @contextlib.asynccontextmanager
-        async def timed(request: Any, context: Context, streaming: bool) -> AsyncIterator[None]:
-            started, failure = time.perf_counter(), None
-            try:
-                yield
-            except BaseException as exc:
-                failure = exc
-                raise
-            finally:
-                elapsed = time.perf_counter() - started
-                code = code_name(context, failure)
-                self._observer.rpc(service, method, code, elapsed, streaming)
+        observe = self._observer.rpc
+        clock = time.perf_counter
 
-        return wrap_handler(handler, timed)
+        def coroutine(behaviour: Coroutine, streaming: bool) -> Coroutine:
+            async def call(request: Any, context: Context) -> Any:
+                started = clock()
+                try:
+                    response = await behaviour(request, context)
+                except BaseException as exc:
+                    observe(service, method, code_name(context, exc), clock() - started, streaming)
+                    raise
+                observe(service, method, code_name(context, None), clock() - started, streaming)
+                return response
+
+            return call
+
+        def generator(behaviour: Generator) -> Generator:
+            async def generate(request: Any, context: Context) -> AsyncIterator[Any]:
+                started, failure = clock(), None
+                try:
+                    async for response in behaviour(request, context):
+                        yield response
+                except BaseException as exc:
+                    failure = exc
+                    raise
+                finally:
+                    observe(service, method, code_name(context, failure), clock() - started, True)
+
+            return generate
+
+        return rewrap(handler, coroutine, generator)

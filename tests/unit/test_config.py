@@ -49,6 +49,15 @@ def test_environment_overrides_every_key_type() -> None:
         ("", {"ASYNCFLOW_LIMITS_MAX_REPLY_BYTES": "1024"}, "limits.max_reply_bytes"),
         ("[store]\nmysql_pool_min = 9\nmysql_pool_max = 2\n", {}, "store.mysql_pool_min"),
         ("[server\n", {}, "not valid TOML"),
+        ("[server]\nprocesses = 0\n", {}, "server.processes"),
+        # Several processes are replicas: MySQL and Redis, never SQLite or a private cache.
+        ("[server]\nprocesses = 2\n", {}, "server.processes"),
+        ("[server]\nprocesses = 2\n[store]\nbackend = 'mysql'\n", {}, "server.processes"),
+        (
+            "[server]\nprocesses = 4\n[store]\nbackend = 'mysql'\n[cache]\nbackend = 'redis'\n",
+            {"ASYNCFLOW_HTTP_PORT": "65534"},
+            "http.port",
+        ),
     ],
 )
 def test_bad_config_names_the_key(
@@ -70,3 +79,9 @@ def test_misspelt_environment_variable_is_an_error() -> None:
         load_config(None, environ={"ASYNCFLOW_SERVER_PROT": "1"})
     # Variables outside the config's sections (the tests' own, say) are not ours.
     assert load_config(None, environ={"ASYNCFLOW_TEST_MYSQL_HOST": "x"}) == Config()
+
+
+def test_several_processes_on_mysql_and_redis() -> None:
+    shared = {"ASYNCFLOW_STORE_BACKEND": "mysql", "ASYNCFLOW_CACHE_BACKEND": "redis"}
+    config = load_config(None, environ=shared | {"ASYNCFLOW_SERVER_PROCESSES": "4"})
+    assert config.server.processes == 4

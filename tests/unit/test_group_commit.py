@@ -153,3 +153,32 @@ async def test_a_stopped_flush_fails_its_waiters() -> None:
     for task in waiting:
         with pytest.raises(Unavailable):
             await task
+
+
+async def submit_after(group: GroupCommit[int, int | ValueError], turns: int, item: int) -> object:
+    """A call that reaches its submit `turns` turns of the loop after it started."""
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    return await group.submit_one(item)
+
+
+async def first_batch_with_a_late_caller(group: GroupCommit[int, int | ValueError],
+                                         recorder: Recorder, turns: int) -> list[int]:  # fmt: skip
+    recorder.batches.clear()
+    await asyncio.gather(group.submit_one(1), submit_after(group, turns, 2))
+    return recorder.batches[0]
+
+
+async def test_patience_waits_longer_for_late_callers_only_under_load() -> None:
+    recorder = Recorder()
+    plain = GroupCommit(recorder.flush, max_items=100)
+    assert await first_batch_with_a_late_caller(plain, recorder, 6) == [1]  # 2 quiet turns
+    patient = GroupCommit(recorder.flush, max_items=100, patience=16)
+    # No load seen yet: a lone caller's flush waits as without patience.
+    assert await first_batch_with_a_late_caller(patient, recorder, 6) == [1]
+    for _ in range(12):  # busy: batches of 8 callers
+        await asyncio.gather(*(patient.submit_one(i) for i in range(8)))
+    assert await first_batch_with_a_late_caller(patient, recorder, 6) == [1, 2]
+    for _ in range(40):  # quiet again: one caller at a time
+        await patient.submit_one(1)
+    assert await first_batch_with_a_late_caller(patient, recorder, 6) == [1]

@@ -1,4 +1,4 @@
-"""The server interceptor that decides who may call what.
+"""The handler wrapper that decides who may call what (asyncflow.server.interception).
 
 For each call of TaskService (and of reflection, by `[auth] reflection`):
 
@@ -33,7 +33,7 @@ from asyncflow.server.auth.roles import ADMIN_ACTIONS, ROLES, allows
 from asyncflow.server.auth.scope import CALLER
 from asyncflow.server.auth.tokens import Caller, Credentials
 from asyncflow.server.errors import to_status
-from asyncflow.server.interception import Context, WrappingInterceptor, wrap_handler
+from asyncflow.server.interception import Context, HandlerWrapper, wrap_handler
 from asyncflow.server.rpc_metrics import code_name
 from asyncflow.server.session import loggable
 
@@ -129,9 +129,8 @@ class Guard:
         )
 
 
-class GuardInterceptor(WrappingInterceptor):
+class GuardWrapper(HandlerWrapper):
     def __init__(self, guard: Guard) -> None:
-        super().__init__()
         self.guard = guard
 
     def wraps(self, service: str) -> bool:
