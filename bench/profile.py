@@ -1,9 +1,11 @@
 """Where the CPU goes: a py-spy sampling profile of the server or a worker under load.
 
-    python -m bench.profile create|get|drain [--seconds 15] [--backend mysql|sqlite]
+    python -m bench.profile create|get|bulk|drain [--seconds 15] [--backend mysql|sqlite]
 
 create/get: a real `asyncflow serve` under h2load (bench.rpc's load, 8 x 16
-calls in flight) while py-spy samples it. drain: a 20,000-task backlog drained
+calls in flight) while py-spy samples it. bulk: one `Client` in this process
+sends create_many batches of 1,000 one after the other (item 3) while py-spy
+samples the server and this process. drain: a 20,000-task backlog drained
 by two `asyncflow worker` processes while py-spy samples the server and one
 worker. Prints, per process, the share of the busy samples (idle waiting in
 the event loop's select is not sampled) spent in each layer and in the
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import shutil
 import subprocess
@@ -26,6 +29,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+from asyncflow.client import Client, TaskSpec
 from bench import rpc
 from bench.common import scratch, server_process
 from bench.drain import backlog, workers
@@ -120,6 +124,35 @@ async def under_h2load(args: argparse.Namespace, database: str, out: Path) -> st
     return summary(out, f"server under {method}, {args.backend}")
 
 
+async def create_many_for(address: str, seconds: float) -> int:
+    """create_many batches of 1,000, one after the other, for `seconds`; tasks created."""
+    async with Client(address) as client:
+        await client.register_type("bulk")
+        created = 0
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            await client.create_many([TaskSpec("bulk") for _ in range(1000)])
+            created += 1000
+        return created
+
+
+def bulk(args: argparse.Namespace, database: str, out: Path) -> str:
+    with server_process(database, f"bench:{uuid.uuid4().hex[:8]}:", args.backend) as (
+        address,
+        pid,
+    ):
+        client_out = out.with_name("client.txt")
+        spies = [record(pid, args.seconds, out), record(os.getpid(), args.seconds, client_out)]
+        created = asyncio.run(create_many_for(address, args.seconds + 1))
+        for spy in spies:
+            spy.wait()
+    print(f"create_many: {created:,} tasks in about {args.seconds + 1} s while sampled")
+    return "\n\n".join([
+        summary(out, f"server under create_many, {args.backend}"),
+        summary(client_out, "the client (this process) sending create_many"),
+    ])  # fmt: skip
+
+
 def drain(args: argparse.Namespace, database: str, out: Path) -> str:
     with server_process(database, f"bench:{uuid.uuid4().hex[:8]}:", args.backend) as (
         address,
@@ -143,7 +176,7 @@ def drain(args: argparse.Namespace, database: str, out: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("what", choices=("create", "get", "drain"))
+    parser.add_argument("what", choices=("create", "get", "bulk", "drain"))
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--backend", choices=("mysql", "sqlite"), default="mysql")
     parser.add_argument("--out", type=Path, help="directory for the collapsed stacks")
@@ -158,6 +191,8 @@ def main() -> None:
         with scratch(args.backend) as database:
             if args.what == "drain":
                 print(drain(args, database, out))
+            elif args.what == "bulk":
+                print(bulk(args, database, out))
             else:
                 print(asyncio.run(under_h2load(args, database, out)))
 

@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 from google.protobuf.message import Message
 
 from asyncflow._sdk.channel import Route
-from asyncflow._sdk.convert import config_from_pb, spec_to_pb, task_from_pb
+from asyncflow._sdk.convert import config_from_pb, fill_request, spec_to_pb, task_from_pb
 from asyncflow._sdk.types import RetryStrategy, TaskInfo, TaskSpec, TaskStatus, TaskTypeConfig
 from asyncflow.v1 import task_service_pb2 as pb
 
@@ -110,9 +110,13 @@ def create_many(tasks: Iterable[TaskSpec]) -> Call[list[TaskInfo]]:
     """Enqueue several tasks in one call: all are validated before any is created.
     Retried like create() when every task has an idempotency key."""
     specs = list(tasks)
+    request = pb.CreateTasksRequest()
+    add = request.tasks.add
+    for spec in specs:
+        fill_request(add(), spec)
     return Call(
         "CreateTasks",
-        pb.CreateTasksRequest(tasks=[spec_to_pb(t) for t in specs]),
+        request,
         lambda reply: [task_from_pb(r.task) for r in reply.results],
         Route.REPEATABLE if all(t.idempotency_key for t in specs) else Route.ONCE,
     )

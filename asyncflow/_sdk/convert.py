@@ -14,25 +14,36 @@ from asyncflow._sdk.types import (
 )
 from asyncflow.v1 import task_service_pb2 as pb
 
+_STATUS = {int(status): status for status in TaskStatus}
+"""TaskStatus(value) as a dict lookup (the enum call was 15 % of a create_many
+reply's conversion); a value this SDK does not know still raises ValueError."""
+
 
 def task_from_pb(task: pb.Task) -> TaskInfo:
-    return TaskInfo(
-        task_id=task.task_id,
-        task_type=task.task_type,
-        user_id=task.user_id,
-        stage=task.task_stage,
-        status=TaskStatus(task.status),
-        priority=task.priority,
-        retries=task.crt_retry_num,
-        max_retries=task.max_retry_num,
-        context=task.context,
-        schedule_log=task.schedule_log,
-        order_time=task.order_time,
-        create_time=task.create_time,
-        modify_time=task.modify_time,
-        attempt=task.lease.attempt,
-        lease_deadline=task.lease.deadline,
-    )
+    status = _STATUS.get(task.status)
+    lease = task.lease
+    # TaskInfo(...) without its frozen __init__ (15 object.__setattr__ calls):
+    # the same instance at a third of the cost; create_many converts 1,000 at
+    # once. The test of this module compares it with TaskInfo(**fields).
+    info: TaskInfo = object.__new__(TaskInfo)
+    object.__setattr__(info, "__dict__", {
+        "task_id": task.task_id,
+        "task_type": task.task_type,
+        "user_id": task.user_id,
+        "stage": task.task_stage,
+        "status": TaskStatus(task.status) if status is None else status,
+        "priority": task.priority,
+        "retries": task.crt_retry_num,
+        "max_retries": task.max_retry_num,
+        "context": task.context,
+        "schedule_log": task.schedule_log,
+        "order_time": task.order_time,
+        "create_time": task.create_time,
+        "modify_time": task.modify_time,
+        "attempt": lease.attempt,
+        "lease_deadline": lease.deadline,
+    })  # fmt: skip
+    return info
 
 
 def config_from_pb(config: pb.TaskTypeConfig) -> TaskTypeConfig:
@@ -56,15 +67,27 @@ def config_from_pb(config: pb.TaskTypeConfig) -> TaskTypeConfig:
 
 
 def spec_to_pb(spec: TaskSpec) -> pb.CreateTaskRequest:
-    return pb.CreateTaskRequest(
-        task_type=spec.task_type,
-        context=spec.context,
-        task_stage=spec.stage,
-        user_id=spec.user_id,
-        priority=spec.priority,
-        idempotency_key=spec.idempotency_key,
-        run_at=spec.run_at,
-    )
+    return fill_request(pb.CreateTaskRequest(), spec)
+
+
+def fill_request(message: pb.CreateTaskRequest, spec: TaskSpec) -> pb.CreateTaskRequest:
+    """spec_to_pb into `message` (e.g. from a repeated field's add()), setting only
+    what differs from proto3's defaults: about a third of the cost of building
+    a message from keywords and copying it into create_many's request."""
+    message.task_type = spec.task_type
+    if spec.context:
+        message.context = spec.context
+    if spec.stage:
+        message.task_stage = spec.stage
+    if spec.user_id:
+        message.user_id = spec.user_id
+    if spec.priority:
+        message.priority = spec.priority
+    if spec.idempotency_key:
+        message.idempotency_key = spec.idempotency_key
+    if spec.run_at:
+        message.run_at = spec.run_at
+    return message
 
 
 def template_to_pb(template: TaskTemplate) -> pb.TaskTemplate:

@@ -24,6 +24,16 @@ class _Lease:
     token: str
     deadline: int
     """Unix seconds; the latest the server has told us."""
+    group: _Group = field(repr=False)
+
+
+@dataclass
+class _Group:
+    """Leases that arrived together (one pushed batch: one claim, one deadline),
+    renewed by one task: a task per lease was a task, a timer and a
+    cancellation for every task a worker runs."""
+
+    members: set[str] = field(default_factory=set)
     renewing: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -52,18 +62,29 @@ class LeaseKeeper:
 
     def keep(self, task: pb.Task) -> None:
         """Start renewing `task`'s lease (no-op if it is already kept)."""
-        if task.task_id in self._leases:
+        self.keep_all([task])
+
+    def keep_all(self, tasks: list[pb.Task]) -> None:
+        """keep() each of `tasks` (held together), with one renewal task for them."""
+        fresh = {t.task_id: t for t in tasks if t.task_id not in self._leases}
+        if not fresh:
             return
-        lease = _Lease(task.task_id, task.lease.token, task.lease.deadline)
-        interval = max(MIN_INTERVAL, (lease.deadline - self._clock()) / 3)
-        lease.renewing = asyncio.create_task(self._renew(lease, interval))
-        self._leases[task.task_id] = lease
+        group = _Group(set(fresh))
+        for task_id, task in fresh.items():
+            self._leases[task_id] = _Lease(task_id, task.lease.token, task.lease.deadline, group)
+        earliest = min(task.lease.deadline for task in fresh.values())
+        interval = max(MIN_INTERVAL, (earliest - self._clock()) / 3)
+        group.renewing = asyncio.create_task(self._renew(group, interval))
 
     def release(self, task_id: str) -> None:
         """Stop renewing: the task was reported, given back, or dropped."""
         lease = self._leases.pop(task_id, None)
-        if lease is not None and lease.renewing is not None:
-            lease.renewing.cancel()
+        if lease is None:
+            return
+        group = lease.group
+        group.members.discard(task_id)
+        if not group.members and group.renewing is not None:
+            group.renewing.cancel()
 
     def deadline(self, task_id: str) -> int | None:
         """The lease's deadline as last renewed (None if not kept)."""
@@ -85,19 +106,24 @@ class LeaseKeeper:
         for task_id in list(self._leases):
             self.release(task_id)
 
-    async def _renew(self, lease: _Lease, interval: float) -> None:
-        while True:
+    async def _renew(self, group: _Group, interval: float) -> None:
+        while group.members:
             await self._sleep(interval)
             stream = self._transport.open_stream()
+            held = [self._leases[task_id] for task_id in sorted(group.members)]
             if stream is not None:
-                stream.extend(lease.task_id, lease.token)  # answered through renewed/lost
-                continue
-            try:
-                deadline = await self._transport.extend_lease(lease.task_id, lease.token)
-            except (FailedPrecondition, NotFound):
-                self.lost(lease.task_id)
-                return
-            except AsyncflowError as error:
-                log.warning("lease renewal for %s failed: %s", lease.task_id, error)
-                continue
-            self.renewed(lease.task_id, deadline)
+                for lease in held:
+                    stream.extend(lease.task_id, lease.token)  # answered through renewed/lost
+            else:  # by ExtendLease, together: one slow answer delays no other
+                await asyncio.gather(*(self._extend(lease) for lease in held))
+
+    async def _extend(self, lease: _Lease) -> None:
+        try:
+            deadline = await self._transport.extend_lease(lease.task_id, lease.token)
+        except (FailedPrecondition, NotFound):
+            self.lost(lease.task_id)
+            return
+        except AsyncflowError as error:
+            log.warning("lease renewal for %s failed: %s", lease.task_id, error)
+            return
+        self.renewed(lease.task_id, deadline)

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 from asyncflow._sdk.errors import from_pb
 from asyncflow._sdk.leases import LeaseKeeper
@@ -59,25 +60,45 @@ class Reporter:
         self._sleep = sleep
         self._backoff = backoff
         self._pending: set[asyncio.Task[None]] = set()
+        self._answers: set[Answer] = set()
+        """Sent on a stream, not answered yet (no task waits for them: see send)."""
 
     @property
     def pending(self) -> int:
         """Reports not yet settled."""
-        return len(self._pending)
+        return len(self._pending) + len(self._answers)
 
     def send(self, task: pb.Task, report: pb.SetTaskRequest) -> None:
         """Deliver `report` (about `task`, as it was held) in the background."""
         # On the stream at once, so that it goes before a half-close that follows.
         stream = self._transport.open_stream()
-        answer = stream.report(report) if stream is not None else None
-        delivering = asyncio.create_task(self._deliver(task, report, answer))
+        if stream is None:
+            self._deliver_soon(task, report, None)
+            return
+        # The usual case, an accepted report, settles in the answer's callback: a
+        # task per report (and its wake-ups) only for the few sent again.
+        answer = stream.report(report)
+        self._answers.add(answer)
+        answer.add_done_callback(partial(self._answered, task, report))
+
+    def _answered(self, task: pb.Task, report: pb.SetTaskRequest, answer: Answer) -> None:
+        self._answers.discard(answer)
+        result = None if answer.cancelled() else answer.result()
+        if result is not None and not result.HasField("error"):
+            self._leases.release(task.task_id)
+            return
+        # Refused, or the stream ended first: the retrying path (it reads the outcome).
+        self._deliver_soon(task, report, None if answer.cancelled() else answer)
+
+    def _deliver_soon(self, task: pb.Task, report: pb.SetTaskRequest, sent: Answer | None) -> None:
+        delivering = asyncio.create_task(self._deliver(task, report, sent))
         self._pending.add(delivering)
         delivering.add_done_callback(self._pending.discard)
 
     async def settled(self) -> None:
         """Wait until every report sent so far (and since) is settled."""
-        while self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
+        while self._pending or self._answers:
+            await asyncio.gather(*self._pending, *self._answers, return_exceptions=True)
 
     async def _deliver(self, task: pb.Task, report: pb.SetTaskRequest, sent: Answer | None) -> None:
         backoff = self._backoff()

@@ -7,6 +7,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 from asyncflow._sdk.job import Handler, release_report, run_handler
@@ -59,7 +60,6 @@ class Scheduler:
         self._on_finished = on_finished
         self._waiting: deque[tuple[pb.Task, Origin | None]] = deque()
         self._running: dict[str, _Running] = {}
-        self._supervisors: set[asyncio.Task[None]] = set()
         self.closed = False
         """Set by close(): no new stage starts; arrivals are given back."""
         self.slot_freed = asyncio.Event()
@@ -82,12 +82,12 @@ class Scheduler:
 
     def accept(self, tasks: list[pb.Task], origin: Origin | None) -> None:
         """Queue newly held tasks and start as many as there are free slots."""
-        for task in tasks:
-            if self.closed:
+        if self.closed:
+            for task in tasks:
                 self._reporter.send(task, release_report(task))
-                continue
-            self._leases.keep(task)
-            self._waiting.append((task, origin))
+            return
+        self._leases.keep_all(tasks)
+        self._waiting.extend((task, origin) for task in tasks)
         self._start_waiting()
 
     def lease_lost(self, task_id: str) -> None:
@@ -129,8 +129,8 @@ class Scheduler:
             for running in list(self._running.values()):
                 running.release = True
                 running.handler.cancel()
-        while self._supervisors:
-            await asyncio.gather(*self._supervisors, return_exceptions=True)
+        while self._running:  # until the cancelled ones have ended (_finished)
+            await asyncio.wait([r.handler for r in self._running.values()])
 
     def _start_waiting(self) -> None:
         while not self.closed and self._waiting and self.room > 0:
@@ -150,24 +150,24 @@ class Scheduler:
             return
         running = _Running(task, asyncio.create_task(run_handler(handler, task)), origin)
         self._running[task.task_id] = running
-        supervisor = asyncio.create_task(self._supervise(running))
-        self._supervisors.add(supervisor)
-        supervisor.add_done_callback(self._supervisors.discard)
+        # A done callback rather than a supervising task per stage: one task and
+        # its wake-ups fewer for every task a worker runs (drain profile).
+        running.handler.add_done_callback(partial(self._finished, running))
 
-    async def _supervise(self, running: _Running) -> None:
+    def _finished(self, running: _Running, _: object) -> None:
+        """The stage's handler ended: report, free the slot, start the next."""
         task = running.task
+        del self._running[task.task_id]
         try:
-            await asyncio.wait({running.handler})
+            if not running.handler.cancelled():
+                self._reporter.send(task, running.handler.result())
+                self.completed += 1
+            elif running.release:
+                self._reporter.send(task, release_report(task))
+            else:
+                self._leases.release(task.task_id)
         finally:
-            del self._running[task.task_id]
-        if not running.handler.cancelled():
-            self._reporter.send(task, running.handler.result())
-            self.completed += 1
-        elif running.release:
-            self._reporter.send(task, release_report(task))
-        else:
-            self._leases.release(task.task_id)
-        if self._on_finished is not None:
-            self._on_finished(running.origin)
-        self._start_waiting()
-        self.slot_freed.set()
+            if self._on_finished is not None:
+                self._on_finished(running.origin)
+            self._start_waiting()
+            self.slot_freed.set()

@@ -50,12 +50,17 @@ class StreamConnection:
         reported again before the first answer is back)."""
         self.window = 0
         self.open = False
+        self._folding: dict[str, Request] = {}
+        """The reports and the start acks waiting in the outbox, by kind: more of
+        the same kind join them (a message and its wrapper less per task) until
+        a message of another kind goes in behind them (see coalesce)."""
 
     async def _requests(self) -> AsyncIterator[Request]:
         while True:
             batch = [await self._outbox.get()]
             while not self._outbox.empty():
                 batch.append(self._outbox.get_nowait())
+            self._folding.clear()  # taken out: no longer to be added to
             for request in coalesce(batch):
                 if request is None:
                     return
@@ -65,7 +70,7 @@ class StreamConnection:
         """Subscribe, then read until the server ends the stream (or it breaks)."""
         self.window = window
         subscribe = Request.Subscribe(task_types=task_types, window=window, worker_id=worker_id)
-        self._outbox.put_nowait(Request(subscribe=subscribe))
+        self._put(Request(subscribe=subscribe))
         call = self._stub.WorkTasks(self._requests())
         try:
             while (message := await call.read()) is not grpc.aio.EOF:
@@ -73,7 +78,7 @@ class StreamConnection:
                 self._receive(message)
         finally:
             self.open = False
-            self._outbox.put_nowait(None)
+            self._put(None)
             call.cancel()
             for answers in self.unacked.values():
                 for answer in answers:
@@ -104,9 +109,15 @@ class StreamConnection:
                 elif isinstance(from_pb(extended.error), FailedPrecondition | NotFound):
                     self._listener.lease_lost(extended.task_id)
 
+    def _put(self, request: Request | None) -> None:
+        """Queue a message that keeps its place: what follows must not join the
+        reports or start acks queued before it."""
+        self._folding.clear()
+        self._outbox.put_nowait(request)
+
     def close(self) -> None:
         """End our side of the stream; the server then ends its side."""
-        self._outbox.put_nowait(None)
+        self._put(None)
 
     async def acked(self, within: float) -> None:
         """Wait (up to `within` seconds) until every report has been answered."""
@@ -116,22 +127,34 @@ class StreamConnection:
 
     def started(self, task_id: str) -> None:
         """Tell the server this pushed task now runs (it stays leased if we die)."""
-        self._outbox.put_nowait(Request(started=Request.Started(task_ids=[task_id])))
+        waiting = self._folding.get("started")
+        if waiting is not None:
+            waiting.started.task_ids.append(task_id)
+            return
+        request = Request(started=Request.Started(task_ids=[task_id]))
+        self._folding["started"] = request
+        self._outbox.put_nowait(request)
 
     def report(self, report: pb.SetTaskRequest) -> Answer:
         answer: Answer = asyncio.get_running_loop().create_future()
         self.unacked.setdefault(report.task_id, []).append(answer)
-        self._outbox.put_nowait(Request(reports=Request.Reports(reports=[report])))
+        waiting = self._folding.get("reports")
+        if waiting is not None:
+            waiting.reports.reports.append(report)
+            return answer
+        request = Request(reports=Request.Reports(reports=[report]))
+        self._folding["reports"] = request
+        self._outbox.put_nowait(request)
         return answer
 
     def extend(self, task_id: str, lease_token: str) -> None:
         lease = pb.ExtendLeaseRequest(task_id=task_id, lease_token=lease_token)
-        self._outbox.put_nowait(Request(extend=Request.Extend(leases=[lease])))
+        self._put(Request(extend=Request.Extend(leases=[lease])))
 
     def set_window(self, window: int) -> None:
         if window != self.window:
             self.window = window
-            self._outbox.put_nowait(Request(set_window=Request.SetWindow(window=window)))
+            self._put(Request(set_window=Request.SetWindow(window=window)))
 
 
 def _resolve(answer: Answer, result: pb.ReportResult | None) -> None:

@@ -26,8 +26,9 @@ class UndecodablePayload(ValueError):
 
 
 def encode(task: Task) -> str:
-    # Field by field: dataclasses.asdict deep-copies and showed up in profiles.
-    data = {name: getattr(task, name) for name in FIELDS}
+    # A copy of the instance's fields (the dataclass keeps them in __dict__, in
+    # field order): dataclasses.asdict deep-copies and showed up in profiles.
+    data = dict(task.__dict__)
     data["status"] = int(task.status)
     data["retry"] = [task.retry.strategy.value, task.retry.interval, task.retry.max_interval]
     return json.dumps(data, separators=(",", ":"))

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any, TypeVar
+
+V = TypeVar("V")
 
 
 class TaskStatus(enum.IntEnum):
@@ -90,6 +93,30 @@ class Task:
     """Bumped by every write; orders cache entries (see asyncflow.cache)."""
     create_time: int
     modify_time: int
+
+
+def from_fields(cls: type[V], fields: dict[str, Any]) -> V:
+    """cls(**fields) for a frozen dataclass of this module, without running its
+    __init__, which sets each field through object.__setattr__ (Task: 21 calls,
+    about 2.5 us; the largest single cost of a 1,000-task create_many's results,
+    and paid again by every claim and report). `fields` must name every field
+    (tests/unit/test_fast_values.py compares with cls(**fields)); the dict
+    becomes the instance's own."""
+    value: V = object.__new__(cls)
+    object.__setattr__(value, "__dict__", fields)
+    return value
+
+
+def task_from_fields(fields: dict[str, Any]) -> Task:
+    return from_fields(Task, fields)
+
+
+def task_with(task: Task, **changes: Any) -> Task:
+    """dataclasses.replace(task, **changes) for Task, at a fraction of its cost
+    (see task_from_fields): the fields not changed are copied as they are."""
+    fields = task.__dict__.copy()
+    fields.update(changes)
+    return task_from_fields(fields)
 
 
 @dataclass(frozen=True)

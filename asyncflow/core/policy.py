@@ -7,6 +7,7 @@ order_time folds FIFO, priority and back-off into one sortable integer
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Any
 
 from asyncflow.core.model import RetryPolicy, RetryStrategy, Task, TaskChange, TaskStatus
@@ -51,16 +52,26 @@ def retry_delay(policy: RetryPolicy, retries_so_far: int) -> int:
 
 def _log(task: Task, now: int, outcome: str, error: str) -> str:
     """Append this outcome to the task's schedule log, keeping the last few."""
+    return _appended(task.schedule_log, task.hold_count, task.task_stage, outcome, error, now)
+
+
+@lru_cache(maxsize=256)
+def _appended(
+    schedule_log: str, attempt: int, stage: str, outcome: str, error: str, now: int
+) -> str:
+    """_log's work, remembered: a batch of reports (a drain's successes, first
+    attempts of one stage in the same second) mostly writes the same log, so
+    most reports are spared a json.loads and a json.dumps."""
     try:
-        log = json.loads(task.schedule_log) if task.schedule_log else {}
+        log = json.loads(schedule_log) if schedule_log else {}
     except ValueError:
         log = {}
     history = log.get("history", []) if isinstance(log, dict) else []
     if isinstance(log, dict) and "last" in log:
         history = [*history, log["last"]][-LOG_HISTORY:]
     last = {
-        "attempt": task.hold_count,
-        "stage": task.task_stage,
+        "attempt": attempt,
+        "stage": stage,
         "outcome": outcome,
         "error": error[:LOG_ERROR_CHARS],
         "time": now,

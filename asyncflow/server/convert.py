@@ -15,6 +15,7 @@ from asyncflow.core.model import (
     TaskStatus,
     TaskTypeConfig,
     TypeSettings,
+    from_fields,
 )
 from asyncflow.errors import AsyncflowError, InvalidArgument
 from asyncflow.v1 import task_service_pb2 as pb
@@ -23,29 +24,40 @@ from asyncflow.wire import STRATEGY_FROM_PB, STRATEGY_TO_PB
 
 def task_to_pb(task: Task, *, with_token: bool = False) -> pb.Task:
     """The lease token is a capability: only the holder that got it sees it."""
-    message = pb.Task(
-        task_id=task.task_id,
-        task_type=task.task_type,
-        user_id=task.user_id,
-        task_stage=task.task_stage,
-        status=pb.TaskStatus.ValueType(int(task.status)),
-        priority=task.priority,
-        crt_retry_num=task.crt_retry_num,
-        max_retry_num=task.max_retry_num,
-        context=task.context,
-        schedule_log=task.schedule_log,
-        order_time=task.order_time,
-        create_time=task.create_time,
-        modify_time=task.modify_time,
-    )
+    return fill_task(pb.Task(), task, with_token=with_token)
+
+
+def fill_task(message: pb.Task, task: Task, *, with_token: bool = False) -> pb.Task:
+    """task_to_pb into `message` (a new one, e.g. from a repeated field's add()),
+    setting only the fields that differ from proto3's defaults: keyword
+    construction of a Task, then copying it into its parent message, cost about
+    three times as much (a bulk create's reply holds 1,000 of them)."""
+    message.task_id = task.task_id
+    message.task_type = task.task_type
+    if task.user_id:
+        message.user_id = task.user_id
+    if task.task_stage:
+        message.task_stage = task.task_stage
+    message.status = pb.TaskStatus.ValueType(task.status)
+    if task.priority:
+        message.priority = task.priority
+    if task.crt_retry_num:
+        message.crt_retry_num = task.crt_retry_num
+    message.max_retry_num = task.max_retry_num
+    if task.context:
+        message.context = task.context
+    if task.schedule_log:
+        message.schedule_log = task.schedule_log
+    message.order_time = task.order_time
+    message.create_time = task.create_time
+    message.modify_time = task.modify_time
     if task.status is TaskStatus.PROCESSING:
-        message.lease.CopyFrom(
-            pb.Lease(
-                token=task.lease_token if with_token else "",
-                attempt=task.hold_count,
-                deadline=task.lease_deadline,
-            )
-        )
+        lease = message.lease
+        lease.SetInParent()  # present even if every field were a default
+        if with_token:
+            lease.token = task.lease_token
+        lease.attempt = task.hold_count
+        lease.deadline = task.lease_deadline
     return message
 
 
@@ -136,12 +148,13 @@ def error_to_pb(error: AsyncflowError) -> pb.ItemError:
 
 
 def create_request_from_pb(request: pb.CreateTaskRequest) -> CreateRequest:
-    return CreateRequest(
-        task_type=request.task_type,
-        user_id=request.user_id,
-        task_stage=request.task_stage,
-        context=request.context,
-        priority=request.priority,
-        idempotency_key=request.idempotency_key,
-        run_at=request.run_at,
-    )
+    # Without CreateRequest's __init__ (model.from_fields): CreateTasks converts 1,000.
+    return from_fields(CreateRequest, {
+        "task_type": request.task_type,
+        "user_id": request.user_id,
+        "task_stage": request.task_stage,
+        "context": request.context,
+        "priority": request.priority,
+        "idempotency_key": request.idempotency_key,
+        "run_at": request.run_at,
+    })  # fmt: skip

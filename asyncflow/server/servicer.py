@@ -18,6 +18,7 @@ from asyncflow.server.auth.scope import check_task, check_type
 from asyncflow.server.convert import (
     config_to_pb,
     create_request_from_pb,
+    fill_task,
     filter_from_pb,
     outcome_from_pb,
     settings_from_pb,
@@ -66,12 +67,12 @@ class TaskServicer(OperatorRpcs, pb_grpc.TaskServiceServicer):
         self, request: pb.CreateTasksRequest, context: Context
     ) -> pb.CreateTasksResponse:
         results = await self._core.create_tasks([create_request_from_pb(r) for r in request.tasks])
-        return pb.CreateTasksResponse(
-            results=[
-                pb.CreateTaskResponse(task=task_to_pb(task), created=created)
-                for task, created in results
-            ]
-        )
+        reply = pb.CreateTasksResponse()
+        add = reply.results.add  # filled in place: no message built, then copied in
+        for task, created in results:
+            item = add(created=created)
+            fill_task(item.task, task)
+        return reply
 
     @grpc_errors
     async def HoldTasks(

@@ -25,7 +25,7 @@ from asyncflow.core.service import TaskCore
 from asyncflow.core.validate import check_range
 from asyncflow.errors import AsyncflowError, FailedPrecondition, InvalidArgument, NotFound
 from asyncflow.server.auth.scope import check_task, check_type
-from asyncflow.server.convert import error_to_pb, outcome_from_pb, task_to_pb
+from asyncflow.server.convert import error_to_pb, fill_task, outcome_from_pb, task_to_pb
 from asyncflow.server.wakeup import WakeHub
 from asyncflow.v1 import task_service_pb2 as pb
 
@@ -153,7 +153,7 @@ class WorkSession:
             for task in tasks:
                 self.outstanding[task.task_id] = Pushed(task)
             self.max_outstanding = max(self.max_outstanding, len(self.outstanding))
-            await write(Response(tasks=Response.Tasks(tasks=[to_pb(t) for t in tasks])))
+            await write(pushed_tasks(tasks))
             if len(tasks) == room:
                 # There may be more due: pass the baton to another waiting stream.
                 self.hub.wake(task_type, 1)
@@ -185,7 +185,7 @@ class WorkSession:
         self.max_outstanding = max(self.max_outstanding, len(self.outstanding))
         self.core.metrics.tasks("held", task.task_type, "", 1)
         self.core.metrics.tasks("pushed", task.task_type, "", 1)
-        self.notify(Response(tasks=Response.Tasks(tasks=[to_pb(task)])))
+        self.notify(pushed_tasks([task]))
 
     def _released(self, releasing: asyncio.Task[object]) -> None:
         self._releasing.discard(releasing)
@@ -207,9 +207,11 @@ class WorkSession:
                     self.outstanding[task_id].started = True
             return None
         if which == "reports":
-            results = await self._reports(list(request.reports.reports))
+            answer = Response()
+            answer.report_results.SetInParent()  # an answer even to an empty batch
+            await self._reports(list(request.reports.reports), answer.report_results)
             self.wake()
-            return Response(report_results=Response.ReportResults(results=results))
+            return answer
         if which == "extend":
             extended = await asyncio.gather(*(self._extend(r) for r in request.extend.leases))
             return Response(extend_results=Response.ExtendResults(results=extended))
@@ -217,7 +219,10 @@ class WorkSession:
             f"{which or 'an empty message'} is not allowed after subscribe", field="request"
         )
 
-    async def _reports(self, reports: list[pb.SetTaskRequest]) -> list[pb.ReportResult]:
+    async def _reports(
+        self, reports: list[pb.SetTaskRequest], answer: Response.ReportResults
+    ) -> None:
+        """Apply a batch of reports; a result for each goes into `answer`, in order."""
         decoded: list[Report | AsyncflowError] = []
         for report in reports:
             try:
@@ -231,7 +236,7 @@ class WorkSession:
         valid = [r for r in decoded if isinstance(r, Report)]
         known = {r.task_id: p.task for r in valid if (p := self.outstanding.get(r.task_id))}
         applied = iter(await self.core.set_tasks(valid, known))
-        results = []
+        add = answer.results.add  # filled in place (server.convert.fill_task)
         for report, item in zip(reports, decoded, strict=True):
             outcome = next(applied) if isinstance(item, Report) else item
             if isinstance(outcome, AsyncflowError):
@@ -240,11 +245,10 @@ class WorkSession:
                 if ours and isinstance(outcome, FailedPrecondition | NotFound):
                     del self.outstanding[report.task_id]  # the lease is gone: not ours now
                 # Other errors (a bad report): the worker may fix it and resend.
-                results.append(pb.ReportResult(task_id=report.task_id, error=error_to_pb(outcome)))
+                add(task_id=report.task_id).error.CopyFrom(error_to_pb(outcome))
             else:
                 self.outstanding.pop(report.task_id, None)
-                results.append(pb.ReportResult(task_id=report.task_id, task=task_to_pb(outcome)))
-        return results
+                fill_task(add(task_id=report.task_id).task, outcome)
 
     async def _extend(self, lease: pb.ExtendLeaseRequest) -> pb.ExtendResult:
         try:
@@ -306,6 +310,17 @@ def loggable(text: str) -> str:
 
 def to_pb(task: Task) -> pb.Task:
     return task_to_pb(task, with_token=True)
+
+
+def pushed_tasks(tasks: list[Task]) -> Response:
+    """A push of `tasks` (leases included), filled in place: no message per task
+    built and then copied into the push."""
+    response = Response()
+    response.tasks.SetInParent()
+    add = response.tasks.tasks.add
+    for task in tasks:
+        fill_task(add(), task, with_token=True)
+    return response
 
 
 def check_window(window: int, core: TaskCore, field: str) -> int:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import heapq
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
-from functools import cached_property
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -23,6 +23,8 @@ from asyncflow.core.model import (
     TaskInsert,
     TaskStatus,
     TaskTypeConfig,
+    task_from_fields,
+    task_with,
 )
 from asyncflow.errors import TaskTypeNotFound
 
@@ -99,6 +101,7 @@ def encode_retry(policy: RetryPolicy) -> tuple[int, int]:
     return sign * policy.interval, policy.max_interval
 
 
+@lru_cache(maxsize=1024)
 def decode_retry(retry_interval: int, max_retry_interval: int) -> RetryPolicy:
     if retry_interval < 0:
         return RetryPolicy(RetryStrategy.UNIFORM, -retry_interval, max_retry_interval)
@@ -106,28 +109,28 @@ def decode_retry(retry_interval: int, max_retry_interval: int) -> RetryPolicy:
 
 
 def row_to_task(row: Sequence[Any], pos: int) -> Task:
-    return Task(
-        row_id=int(row[0]),
-        task_id=row[1],
-        task_type=row[2],
-        pos=pos,
-        user_id=row[3],
-        task_stage=row[4],
-        status=TaskStatus(int(row[5])),
-        priority=int(row[6]),
-        crt_retry_num=int(row[7]),
-        max_retry_num=int(row[8]),
-        retry=decode_retry(int(row[9]), int(row[10])),
-        context=row[11],
-        schedule_log=row[12],
-        order_time=int(row[13]),
-        lease_token=row[14],
-        hold_count=int(row[15]),
-        lease_deadline=int(row[16]),
-        version=int(row[17]),
-        create_time=int(row[18]),
-        modify_time=int(row[19]),
-    )
+    return task_from_fields({
+        "row_id": int(row[0]),
+        "task_id": row[1],
+        "task_type": row[2],
+        "pos": pos,
+        "user_id": row[3],
+        "task_stage": row[4],
+        "status": TaskStatus(int(row[5])),
+        "priority": int(row[6]),
+        "crt_retry_num": int(row[7]),
+        "max_retry_num": int(row[8]),
+        "retry": decode_retry(int(row[9]), int(row[10])),
+        "context": row[11],
+        "schedule_log": row[12],
+        "order_time": int(row[13]),
+        "lease_token": row[14],
+        "hold_count": int(row[15]),
+        "lease_deadline": int(row[16]),
+        "version": int(row[17]),
+        "create_time": int(row[18]),
+        "modify_time": int(row[19]),
+    })  # fmt: skip
 
 
 def row_to_config(row: Sequence[Any]) -> TaskTypeConfig:
@@ -252,7 +255,7 @@ class ClaimOne:
 
 def claimed(task: Task, claim: Claim) -> Task:
     """`task` as a claim leaves it (for backends without UPDATE ... RETURNING)."""
-    return replace(
+    return task_with(
         task,
         status=TaskStatus.PROCESSING,
         lease_token=claim.token,
@@ -265,7 +268,7 @@ def claimed(task: Task, claim: Claim) -> Task:
 
 def changed(task: Task, change: TaskChange, now: int) -> Task:
     """`task` after a leased update applied `change` (see claimed)."""
-    return replace(
+    return task_with(
         task,
         status=change.status,
         task_stage=change.task_stage,
@@ -335,28 +338,28 @@ def insert_target(task_type: str, row: Sequence[Any] | None) -> InsertTarget:
 def inserted(task: TaskInsert, task_id: str, target: InsertTarget, row_id: int, now: int) -> Task:
     """The row a task insert wrote (see claimed)."""
     leased = target.leased(task, now)
-    return Task(
-        row_id=row_id,
-        task_id=task_id,
-        task_type=task.task_type,
-        pos=target.pos,
-        user_id=task.user_id,
-        task_stage=task.task_stage,
-        status=TaskStatus.PROCESSING if leased else TaskStatus.PENDING,
-        priority=task.priority,
-        crt_retry_num=0,
-        max_retry_num=target.max_retry_num,
-        retry=target.retry,
-        context=task.context,
-        schedule_log="",
-        order_time=task.order_time,
-        lease_token=task.lease_token if leased else "",
-        hold_count=int(leased),
-        lease_deadline=now + target.max_processing_time if leased else 0,
-        version=1,
-        create_time=now,
-        modify_time=now,
-    )
+    return task_from_fields({
+        "row_id": row_id,
+        "task_id": task_id,
+        "task_type": task.task_type,
+        "pos": target.pos,
+        "user_id": task.user_id,
+        "task_stage": task.task_stage,
+        "status": TaskStatus.PROCESSING if leased else TaskStatus.PENDING,
+        "priority": task.priority,
+        "crt_retry_num": 0,
+        "max_retry_num": target.max_retry_num,
+        "retry": target.retry,
+        "context": task.context,
+        "schedule_log": "",
+        "order_time": task.order_time,
+        "lease_token": task.lease_token if leased else "",
+        "hold_count": int(leased),
+        "lease_deadline": now + target.max_processing_time if leased else 0,
+        "version": 1,
+        "create_time": now,
+        "modify_time": now,
+    })  # fmt: skip
 
 
 def _set_params(change: TaskChange, now: int) -> tuple[Any, ...]:

@@ -106,24 +106,63 @@ INSERT INTO {table} (task_id, task_type, user_id, task_stage, status, priority, 
     lease_token, hold_count, lease_deadline, version, create_time, modify_time)
 VALUES {rows}
 """
-# The columns of InsertTarget.params: a handed-off task goes in PROCESSING with
-# its lease (status, lease_token, hold_count, lease_deadline are bound).
-TASK_ROW = "(%s, %s, %s, %s, %s, %s, 0, %s, %s, %s, '', %s, %s, %s, %s, %s, 1, %s, %s)"
+# One row of TASK_INSERT, filled in by mysql._task_rows with quoted literals: a
+# handed-off task goes in PROCESSING with its lease (status, lease_token,
+# hold_count, lease_deadline). The %s after the first 0 stands for the type's
+# three retry settings (max_retry_num, retry_interval, max_retry_interval).
+TASK_ROW = "(%s, %s, %s, %s, %s, %s, 0, %s, '', %s, %s, %s, %s, %s, 1, %s, %s)"
 # What an insert wrote that the server did not choose: MariaDB returns it from
 # the INSERT itself; MySQL reads it back by task id.
 INSERTED_COLUMNS = (
     "id, task_id, max_retry_num, retry_interval, max_retry_interval, status, lease_deadline"
 )
+INSERTED_IDS = "id, task_id"
+"""A multi-row insert's RETURNING: the type's settings were read before it."""
 INSERTED_SELECT = "SELECT " + INSERTED_COLUMNS + " FROM {table} WHERE task_id IN ({ids})"
+# The uncontended claim (MysqlStore.task_claim_due_many): the due rows by a
+# plain read, then one UPDATE in autocommit per hold, fenced by each row's
+# version (every write bumps it), so the rows changed are exactly the rows read.
+DUE_ROWS = (
+    "SELECT " + TASK_COLUMNS + ", " + wire_size_sql("LENGTH({})")
+    + " FROM {table} WHERE status = 1 AND order_time <= %s ORDER BY order_time, id LIMIT %s"
+)  # fmt: skip
+CLAIM_FENCED = """
+UPDATE {table} SET status = 2, lease_token = %s, hold_count = hold_count + 1,
+    lease_deadline = %s, version = version + 1, modify_time = %s
+WHERE id IN ({ids}) AND status = 1 AND (id, version) IN ({fences})
+"""
+ROW_VERSION = "(%s, %s)"
+# Which of a fenced claim's rows it changed, when another claimer took some
+# (a lease token is drawn per hold: nobody else writes it).
+CLAIMED_BY = "SELECT id FROM {table} WHERE id IN ({ids}) AND lease_token = %s"
+# Under contention, a claim finds its candidates with a plain read of
+# idx_status_order_time, then locks them by primary key, skipping rows another
+# claimer holds and rows that stopped being due meanwhile (a locking read sees
+# the latest committed row).
+# Locking while scanning the secondary index (DUE_SCAN_LOCKED) costs MariaDB
+# about 3x the CPU: a locking scan visits, and looks up in the clustered index,
+# every delete-marked entry a drain leaves behind (claimed rows leave status 1
+# faster than purge removes their old entries). Only when another claimer took
+# some of the candidates (another replica; one replica's claims share one
+# transaction) does the claim scan with locks for the rest, to skip past them.
+DUE_IDS = (
+    "SELECT id FROM {table} WHERE status = 1 AND order_time <= %s ORDER BY order_time, id LIMIT %s"
+)
 # The last column: the row's estimated size in a reply (LENGTH counts bytes).
+DUE_COLUMNS = "SELECT " + TASK_COLUMNS + ", " + wire_size_sql("LENGTH({})")
+# By primary key, forced: on a small table the optimizer would rather scan
+# idx_status_order_time, and the locking scan then keeps every due row locked
+# (READ COMMITTED releases non-matching rows, but not those skipped past).
 DUE_LOCKED = (
-    "SELECT "
-    + TASK_COLUMNS
-    + ", "
-    + wire_size_sql("LENGTH({})")
-    + " FROM {table} WHERE status = 1 AND order_time <= %s"
+    DUE_COLUMNS + " FROM {table} FORCE INDEX (PRIMARY)"
+    " WHERE id IN ({ids}) AND status = 1 AND order_time <= %s FOR UPDATE SKIP LOCKED"
+)
+# {mine}: the rows this claim has locked already (id NOT IN ...), or nothing.
+DUE_SCAN_LOCKED = (
+    DUE_COLUMNS + " FROM {table} WHERE status = 1 AND order_time <= %s{mine}"
     " ORDER BY order_time, id LIMIT %s FOR UPDATE SKIP LOCKED"
 )
+NOT_MINE = " AND id NOT IN ({ids})"
 CLAIM = """
 UPDATE {table} SET status = 2, lease_token = %s, hold_count = hold_count + 1,
     lease_deadline = %s, version = version + 1, modify_time = %s
@@ -160,6 +199,17 @@ UPDATE {table} t JOIN ({rows}) v ON t.id = v.id SET
 WHERE t.status = 2 AND t.lease_token = v.lease_token AND t.version = v.version
     AND t.id IN ({ids})
 """
+# Leased updates that write the same values (a drain's successes: same
+# outcome, stage, context and log entry) in one statement: the values bound
+# once, each row fenced by its own (id, lease_token, version). Costs MariaDB
+# about half of UPDATE_LEASED_MANY's derived table of one SELECT per row.
+UPDATE_LEASED_SAME = """
+UPDATE {table} SET status = %s, task_stage = %s, task_context = %s, crt_retry_num = %s,
+    order_time = %s, schedule_log = %s, lease_token = '', lease_deadline = 0,
+    version = version + 1, modify_time = %s
+WHERE id IN ({ids}) AND status = 2 AND (id, lease_token, version) IN ({fences})
+"""
+FENCE = "(%s, %s, %s)"
 # An operator's write (cancel, retry): fenced by the version alone, whatever the status.
 UPDATE_FENCED = """
 UPDATE {table} SET status = %s, task_stage = %s, task_context = %s, crt_retry_num = %s,

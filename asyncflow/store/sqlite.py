@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from asyncflow.core.ids import new_task_id, task_table
+from asyncflow.core.ids import new_task_ids, task_table
 from asyncflow.core.model import Claim, PoolUsage, Task, TaskChange, TaskInsert, TaskTypeConfig
 from asyncflow.errors import ConfigError, Unavailable
 from asyncflow.store.common import (
@@ -363,8 +363,9 @@ class SqliteStore(ClaimOne, TaskTableReads, OperatorRows):
             for task_type in sorted({t.task_type for t in tasks}):
                 row = _first(db.execute(INSERT_TARGET, (task_type,)))
                 targets[task_type] = insert_target(task_type, row)
-            ids = [new_task_id(t.task_type, targets[t.task_type].pos, t.idempotency_key)
-                   for t in tasks]  # fmt: skip
+            ids = new_task_ids(
+                [(t.task_type, targets[t.task_type].pos, t.idempotency_key) for t in tasks]
+            )
             by_type: dict[str, list[int]] = {}
             for index, task in enumerate(tasks):
                 if task.idempotency_key is not None:

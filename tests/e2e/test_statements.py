@@ -45,8 +45,9 @@ MAX_STATEMENTS_PER_CREATE = 1.5
 # Statements per task for a backlog held and reported through a WorkTasks stream
 # (the SDK Worker). Before group commit of claims and reports: 0.5-0.9; with it:
 # 0.13-0.14 (one claim and one report transaction cover many tasks of every
-# stream); one task per transaction would be ~8.
-MAX_STATEMENTS_PER_DRAINED_TASK = 0.5
+# stream); with claims in autocommit (no BEGIN, locking read, COMMIT): 0.07-0.09.
+# One task per transaction would be ~8.
+MAX_STATEMENTS_PER_DRAINED_TASK = 0.3
 # Statements per create handed off to a waiting stream (one by one, so no batching):
 # BEGIN, the locked type read, INSERT, COMMIT (4) until the guarded INSERT ...
 # SELECT learnt to lease the task itself in autocommit (1).

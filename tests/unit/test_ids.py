@@ -6,7 +6,13 @@ import uuid
 
 import pytest
 
-from asyncflow.core.ids import check_task_type, new_task_id, parse_task_id, task_table
+from asyncflow.core.ids import (
+    check_task_type,
+    new_task_id,
+    new_task_ids,
+    parse_task_id,
+    task_table,
+)
 from asyncflow.errors import InvalidArgument
 
 HOSTILE_TYPES = [
@@ -86,3 +92,18 @@ def test_a_task_id_without_a_key_gets_a_fresh_uuid4() -> None:
         assert str(parsed) == key
         assert parsed.version == 4
         assert parsed.variant == uuid.RFC_4122
+
+
+def test_task_ids_made_together_are_fresh_uuid4s_or_keys() -> None:
+    ids = new_task_ids([("send_mail", 3, None)] * 1000 + [("lark", 1, "order-42")])
+    assert ids[-1] == "order-42_lark_1"
+    keys = {task_id.split("_")[0] for task_id in ids[:-1]}
+    assert len(keys) == 1000
+    for task_id in ids[:-1]:
+        key, task_type, pos = task_id.split("_")
+        assert (task_type, pos) == ("send-mail", "3")
+        parsed = uuid.UUID(key)
+        assert str(parsed) == key
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+    assert new_task_ids([]) == []

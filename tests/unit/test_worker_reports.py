@@ -17,7 +17,7 @@ from worker_fakes import (
 from asyncflow._sdk.job import release_report
 from asyncflow._sdk.leases import LeaseKeeper
 from asyncflow._sdk.reporter import Reporter
-from asyncflow._sdk.stream import Request, coalesce
+from asyncflow._sdk.stream import Request, StreamConnection, coalesce
 from asyncflow.errors import (
     InvalidArgument,
     LeaseLost,
@@ -217,6 +217,24 @@ async def test_release_stops_the_renewals() -> None:
     assert parts.deadline("a") is None
 
 
+async def test_leases_held_together_share_one_renewal_until_the_last_is_released() -> None:
+    transport = FakeTransport()
+    transport.stream = stream = FakeStream()
+    parts, ticker, _ = keeper(transport)
+    parts.keep_all([task("a"), task("b"), task("c")])
+    parts.keep_all([task("a")])  # kept once
+    await until(lambda: len(ticker.sleeps) == 1, what="one wait for the three")
+    parts.release("b")
+    ticker.tick()
+    await until(lambda: stream.extended == ["a", "c"], what="the two still held renewed")
+    await until(lambda: len(ticker.sleeps) == 2, what="the next wait")
+    parts.release("a")
+    assert ticker.cancelled == 0  # c is still held
+    parts.release("c")
+    await until(lambda: ticker.cancelled == 1, what="the wait cancelled with the last")
+    assert "c" not in parts
+
+
 # -- the stream's outgoing batches -------------------------------------------------
 
 
@@ -231,3 +249,25 @@ def test_a_batch_folds_its_reports_and_start_acks_up_to_a_window_change() -> Non
     out = coalesce([started("a"), reports("a"), started("b"), reports("b"), window,
                     reports("c"), started("c"), None])  # fmt: skip
     assert out == [started("a", "b"), reports("a", "b"), window, reports("c"), started("c"), None]
+
+
+async def test_reports_and_start_acks_join_the_waiting_message_up_to_a_window_change() -> None:
+    connection = StreamConnection(None, None)  # type: ignore[arg-type]
+    connection.started("a")
+    connection.report(success("a"))
+    connection.started("b")
+    connection.report(success("b"))
+    connection.set_window(3)
+    connection.report(success("c"))
+    connection.started("c")
+    queued = []
+    while not connection._outbox.empty():
+        queued.append(connection._outbox.get_nowait())
+    assert queued == [
+        Request(started=Request.Started(task_ids=["a", "b"])),
+        Request(reports=Request.Reports(reports=[success("a"), success("b")])),
+        Request(set_window=Request.SetWindow(window=3)),
+        Request(reports=Request.Reports(reports=[success("c")])),
+        Request(started=Request.Started(task_ids=["c"])),
+    ]
+    assert sorted(connection.unacked) == ["a", "b", "c"]

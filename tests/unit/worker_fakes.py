@@ -82,6 +82,9 @@ class FakeLeases:
     def keep(self, held: pb.Task) -> None:
         self.kept.append(held.task_id)
 
+    def keep_all(self, held: list[pb.Task]) -> None:
+        self.kept += [task.task_id for task in held]
+
     def release(self, task_id: str) -> None:
         self.released.append(task_id)
 
