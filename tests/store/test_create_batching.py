@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -226,7 +227,11 @@ async def test_creates_racing_splits_and_begin_advances_are_never_orphaned(
     async def producer() -> None:
         nonlocal producing
         wave = 0
-        while wave < 30 or (advances < 5 and wave < 300):  # until the race was run
+        # Until the race was run (5 begin advances under way), with a deadline:
+        # how many waves that takes depends on how fast creates are against
+        # the holder and the governor (300 waves were once too few on SQLite).
+        deadline = time.monotonic() + 60
+        while wave < 30 or (advances < 5 and time.monotonic() < deadline):
             wave += 1
             tasks = await asyncio.gather(
                 *(core.create_task(CreateRequest("lark", context=f"{wave}")) for _ in range(20))
