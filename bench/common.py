@@ -13,15 +13,24 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypedDict
 
 import pymysql
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-MYSQL = {
+
+class MysqlParams(TypedDict):
+    host: str
+    port: int
+    user: str
+    password: str
+
+
+MYSQL: MysqlParams = {
     "host": os.environ.get("ASYNCFLOW_TEST_MYSQL_HOST", "127.0.0.1"),
     "port": int(os.environ.get("ASYNCFLOW_TEST_MYSQL_PORT", "3306")),
     "user": os.environ.get("ASYNCFLOW_TEST_MYSQL_USER", "root"),
@@ -36,7 +45,7 @@ def scratch_database() -> Iterator[str]:
     try:
         yield name
     finally:  # a benchmark that failed leaves no database behind either
-        conn = pymysql.connect(**MYSQL)  # type: ignore[arg-type]
+        conn = pymysql.connect(**MYSQL)
         try:
             conn.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
         finally:
@@ -90,14 +99,15 @@ class CountedUser:
             " FROM information_schema.USER_STATISTICS WHERE USER = %s",
             (self.name,),
         )
-        return int(row[0]) if row else 0
+        return int(str(row[0])) if row else 0
 
     def _root(self, sql: str, params: tuple[object, ...] = ()) -> tuple[object, ...] | None:
-        conn = pymysql.connect(**MYSQL, autocommit=True)  # type: ignore[arg-type]
+        conn = pymysql.connect(**MYSQL, autocommit=True)
         try:
             cur = conn.cursor()
             cur.execute(sql, params)
-            return cur.fetchone()
+            row: tuple[object, ...] | None = cur.fetchone()
+            return row
         finally:
             conn.close()
 
@@ -121,7 +131,7 @@ class TaskRows:
                 database, isolation_level=None
             )
         else:
-            self.conn = pymysql.connect(**MYSQL, database=database, autocommit=True)  # type: ignore[arg-type]
+            self.conn = pymysql.connect(**MYSQL, database=database, autocommit=True)
 
     def close(self) -> None:
         self.conn.close()
@@ -204,7 +214,12 @@ CHILD_LINE = re.compile(r"^asyncflow process \d+ \(pid \d+\): .* at (?P<url>\S+)
 
 @contextmanager
 def server_process(
-    database: str, prefix: str, backend: str = "mysql", *, processes: int = 1, **settings: str
+    database: str,
+    prefix: str,
+    backend: str = "mysql",
+    *,
+    processes: int = 1,
+    settings: Mapping[str, str] | None = None,
 ) -> Iterator[tuple[str, int]]:
     """`asyncflow serve` on port 0 (see backend_env); yields (address, pid). With
     `processes` > 1, `serve --processes N` (the pid is the parent's; its children's
@@ -217,7 +232,7 @@ def server_process(
         "ASYNCFLOW_SERVER_SHUTDOWN_DELAY_SECONDS": "0",  # no load balancer to wait for
         "ASYNCFLOW_LOG_LEVEL": "WARNING",
         "ASYNCFLOW_SERVER_PROCESSES": str(processes),
-    } | settings
+    } | dict(settings or {})
     binary = Path(sys.executable).with_name("asyncflow")
     process, address = listening([str(binary), "serve"], env, "asyncflow listening on ")
     try:

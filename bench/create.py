@@ -72,7 +72,7 @@ def measure(backend: str, quick: bool) -> list[Figure]:
         user = stack.enter_context(CountedUser(database)) if backend == "mysql" else None
         prefix = f"bench:{uuid.uuid4().hex[:8]}:"
         settings = user.settings if user else {}
-        with server_process(database, prefix, backend, **settings) as (address, _):
+        with server_process(database, prefix, backend, settings=settings) as (address, _):
             created = asyncio.run(run(address, singles, total, user))
         latency, rate = created.latency, created.rate
         for task_type, expected in (("one", singles + 20), ("bulk", total)):

@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 
 from asyncflow.client import Client, TaskSpec
-from bench.common import percentiles, scratch_database, server_process
-from bench.rpc import cpu_seconds
+from bench.common import cpu_seconds, percentiles, scratch_database, server_process
 
 CONTEXT = "x" * 200
 

@@ -211,7 +211,7 @@ def measure(backend: str, quick: bool, processes: int = 1) -> list[Figure]:
         user = stack.enter_context(CountedUser(database)) if backend == "mysql" else None
         settings = user.settings if user else {}
         address, pid = stack.enter_context(
-            server_process(database, prefix, backend, processes=processes, **settings)
+            server_process(database, prefix, backend, processes=processes, settings=settings)
         )
         spread = CHILD_URLS[pid] if processes == 2 else None
         done = drain(backend, database, address, address, "drain", count, [pid], user, spread)

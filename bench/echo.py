@@ -22,7 +22,7 @@ from asyncflow.v1 import task_service_pb2 as pb
 SERVICE = pb.DESCRIPTOR.services_by_name["TaskService"]
 
 
-def handler(method: str, reply: bytes) -> grpc.RpcMethodHandler:
+def handler(method: str, reply: bytes) -> grpc.RpcMethodHandler[Message, Message]:
     descriptor = SERVICE.methods_by_name[method]
     request_type: type[Message] = getattr(pb, descriptor.input_type.name)
     response_type: type[Message] = getattr(pb, descriptor.output_type.name)

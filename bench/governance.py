@@ -32,7 +32,7 @@ COUNTERS = ("Questions", "Handler_read_first", "Handler_read_key", "Handler_read
 
 def fill(database: str, rows: int, now: int) -> None:
     """rows tasks: 1 in 1000 processing with an expired lease, 1 in 1000 pending, rest done."""
-    conn = pymysql.connect(**MYSQL, database=database, autocommit=True)  # type: ignore[arg-type]
+    conn = pymysql.connect(**MYSQL, database=database, autocommit=True)
     try:
         conn.cursor().execute(
             f"""
@@ -75,7 +75,7 @@ async def big_table(rows: int) -> AsyncIterator[tuple[str, MysqlStore, TaskCore]
     """A scratch database whose t_big_task_1 holds `rows` tasks (see fill), with a
     store on a one-connection pool and a core on it: (database, store, core)."""
     with scratch_database() as database:
-        store = await MysqlStore.open(**MYSQL, database=database, pool_min=1, pool_max=1)  # type: ignore[arg-type]
+        store = await MysqlStore.open(**MYSQL, database=database, pool_min=1, pool_max=1)
         try:
             await store.migrate()
             core = TaskCore(store, NoTaskCache(), SystemClock())
@@ -109,7 +109,7 @@ async def main(rows: int) -> None:
         print("| split_tables (table full: new table) " + await measure(store, full.split_tables))
         print("| advance_begin (begin table has live tasks) "
               + await measure(store, gov.advance_begin))  # fmt: skip
-        conn = pymysql.connect(**MYSQL, database=database, autocommit=True)  # type: ignore[arg-type]
+        conn = pymysql.connect(**MYSQL, database=database, autocommit=True)
         conn.cursor().execute("UPDATE t_big_task_1 SET status = 3 WHERE status IN (1, 2)")
         conn.close()
         print("| advance_begin (begin table all terminal) "

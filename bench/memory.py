@@ -29,7 +29,7 @@ STREAMS = 100
 
 def fill(database: str, rows: int, now: int) -> None:
     """`rows` PENDING tasks of type "mem", due already, in t_mem_task_1."""
-    conn = pymysql.connect(**MYSQL, database=database, autocommit=True)  # type: ignore[arg-type]
+    conn = pymysql.connect(**MYSQL, database=database, autocommit=True)
     try:
         conn.cursor().execute(
             f"""
@@ -92,7 +92,7 @@ def measure(quick: bool) -> list[Figure]:
     }
     with scratch_database() as database:
         prefix = f"bench:{uuid.uuid4().hex[:8]}:"
-        with server_process(database, prefix, **settings) as (address, pid):
+        with server_process(database, prefix, settings=settings) as (address, pid):
             before, peak, pending = asyncio.run(
                 run(address, f"127.0.0.1:{port}", database, rows, pid, settle)
             )

@@ -58,7 +58,8 @@ def measure(quick: bool) -> list[Figure]:
         user = stack.enter_context(CountedUser(database))
         prefix = f"bench:{uuid.uuid4().hex[:8]}:"  # one cache, as replicas share it
         servers = [
-            stack.enter_context(server_process(database, prefix, **user.settings)) for _ in range(2)
+            stack.enter_context(server_process(database, prefix, settings=user.settings))
+            for _ in range(2)
         ]
         with tempfile.TemporaryDirectory(prefix="asyncflow-bench-") as tmp:
             files = asyncio.run(rpc.prepare(servers[0][0], Path(tmp), options.context_bytes))

@@ -47,7 +47,7 @@ def variant(name: str, work: Path, token: str, ca: trustme.CA) -> Iterator[tuple
         cert.private_key_pem.write_to_path(str(work / f"{name}-key.pem"))
         settings |= {"ASYNCFLOW_SERVER_TLS_CERT_FILE": str(work / f"{name}.pem"),
                      "ASYNCFLOW_SERVER_TLS_KEY_FILE": str(work / f"{name}-key.pem")}  # fmt: skip
-    with server_process(str(work / f"{name}.db"), "", "sqlite", **settings) as started:
+    with server_process(str(work / f"{name}.db"), "", "sqlite", settings=settings) as started:
         yield started
 
 
