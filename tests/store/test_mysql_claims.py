@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MYSQL
+from conftest import MYSQL, open_store
 from test_contract import NOW, claim, insert, lark, new_task
 
 from asyncflow.core.ids import task_table
@@ -22,9 +23,12 @@ pytestmark = pytest.mark.mysql
 
 
 @pytest.fixture
-async def replicas(mysql_database: str) -> AsyncIterator[tuple[MysqlStore, MysqlStore]]:
-    """Two stores on one database: two replicas' views."""
-    first = await MysqlStore.open(**MYSQL, database=mysql_database)
+async def replicas(
+    tmp_path: Path, mysql_database: str
+) -> AsyncIterator[tuple[MysqlStore, MysqlStore]]:
+    """Two stores on one (emptied) database: two replicas' views."""
+    first = await open_store("mysql", tmp_path, mysql_database)
+    assert isinstance(first, MysqlStore)
     await first.migrate()
     second = await MysqlStore.open(**MYSQL, database=mysql_database)
     yield first, second
