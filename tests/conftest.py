@@ -65,6 +65,19 @@ def mysql_database() -> Iterator[str]:
         conn.close()
 
 
+def mysql_store_config(database: str, **settings: Any) -> StoreConfig:
+    """The test MariaDB as a server's [store] section, with more `settings`."""
+    return StoreConfig(
+        backend="mysql",
+        mysql_host=MYSQL["host"],
+        mysql_port=MYSQL["port"],
+        mysql_user=MYSQL["user"],
+        mysql_password=MYSQL["password"],
+        mysql_database=database,
+        **settings,
+    )
+
+
 def reset_mysql(database: str) -> None:
     """Empty the test database between tests (schema migrations stay applied)."""
     conn = pymysql.connect(**MYSQL, autocommit=True)
@@ -144,15 +157,7 @@ def config(backend: str, tmp_path: Path, mysql_database: str, redis_prefix: str)
     reset_mysql(mysql_database)
     return Config(
         server=ServerConfig(port=0),
-        store=StoreConfig(
-            backend="mysql",
-            mysql_host=MYSQL["host"],
-            mysql_port=MYSQL["port"],
-            mysql_user=MYSQL["user"],
-            mysql_password=MYSQL["password"],
-            mysql_database=mysql_database,
-            mysql_pool_max=40,
-        ),
+        store=mysql_store_config(mysql_database, mysql_pool_max=40),
         cache=CacheConfig(backend="redis", redis_url=REDIS_URL, key_prefix=redis_prefix),
         governance=NO_GOVERNANCE,
         http=HTTP,

@@ -66,6 +66,20 @@ async def insert(store: TaskStore, task: TaskInsert, now: int = NOW) -> Task:
     return inserted
 
 
+async def in_two_tables(store: TaskStore, per_table: int) -> TaskTypeConfig:
+    """lark with `per_table` pending tasks in table 1 and as many in table 2 (after
+    a split); its config as it is then."""
+    config = await registered(store)
+    for _ in range(per_table):
+        await insert(store, new_task(config), NOW)
+    assert await store.pos_split(config, NOW)
+    split = await store.type_get("lark")
+    assert split is not None
+    for _ in range(per_table):
+        await insert(store, new_task(split), NOW)
+    return split
+
+
 def claim(token: str = "tok", now: int = NOW, deadline: int = NOW + 30) -> Claim:
     return Claim(token=token, deadline=deadline, now=now)
 
@@ -357,14 +371,7 @@ async def test_list_expired_finds_only_leases_past_their_deadline(store: TaskSto
 
 
 async def test_list_expired_is_bounded_per_table_and_scans_live_tables(store: TaskStore) -> None:
-    config = await registered(store)
-    for _ in range(3):
-        await insert(store, new_task(config), NOW)
-    assert await store.pos_split(config, NOW)
-    config = await store.type_get("lark")
-    assert config is not None
-    for _ in range(3):
-        await insert(store, new_task(config), NOW)
+    config = await in_two_tables(store, 3)
     await store.task_claim_due(config, 6, claim())
     expired = await store.task_list_expired(config, NOW + 31, 2)
     assert sorted(t.pos for t in expired) == [1, 1, 2, 2]
@@ -404,14 +411,7 @@ async def test_update_leased_batch_with_one_stale_lease_applies_the_others(
 ) -> None:
     """Distinct tasks over two tables, one under a lease that is no longer its own
     (MariaDB tries the batch unlocked first, then finds out which still hold)."""
-    config = await registered(store)
-    for _ in range(2):
-        await insert(store, new_task(config), NOW)
-    assert await store.pos_split(config, NOW)
-    config = await store.type_get("lark")
-    assert config is not None
-    for _ in range(2):
-        await insert(store, new_task(config), NOW)
+    config = await in_two_tables(store, 2)
     held = await store.task_claim_due(config, 4, claim())
     done = TaskChange(TaskStatus.SUCCESS, "first", "done", 0, NOW, "")
     results = await store.task_update_leased_many(

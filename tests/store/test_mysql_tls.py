@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 import trustme
-from conftest import MYSQL
+from conftest import mysql_store_config
 
-from asyncflow.config import StoreConfig
 from asyncflow.errors import Unavailable
 from asyncflow.server.app import open_store
 
@@ -22,14 +21,6 @@ pytestmark = [pytest.mark.mysql]
 async def test_no_plaintext_fallback(tmp_path: Path, mysql_database: str) -> None:
     ca_file = tmp_path / "ca.pem"
     trustme.CA().cert_pem.write_to_path(str(ca_file))
-    config = StoreConfig(
-        backend="mysql",
-        mysql_host=MYSQL["host"],
-        mysql_port=MYSQL["port"],
-        mysql_user=MYSQL["user"],
-        mysql_password=MYSQL["password"],
-        mysql_database=mysql_database,
-        mysql_tls_ca_file=str(ca_file),
-    )
+    config = mysql_store_config(mysql_database, mysql_tls_ca_file=str(ca_file))
     with pytest.raises(Unavailable, match="not encrypted"):
         await open_store(config)
